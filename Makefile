@@ -1,0 +1,42 @@
+# Everything a newcomer needs: `make demo` and `make test`. Each target creates or
+# refreshes .venv itself from pyproject.toml.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test bench lint proof clean venv
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' || \
+	  { echo "hems-agent needs Python 3.11 or newer (found: $$($(PYTHON) --version 2>&1))."; \
+	    echo "On Debian / Raspberry Pi OS: sudo apt-get install python3"; exit 1; }
+	@$(PYTHON) -c 'import venv, ensurepip' 2>/dev/null || \
+	  { echo "Python's venv module is missing."; \
+	    echo "On Debian / Raspberry Pi OS: sudo apt-get install python3-venv"; exit 1; }
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/hems-agent demo $(DEMO_ARGS)
+
+test: $(STAMP)
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check agent drivers policy tests bench
+	$(VENV)/bin/mypy
+	$(PY) -m pytest -q tests/unit/test_layers.py
+
+bench: $(STAMP)
+	$(PY) -m bench
+
+proof: $(STAMP)
+	$(PY) -m pytest -q -m proof tests/proof
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info
