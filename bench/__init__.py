@@ -1,0 +1,1 @@
+"""Benchmarks: each ``bench_*.py`` module has ``main() -> None`` that prints its table(s)."""
