@@ -48,6 +48,8 @@ class RegisterPoint:
     ``ValueError`` for garbage (e.g. a scale factor out of range)."""
     extra: tuple[tuple[int, int], ...] = ()
     """Further (address, count) spans ``decode`` needs, e.g. a SunSpec scale-factor register."""
+    function: str = "holding"
+    """Register table: ``"holding"`` (function 0x03) or ``"input"`` (0x04, read-only registers)."""
 
     def spans(self) -> tuple[tuple[int, int], ...]:
         """Every (address, count) span this point needs read."""
