@@ -14,29 +14,33 @@ from collections.abc import Sequence
 # subcommand -> (module, one-line help). The module provides ``add_arguments(parser)`` and
 # ``main(args) -> int``.
 COMMANDS: dict[str, tuple[str, str]] = {
+    "check-config": ("agent.config_cli", "validate a configuration file without starting"),
     "scan": ("agent.scan_cli", "find SunSpec / profiled Modbus devices and read them once"),
     "demo": ("agent.demo", "run simulated devices and show live canonical readings"),
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
+    """Build the parser, importing only the module of the subcommand being run."""
     parser = argparse.ArgumentParser(
         prog="hems-agent",
         description="Home energy gateway agent: reads devices, applies the household's "
         "consent on the device, uploads only what each purpose allows.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    chosen = next((arg for arg in argv if not arg.startswith("-")), None)
     for name, (module_name, help_text) in COMMANDS.items():
-        module = importlib.import_module(module_name)
         sub_parser = sub.add_parser(name, help=help_text, description=help_text)
-        module.add_arguments(sub_parser)
-        sub_parser.set_defaults(_module=module)
+        if name == chosen:
+            module = importlib.import_module(module_name)
+            module.add_arguments(sub_parser)
+            sub_parser.set_defaults(_module=module)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(arguments).parse_args(arguments)
     try:
         code: int = args._module.main(args)
     except KeyboardInterrupt:
