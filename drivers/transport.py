@@ -1,0 +1,216 @@
+"""Async Modbus transport over pymodbus: one :class:`Bus` per serial line or TCP connection.
+
+A bus serialises its requests (an RS-485 line carries one frame at a time; a TCP gateway in
+front of one is no better), keeps a configurable quiet gap between them, puts a deadline on each
+request, and never retries: backoff belongs to the supervisor in ``agent``. A lost or timed-out
+connection is closed and reopened by the next request.
+
+Every pymodbus and OS error is translated here, once, into :mod:`drivers.errors`:
+an exception response becomes :class:`DeviceProtocolError` (with its ``exception_code``); no
+answer, a refused or lost connection become :class:`DeviceUnreachable`.
+
+This module imports only ``pymodbus.client`` (never ``pymodbus.server``, which pulls in aiohttp).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from types import TracebackType
+from typing import Literal, Self
+
+from pymodbus import FramerType
+from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
+from pymodbus.client.base import ModbusBaseClient
+from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
+from pymodbus.pdu import ModbusPDU
+
+from drivers.errors import DeviceProtocolError, DeviceUnreachable
+from drivers.planner import MAX_REGISTERS
+
+log = logging.getLogger(__name__)
+
+Function = Literal["holding", "input"]
+
+# pymodbus runs its own response timer; ours (asyncio.timeout) must always fire first so that
+# one deadline governs connect + request, hence the margin.
+_LIBRARY_TIMEOUT_MARGIN = 5.0
+
+ClientFactory = Callable[[float, Callable[[bool], None]], ModbusBaseClient]
+"""Builds a pymodbus client from (its response timeout, a connect/disconnect callback)."""
+
+
+class Bus:
+    """One Modbus link (a serial line, or one TCP connection) shared by the units on it.
+
+    Use :meth:`tcp` or :meth:`serial` to build one, then ``async with bus:``. Implements
+    :class:`drivers.registers.RegisterReader` for every unit on the link, plus :meth:`read_input`.
+    """
+
+    def __init__(self, name: str, factory: ClientFactory, *,
+                 timeout: float, gap: float) -> None:
+        if timeout <= 0 or gap < 0:
+            raise ValueError(f"bus {name!r}: timeout must be > 0 and gap >= 0, "
+                             f"got {timeout}, {gap}")
+        self.name = name
+        self.timeout = timeout
+        self.gap = gap
+        self.requests = 0  # requests put on the wire (or attempted), for metrics and bench
+        self.failures = 0  # of which failed (unreachable or protocol error)
+        self._factory = factory
+        self._client: ModbusBaseClient | None = None
+        self._lost = asyncio.Event()  # set when the open link goes down
+        self._lock = asyncio.Lock()
+        self._quiet_until = 0.0  # loop time before which the next request must not start
+
+    @classmethod
+    def tcp(cls, host: str, port: int = 502, *, rtu_framing: bool = False,
+            timeout: float = 3.0, gap: float = 0.0, name: str | None = None) -> Bus:
+        """Modbus TCP to ``host:port``; ``rtu_framing`` sends RTU frames over the socket
+        (serial-to-Ethernet converters in transparent mode)."""
+        framer = FramerType.RTU if rtu_framing else FramerType.SOCKET
+
+        def factory(library_timeout: float, on_connect: Callable[[bool], None]) -> ModbusBaseClient:
+            return AsyncModbusTcpClient(host, port=port, framer=framer, timeout=library_timeout,
+                                        retries=0, reconnect_delay=0, trace_connect=on_connect)
+
+        return cls(name or f"tcp:{host}:{port}", factory, timeout=timeout, gap=gap)
+
+    @classmethod
+    def serial(cls, port: str, *, baudrate: int = 9600, parity: str = "N", stopbits: int = 1,
+               bytesize: int = 8, timeout: float = 1.0, gap: float = 0.025,
+               name: str | None = None) -> Bus:
+        """Modbus RTU on a serial line such as ``/dev/ttyAMA0`` (an RS-485 HAT)."""
+        if parity not in ("N", "E", "O"):
+            raise ValueError(f"parity must be 'N', 'E' or 'O', got {parity!r}")
+
+        def factory(library_timeout: float, on_connect: Callable[[bool], None]) -> ModbusBaseClient:
+            return AsyncModbusSerialClient(port, framer=FramerType.RTU, baudrate=baudrate,
+                                           parity=parity, stopbits=stopbits, bytesize=bytesize,
+                                           timeout=library_timeout, retries=0, reconnect_delay=0,
+                                           trace_connect=on_connect)
+
+        return cls(name or f"rtu:{port}", factory, timeout=timeout, gap=gap)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the link; the next request opens it again."""
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    @property
+    def connected(self) -> bool:
+        """Whether the link is open right now."""
+        return self._client is not None and self._client.connected
+
+    async def read_holding(self, address: int, count: int, *, unit: int) -> list[int]:
+        """Read ``count`` holding registers (function 0x03) from ``unit``."""
+        return await self.read("holding", address, count, unit=unit)
+
+    async def read_input(self, address: int, count: int, *, unit: int) -> list[int]:
+        """Read ``count`` input registers (function 0x04) from ``unit``."""
+        return await self.read("input", address, count, unit=unit)
+
+    async def read(self, function: Function, address: int, count: int, *,
+                   unit: int) -> list[int]:
+        """Read registers of either table; waits its turn on the bus, then at most
+        ``timeout`` seconds for connecting and answering together."""
+        _check_request(function, address, count, unit)
+        what = f"{self.name} unit {unit}: read {function} {address}+{count}"
+        async with self._lock:
+            loop = asyncio.get_running_loop()
+            await asyncio.sleep(max(0.0, self._quiet_until - loop.time()))
+            self.requests += 1
+            try:
+                return await self._read_locked(function, address, count, unit, what)
+            except BaseException:
+                self.failures += 1
+                raise
+            finally:
+                self._quiet_until = loop.time() + self.gap
+
+    async def _read_locked(self, function: Function, address: int, count: int, unit: int,
+                           what: str) -> list[int]:
+        try:
+            async with asyncio.timeout(self.timeout):
+                client = await self._connect()
+                call = (client.read_holding_registers if function == "holding"
+                        else client.read_input_registers)
+                response = await self._unless_lost(call(address, count=count, device_id=unit))
+        except TimeoutError as exc:
+            # A late answer must not be taken for the next request's: start afresh.
+            self.close()
+            raise DeviceUnreachable(f"{what}: no answer within {self.timeout} s") from exc
+        except (ConnectionException, OSError) as exc:
+            self.close()
+            raise DeviceUnreachable(f"{what}: link failed: {exc}") from exc
+        except ModbusIOException as exc:  # wrong unit or transaction id: the stream is garbled
+            self.close()
+            raise DeviceProtocolError(f"{what}: garbled reply: {exc}") from exc
+        except ModbusException as exc:
+            raise DeviceProtocolError(f"{what}: {exc}") from exc
+        if response.isError():
+            code = getattr(response, "exception_code", None)
+            raise DeviceProtocolError(f"{what}: exception code {code}", exception_code=code)
+        registers = list(response.registers)
+        if len(registers) != count:
+            raise DeviceProtocolError(f"{what}: got {len(registers)} registers")
+        return registers
+
+    async def _unless_lost(self, request: Awaitable[ModbusPDU]) -> ModbusPDU:
+        """Await ``request``, but fail at once if the link goes down meanwhile (pymodbus would
+        otherwise wait out its own timeout for an answer that cannot come)."""
+        answer = asyncio.ensure_future(request)
+        lost = asyncio.ensure_future(self._lost.wait())
+        try:
+            await asyncio.wait((answer, lost), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (answer, lost):
+                task.cancel()
+            if answer.done() and not answer.cancelled():
+                answer.exception()  # retrieved: an error is re-raised below or superseded
+        if not answer.done() or answer.cancelled():
+            raise ConnectionException("connection lost while waiting for the answer")
+        return answer.result()
+
+    async def _connect(self) -> ModbusBaseClient:
+        if self._client is not None and self._client.connected:
+            return self._client
+        self.close()
+        lost = self._lost = asyncio.Event()
+
+        def on_connect(up: bool) -> None:
+            if not up:
+                lost.set()
+
+        client = self._factory(self.timeout + _LIBRARY_TIMEOUT_MARGIN, on_connect)
+        try:
+            connected = await client.connect()
+        except BaseException:  # cancelled by the deadline: do not leak a half-open socket
+            client.close()
+            raise
+        if not connected:
+            client.close()
+            raise ConnectionException(f"cannot connect to {self.name}")
+        log.debug("connected to %s", self.name)
+        self._client = client
+        return client
+
+
+def _check_request(function: str, address: int, count: int, unit: int) -> None:
+    if function not in ("holding", "input"):
+        raise ValueError(f"function must be 'holding' or 'input', got {function!r}")
+    if not 1 <= count <= MAX_REGISTERS:
+        raise ValueError(f"count must be 1..{MAX_REGISTERS}, got {count}")
+    if not (address >= 0 and address + count <= 0x10000):
+        raise ValueError(f"registers {address}+{count} are outside 0..65535")
+    if not 0 <= unit <= 255:
+        raise ValueError(f"unit must be 0..255, got {unit}")
