@@ -18,10 +18,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-
-class ConfigError(Exception):
-    """The configuration is invalid; the message names the file, the field and the problem."""
-
+from agent.errors import ConfigError
 
 DEFAULT_PATH = Path("/etc/hems-agent/agent.toml")
 _NAME = r"^[a-z0-9][a-z0-9_-]{0,62}$"

@@ -29,3 +29,7 @@ class UplinkError(AgentError):
 
 class ReceiverError(AgentError):
     """The reference receiver cannot start (bad key directory, bad options): stop."""
+
+
+class ConfigError(AgentError):
+    """The configuration is invalid; the message names the file, the field and the problem: stop."""
