@@ -1,0 +1,285 @@
+"""The durable outbox: sealed envelopes wait here until the broker acknowledges them.
+
+sqlite (stdlib) in WAL mode with ``synchronous=FULL``: in WAL mode FULL fsyncs the log at every
+commit, so a commit that returned survives a power cut; NORMAL would keep the database
+consistent but could lose the last commits. The fsync cost is paid once per batch, because
+enqueues and acknowledgements are grouped: one transaction per ``batch_items`` or per call of
+:meth:`Outbox.flush` (which the daemon runs every ``flush_interval`` via :meth:`run_flusher`).
+Only committed envelopes are handed to the publisher, so nothing is sent that a power cut could
+take back; an acknowledgement lost in a power cut only means the envelope is sent again, and
+receivers dedupe by (site, seq).
+
+Bound: when the stored bytes exceed ``max_bytes`` the outbox drops lowest priority first, oldest
+first (priorities per purpose are passed in, e.g. from the catalogue; consent and deletion
+messages rank above every purpose). Every drop is counted per purpose and persisted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from agent.errors import OutboxError
+
+log = logging.getLogger(__name__)
+
+# Consent changes and deletion requests go first and are dropped last.
+CONTROL_PRIORITY = 1_000_000
+_CONTROL_KINDS = frozenset({"consent", "deletion"})
+_SEQ_BLOCK = 1024
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS envelopes (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL, purpose TEXT NOT NULL,
+    recipient TEXT NOT NULL, tier TEXT NOT NULL, kind TEXT NOT NULL,
+    priority INTEGER NOT NULL, created REAL NOT NULL, size INTEGER NOT NULL,
+    payload BLOB NOT NULL);
+CREATE INDEX IF NOT EXISTS envelopes_order ON envelopes (priority, id);
+CREATE INDEX IF NOT EXISTS envelopes_created ON envelopes (created);
+CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS drops (purpose TEXT PRIMARY KEY, count INTEGER NOT NULL);
+"""
+_COLUMNS = "id, topic, purpose, kind, created, payload"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OutboxConfig:
+    """Outbox tuning; the defaults suit a Raspberry Pi with an SD card."""
+
+    max_bytes: int = 256 * 1024 * 1024
+    batch_items: int = 200
+    flush_interval: float = 1.0
+    # Envelopes younger than this are "live" and always go first.
+    live_horizon: float = 120.0
+    # Backlog (older) envelopes handed out per second, so a drain never starves live data.
+    backlog_rate: float = 50.0
+    priorities: Mapping[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OutboxItem:
+    """One committed envelope awaiting its PUBACK."""
+
+    id: int
+    topic: str
+    purpose: str
+    kind: str
+    created: float
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OutboxStats:
+    """Figures for metrics; ``drops`` counts envelopes dropped by the bound, per purpose."""
+
+    depth: int
+    bytes: int
+    pending: int
+    oldest_age: float | None
+    drops: Mapping[str, int]
+
+
+class Outbox:
+    """A bounded, durable FIFO of envelopes (synchronous; each call is a few ms at most)."""
+
+    def __init__(self, path: Path, config: OutboxConfig | None = None, *,
+                 clock: Callable[[], float] = time.time,
+                 on_commit: Callable[[], None] | None = None) -> None:
+        self.config = config or OutboxConfig()
+        self.on_commit = on_commit
+        self._clock = clock
+        self._pending: list[tuple[object, ...]] = []
+        self._acked: set[int] = set()
+        self._tokens = 0.0
+        self._refilled = clock()
+        with self._db_errors("open"):
+            self._conn = sqlite3.connect(path, isolation_level=None)
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=FULL")
+            self._conn.executescript(_SCHEMA)
+            self._bytes = int(self._conn.execute(
+                "SELECT COALESCE(SUM(size), 0) FROM envelopes").fetchone()[0])
+            # Numbers below the stored reservation may have been used before a crash.
+            self._seq_reserved = self._counter("seq_reserved")
+        self._seq_next = self._seq_reserved
+        self._seq_dirty = False
+
+    @contextmanager
+    def _db_errors(self, action: str) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise OutboxError(f"outbox {action} failed: {exc}") from exc
+
+    def _counter(self, name: str) -> int:
+        row = self._conn.execute("SELECT value FROM counters WHERE name = ?", (name,)).fetchone()
+        return int(row[0]) if row else 0
+
+    def close(self) -> None:
+        """Commit what is pending and close the database."""
+        self.flush()
+        with self._db_errors("close"):
+            self._conn.close()
+
+    def next_sequence(self) -> int:
+        """The next envelope sequence number for this site: monotonic across restarts.
+
+        Blocks of numbers are reserved durably before use, so a power cut leaves a gap but
+        never a reused number (which receivers would reject as a replay).
+        """
+        if self._seq_next >= self._seq_reserved:
+            self._seq_reserved = self._seq_next + _SEQ_BLOCK
+            self._seq_dirty = True
+            self.flush()
+        value = self._seq_next
+        self._seq_next += 1
+        return value
+
+    def enqueue(self, payload: bytes, *, topic: str, purpose: str, recipient: str, tier: str,
+                kind: str, priority: int | None = None) -> None:
+        """Queue an envelope; it is committed with the next batch (see :meth:`flush`)."""
+        if priority is None:
+            priority = (CONTROL_PRIORITY if kind in _CONTROL_KINDS
+                        else self.config.priorities.get(purpose, 0))
+        self._pending.append((topic, purpose, recipient, tier, kind, priority, self._clock(),
+                              len(payload), payload))
+        if len(self._pending) >= self.config.batch_items:
+            self.flush()
+
+    def ack(self, ids: Sequence[int]) -> None:
+        """Mark envelopes as acknowledged by the broker; deleted with the next batch."""
+        self._acked.update(ids)
+        if len(self._acked) >= self.config.batch_items:
+            self.flush()
+
+    def flush(self) -> None:
+        """Commit pending enqueues and acks in one transaction; returns after the commit."""
+        if not self._pending and not self._acked and not self._seq_dirty:
+            return
+        with self._db_errors("commit"):
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._write_batch()
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                self._bytes = self._sum_bytes()
+                raise
+        self._pending.clear()
+        self._acked.clear()
+        self._seq_dirty = False
+        if self.on_commit is not None:
+            self.on_commit()
+
+    def _sum_bytes(self) -> int:
+        return int(self._conn.execute(
+            "SELECT COALESCE(SUM(size), 0) FROM envelopes").fetchone()[0])
+
+    def _write_batch(self) -> None:
+        c = self._conn
+        c.executemany(
+            "INSERT INTO envelopes (topic, purpose, recipient, tier, kind, priority, created,"
+            " size, payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", self._pending)
+        c.executemany("DELETE FROM envelopes WHERE id = ?", [(i,) for i in self._acked])
+        if self._seq_dirty:
+            c.execute("INSERT INTO counters (name, value) VALUES ('seq_reserved', ?) "
+                      "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                      (self._seq_reserved,))
+        self._bytes = self._sum_bytes()
+        if self._bytes > self.config.max_bytes:
+            self._enforce_bound()
+
+    def _enforce_bound(self) -> None:
+        dropped: dict[str, int] = {}
+        while self._bytes > self.config.max_bytes:
+            rows = self._conn.execute(
+                "SELECT id, purpose, size FROM envelopes ORDER BY priority, id LIMIT 64"
+            ).fetchall()
+            if not rows:
+                break
+            for row_id, purpose, size in rows:
+                if self._bytes <= self.config.max_bytes:
+                    break
+                self._conn.execute("DELETE FROM envelopes WHERE id = ?", (row_id,))
+                self._bytes -= size
+                dropped[purpose] = dropped.get(purpose, 0) + 1
+        self._conn.executemany(
+            "INSERT INTO drops (purpose, count) VALUES (?, ?) "
+            "ON CONFLICT (purpose) DO UPDATE SET count = count + excluded.count",
+            sorted(dropped.items()))
+        log.warning("outbox over its %d-byte bound: dropped %s", self.config.max_bytes,
+                    ", ".join(f"{n} {p}" for p, n in sorted(dropped.items())))
+
+    def next_batch(self, limit: int = 50) -> list[OutboxItem]:
+        """Committed envelopes to publish next: live ones first, then backlog at the set rate.
+
+        Within each group the higher priority goes first, then the older. An envelope stays
+        until :meth:`ack`; if its publish fails it is handed out again.
+        """
+        now = self._clock()
+        horizon = now - self.config.live_horizon
+        live = self._select("created >= ?", horizon, limit)
+        rate = self.config.backlog_rate
+        self._tokens = min(max(rate, 1.0), self._tokens + (now - self._refilled) * rate)
+        self._refilled = now
+        room = min(limit - len(live), int(self._tokens))
+        backlog = self._select("created < ?", horizon, room) if room > 0 else []
+        self._tokens -= len(backlog)
+        return live + backlog
+
+    def _select(self, where: str, arg: float, limit: int) -> list[OutboxItem]:
+        with self._db_errors("read"):
+            rows = self._conn.execute(
+                f"SELECT {_COLUMNS} FROM envelopes WHERE {where} "
+                "ORDER BY priority DESC, id LIMIT ?", (arg, limit + len(self._acked))
+            ).fetchall()
+        items = [OutboxItem(id=r[0], topic=r[1], purpose=r[2], kind=r[3], created=r[4],
+                            payload=r[5]) for r in rows if r[0] not in self._acked]
+        return items[:limit]
+
+    def purge(self, purpose: str, recipient: str | None = None,
+              tiers: Sequence[str] | None = None) -> int:
+        """Delete queued data envelopes a withdrawn or narrowed consent no longer covers.
+
+        Consent-change and deletion messages are never purged. Returns how many were removed.
+        """
+        self.flush()
+        where, args = "kind NOT IN ('consent', 'deletion') AND purpose = ?", [purpose]
+        if recipient is not None:
+            where += " AND recipient = ?"
+            args.append(recipient)
+        if tiers is not None:
+            where += f" AND tier IN ({', '.join('?' * len(tiers))})"
+            args.extend(tiers)
+        with self._db_errors("purge"):
+            count = self._conn.execute(f"DELETE FROM envelopes WHERE {where}", args).rowcount
+            self._bytes = self._sum_bytes()
+        log.info("outbox purge for purpose %s%s: removed %d queued envelopes", purpose,
+                 f" (tiers {', '.join(tiers)})" if tiers is not None else "", count)
+        return int(count)
+
+    def stats(self) -> OutboxStats:
+        """Depth, stored bytes, pending (uncommitted) items, oldest age and drops."""
+        with self._db_errors("read"):
+            depth, oldest = self._conn.execute(
+                "SELECT COUNT(*), MIN(created) FROM envelopes").fetchone()
+            drops = dict(self._conn.execute("SELECT purpose, count FROM drops").fetchall())
+        age = None if oldest is None else max(0.0, self._clock() - float(oldest))
+        return OutboxStats(depth=int(depth), bytes=self._bytes, pending=len(self._pending),
+                           oldest_age=age, drops=drops)
+
+    async def run_flusher(self) -> None:
+        """Commit pending work every ``flush_interval`` seconds until cancelled."""
+        try:
+            while True:
+                await asyncio.sleep(self.config.flush_interval)
+                self.flush()
+        finally:
+            # Whatever was queued when we are cancelled (SIGTERM) is committed, then the
+            # cancellation propagates.
+            self.flush()
