@@ -152,5 +152,6 @@ def identity_from(common: Sequence[int]) -> DeviceIdentity:
         return (value.strip() or None) if isinstance(value, str) else None
 
     return DeviceIdentity(
-        manufacturer=text("Mn"), model=text("Md"), serial=text("SN"), version=text("Vr")
+        manufacturer=text("Mn"), model=text("Md"), serial=text("SN"), version=text("Vr"),
+        protocol="sunspec",
     )
