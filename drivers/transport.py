@@ -27,7 +27,7 @@ from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOEx
 from pymodbus.pdu import ModbusPDU
 
 from drivers.errors import DeviceProtocolError, DeviceUnreachable
-from drivers.planner import MAX_REGISTERS
+from drivers.planner import MAX_REGISTERS, CostModel
 
 log = logging.getLogger(__name__)
 
@@ -48,14 +48,15 @@ class Bus:
     :class:`drivers.registers.RegisterReader` for every unit on the link, plus :meth:`read_input`.
     """
 
-    def __init__(self, name: str, factory: ClientFactory, *,
-                 timeout: float, gap: float) -> None:
+    def __init__(self, name: str, factory: ClientFactory, *, timeout: float, gap: float,
+                 cost_model: CostModel) -> None:
         if timeout <= 0 or gap < 0:
             raise ValueError(f"bus {name!r}: timeout must be > 0 and gap >= 0, "
                              f"got {timeout}, {gap}")
         self.name = name
         self.timeout = timeout
         self.gap = gap
+        self.cost_model = cost_model  # for the read planner of the devices on this bus
         self.requests = 0  # requests put on the wire (or attempted), for metrics and bench
         self.failures = 0  # of which failed (unreachable or protocol error)
         self._factory = factory
@@ -75,7 +76,8 @@ class Bus:
             return AsyncModbusTcpClient(host, port=port, framer=framer, timeout=library_timeout,
                                         retries=0, reconnect_delay=0, trace_connect=on_connect)
 
-        return cls(name or f"tcp:{host}:{port}", factory, timeout=timeout, gap=gap)
+        return cls(name or f"tcp:{host}:{port}", factory, timeout=timeout, gap=gap,
+                   cost_model=CostModel.tcp())
 
     @classmethod
     def serial(cls, port: str, *, baudrate: int = 9600, parity: str = "N", stopbits: int = 1,
@@ -91,7 +93,8 @@ class Bus:
                                            timeout=library_timeout, retries=0, reconnect_delay=0,
                                            trace_connect=on_connect)
 
-        return cls(name or f"rtu:{port}", factory, timeout=timeout, gap=gap)
+        return cls(name or f"rtu:{port}", factory, timeout=timeout, gap=gap,
+                   cost_model=CostModel.rtu(baudrate, gap=gap))
 
     async def __aenter__(self) -> Self:
         return self
