@@ -75,6 +75,9 @@ _SPECS: tuple[PointSpec, ...] = (
               description="Battery temperature"),
     PointSpec(name="battery.state", kind=_P.STATE, unit="", domain="battery",
               description="Operating state (idle, charging, discharging, fault, ...)"),
+    PointSpec(name="battery.mode", kind=_P.STATE, unit="", domain="battery",
+              description="Operation mode the battery is set to (automatic, charging, standby, "
+              "...; ECHONET Lite)"),
     PointSpec(name="battery.events", kind=_P.EVENT, unit="", domain="battery",
               description="Active fault and alarm flags"),
     # grid connection point (meter)
