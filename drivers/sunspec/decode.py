@@ -60,11 +60,24 @@ class PlacedPoint:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Repeat:
+    """A repeating group of one model instance: its list's path, entries, first register."""
+
+    path: Path
+    count: int
+    offset: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Layout:
     """Every point of one model instance, and how often each repeating group occurs."""
 
     points: tuple[PlacedPoint, ...]
-    repeats: tuple[tuple[Path, int], ...]  # (path of the group's list, number of entries)
+    repeats: tuple[Repeat, ...]
+
+    def count(self, path: Path) -> int:
+        """Entries of the repeating group at ``path`` (0 if there is none)."""
+        return next((r.count for r in self.repeats if r.path == path), 0)
 
     def find(self, path: Path) -> PlacedPoint | None:
         """The point at ``path``, or ``None`` if this instance has no such point."""
@@ -136,13 +149,18 @@ def decode_model(model: ModelDef, registers: Sequence[int]) -> dict[str, Any]:
     is ``None``.
     """
     lay = layout(model, len(registers) - 2, registers)
+    # Lists and points in register order, so the result reads like the definition; a list
+    # goes in before the points of its entries (and an outer list before inner ones).
+    items: list[tuple[int, int, int, Repeat | PlacedPoint]] = [
+        (r.offset, 0, i, r) for i, r in enumerate(lay.repeats)]
+    items += [(p.offset, 1, i, p) for i, p in enumerate(lay.points) if p.point.type != "pad"]
     result: dict[str, Any] = {}
-    for path, count in lay.repeats:
-        _container(result, path[:-1])[path[-1]] = [{} for _ in range(count)]
-    for placed in lay.points:
-        if placed.point.type == "pad":
-            continue
-        _container(result, placed.path[:-1])[placed.path[-1]] = point_value(placed, registers)
+    for *_, item in sorted(items, key=lambda entry: entry[:3]):
+        node = _container(result, item.path[:-1])
+        if isinstance(item, Repeat):
+            node[item.path[-1]] = [{} for _ in range(item.count)]
+        else:
+            node[item.path[-1]] = point_value(item, registers)
     return result
 
 
@@ -180,7 +198,7 @@ class _LayoutBuilder:
     total: int
     registers: Sequence[int] | None
     points: list[PlacedPoint] = field(default_factory=list)
-    repeats: list[tuple[Path, int]] = field(default_factory=list)
+    repeats: list[Repeat] = field(default_factory=list)
 
     def place_group(
         self, group: GroupDef, path: Path, offset: int, scopes: list[dict[str, int]]
@@ -210,13 +228,13 @@ class _LayoutBuilder:
         if sub.count is None:
             return self.place_group(sub, (*path, sub.name), offset, chain)
         count = self._count(sub, offset, chain)
-        index = len(self.repeats)  # an outer group's list must exist before its entries' lists
-        self.repeats.append(((*path, sub.name), 0))
+        index, start = len(self.repeats), offset  # outer lists come before their entries' lists
+        self.repeats.append(Repeat(path=(*path, sub.name), count=0, offset=start))
         placed = 0
         while placed < count and offset < self.total:
             offset = self.place_group(sub, (*path, sub.name, placed), offset, chain)
             placed += 1
-        self.repeats[index] = ((*path, sub.name), placed)
+        self.repeats[index] = Repeat(path=(*path, sub.name), count=placed, offset=start)
         return offset
 
     def _count(self, sub: GroupDef, offset: int, chain: list[dict[str, int]]) -> int:

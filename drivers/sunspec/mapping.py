@@ -221,7 +221,7 @@ def _mppt_points(instances: Mapping[int, _Instance]) -> list[RegisterPoint]:
             continue
         points: list[RegisterPoint] = []
         number = 0
-        for index in range(dict(instance.layout.repeats).get((group,), 0)):
+        for index in range(instance.layout.count((group,))):
             if not _is_pv_input(instance, group, index):
                 continue
             number += 1

@@ -116,7 +116,8 @@ def test_mppt_modules_repeat_as_many_as_the_length_holds() -> None:
     regs[dcw[1].offset] = 45  # type: ignore[union-attr]
     values = decode_model(definition, regs)
     assert [m["DCW"] for m in values["module"]] == [1230.0, 450.0]
-    assert lay.repeats == ((("module",), 2),)
+    assert lay.count(("module",)) == 2 and lay.count(("other",)) == 0
+    assert list(values)[:3] == ["ID", "L", "DCA_SF"]  # register order, lists after
 
 
 def test_repeat_count_from_a_count_point_and_group_local_scale() -> None:
