@@ -161,7 +161,9 @@ class ModbusDevice:
                 regs = await read_registers(self._reader, batch.function, req.address,
                                             req.count, unit=self.unit)
             except DeviceProtocolError as exc:
-                log.warning("%s: %s", self.name, exc)
+                # the device name only: the bus name carries a host address
+                log.warning("%s: read %s %d+%d failed (exception code %s)", self.name,
+                            batch.function, req.address, req.count, exc.exception_code)
                 failed.update(batch.points)
             except DeviceUnreachable:
                 self._stats = _replace(self._stats, requests=n + 1,

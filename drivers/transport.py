@@ -134,7 +134,7 @@ class Bus:
             self.requests += 1
             try:
                 return await self._read_locked(function, address, count, unit, what)
-            except BaseException:
+            except (DeviceUnreachable, DeviceProtocolError):
                 self.failures += 1
                 raise
             finally:

@@ -5,13 +5,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import os
+import tty
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import pytest
 from pymodbus import FramerType
 from pymodbus.constants import ExcCodes
-from pymodbus.server import ModbusTcpServer
+from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 from drivers.errors import DeviceProtocolError, DeviceUnreachable
@@ -72,6 +74,50 @@ async def silent_server() -> AsyncIterator[int]:
             writer.close()
         server.close()
         await server.wait_closed()
+
+
+@contextlib.asynccontextmanager
+async def pty_cable() -> AsyncIterator[tuple[str, str]]:
+    """Two pseudo-terminals joined like a null-modem cable; yields their device paths."""
+    loop = asyncio.get_running_loop()
+    ends = [os.openpty() for _ in range(2)]
+    for _master, slave in ends:
+        tty.setraw(slave)
+    (master_a, _), (master_b, _) = ends
+
+    def pump(src: int, dst: int) -> None:
+        with contextlib.suppress(OSError):  # the other end closed
+            os.write(dst, os.read(src, 4096))
+
+    loop.add_reader(master_a, pump, master_a, master_b)
+    loop.add_reader(master_b, pump, master_b, master_a)
+    try:
+        yield os.ttyname(ends[0][1]), os.ttyname(ends[1][1])
+    finally:
+        for master, slave in ends:
+            loop.remove_reader(master)
+            os.close(master)
+            os.close(slave)
+
+
+async def test_serial_rtu_over_a_pty_pair() -> None:
+    recorder = Recorder()
+    async with pty_cable() as (client_path, server_path):
+        server = ModbusSerialServer(device(recorder=recorder), port=server_path, baudrate=19200)
+        await server.serve_forever(background=True)
+        try:
+            async with Bus.serial(client_path, baudrate=19200, timeout=2.0, gap=0.03) as bus:
+                assert await bus.read_holding(0, 10, unit=1) == REGISTERS[:10]
+                assert await bus.read_input(120, 5, unit=1) == REGISTERS[120:125]
+                with pytest.raises(DeviceProtocolError) as info:
+                    await bus.read_holding(500, 2, unit=1)
+                assert info.value.exception_code == 2
+                assert bus.requests == 3 and bus.cost_model.name == "rtu-19200"
+        finally:
+            await server.shutdown()
+            await asyncio.sleep(0)
+    arrivals = [t for *_, t in recorder.requests]
+    assert all(b - a >= 0.03 * 0.9 for a, b in itertools.pairwise(arrivals))
 
 
 @pytest.mark.parametrize("rtu", [False, True], ids=["tcp", "rtu-over-tcp"])
