@@ -41,6 +41,7 @@ class HomeConfig:
     battery_max_discharge_w: float = 3000.0
     battery_efficiency: float = 0.95  # applied on charge
     battery_deadband_w: float = 60.0  # below this surplus the battery idles
+    battery_tracking: float = 0.97  # share of the surplus the battery controller follows
     soc_min_pct: float = 10.0
     soc_max_pct: float = 95.0
     initial_soc_pct: float = 50.0
@@ -56,6 +57,7 @@ class HomeConfig:
             and min(self.mppt_shares) > 0,
             "battery_capacity_wh": self.battery_capacity_wh > 0,
             "battery_efficiency": 0 < self.battery_efficiency <= 1,
+            "battery_tracking": 0 <= self.battery_tracking <= 1,
             "soc_min_pct": 0 <= self.soc_min_pct < self.soc_max_pct,
             "soc_max_pct": self.soc_max_pct <= 100,
             "initial_soc_pct": self.soc_min_pct <= self.initial_soc_pct <= self.soc_max_pct,
@@ -175,6 +177,7 @@ def battery_dispatch(config: HomeConfig, surplus_w: float, soc_pct: float, dt: f
     """Battery power (positive discharging) following ``surplus_w`` within SoC and rate limits."""
     if abs(surplus_w) < config.battery_deadband_w or dt <= 0:
         return 0.0
+    surplus_w *= config.battery_tracking  # a real controller lags: a little grid flow remains
     hours = dt / 3600.0
     cap = config.battery_capacity_wh
     if surplus_w > 0:

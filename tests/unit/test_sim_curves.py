@@ -103,9 +103,11 @@ def test_evening_load_exceeds_small_hours_load() -> None:
 
 
 def test_battery_follows_surplus_within_limits() -> None:
-    config = HomeConfig()
+    config = HomeConfig(battery_tracking=1.0)
     assert battery_dispatch(config, 1500.0, 50.0, 5.0) == -1500.0  # charge the surplus
     assert battery_dispatch(config, -800.0, 50.0, 5.0) == 800.0  # cover the deficit
+    lagging = HomeConfig(battery_tracking=0.9)
+    assert battery_dispatch(lagging, 1000.0, 50.0, 5.0) == pytest.approx(-900.0)
     assert battery_dispatch(config, 9000.0, 50.0, 5.0) == -config.battery_max_charge_w
     assert battery_dispatch(config, 1500.0, config.soc_max_pct, 5.0) == 0.0  # full
     assert battery_dispatch(config, -800.0, config.soc_min_pct, 5.0) == 0.0  # empty
