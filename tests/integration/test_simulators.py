@@ -11,6 +11,9 @@ from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusIOException
 from pymodbus.framer import FramerType
 
+from drivers.device import ModbusDevice
+from drivers.errors import DeviceUnreachable
+from drivers.models import Quality
 from drivers.sim.curves import JST, HomeConfig
 from drivers.sim.devices import DeviceKind
 from drivers.sim.server import (
@@ -24,6 +27,9 @@ from drivers.sim.server import (
     run_site,
 )
 from drivers.sim.sunspec_image import SunSpecImage
+from drivers.sunspec.discovery import discover, read_model
+from drivers.sunspec.mapping import map_points
+from drivers.transport import Bus
 
 NOON = datetime(2026, 6, 1, 11, 30, tzinfo=JST)
 CHAINS = {"inverter": [1, 103, 120, 160], "battery": [1, 802], "meter": [1, 203]}
@@ -252,3 +258,43 @@ def test_fault_validation_names_the_field() -> None:
         Fault(kind=FaultKind.EXCEPTION, exception_code=0)
     with pytest.raises(ValueError, match="requests"):
         Fault(kind=FaultKind.TIMEOUT, requests=0)
+
+
+async def _poller(server: SimulatorServer, bus: Bus) -> ModbusDevice:
+    found = await discover(bus, unit=1)
+    blocks = {m.start: await read_model(bus, m, unit=1) for m in found.models}
+    return ModbusDevice(name=server.device.kind.value, reader=bus, unit=1,
+                        points=map_points(found, blocks), identity=found.identity)
+
+
+async def test_canonical_readings_through_the_driver_stack_match_the_home(site: Site) -> None:
+    snap = site.home.snapshot()
+    expected = {"pv.power": snap.pv_w, "pv.mppt.2.power": snap.mppt_w[1],
+                "pv.energy": float(int(snap.pv_wh)), "battery.soc": snap.soc_pct,
+                "battery.power": snap.battery_w, "grid.power": snap.grid_w,
+                "grid.energy_export": float(int(snap.grid_export_wh))}
+    got: dict[str, float | str | None] = {}
+    for server in site.servers:
+        async with Bus.tcp("127.0.0.1", server.port, timeout=1.0) as bus:
+            device = await _poller(server, bus)
+            assert device.identity == server.device.identity
+            got.update((r.point, r.value) for r in await device.poll(0.0)
+                       if r.quality is Quality.GOOD)
+    for point, value in expected.items():
+        assert got[point] == pytest.approx(value, abs=1.0), point
+    assert got["inverter.state"] == "MPPT"
+
+
+async def test_faults_reach_the_poller_as_errors_not_values(site: Site) -> None:
+    server = site.meter
+    async with Bus.tcp("127.0.0.1", server.port, timeout=0.3) as bus:
+        device = await _poller(server, bus)
+        server.set_fault(Fault(kind=FaultKind.GARBAGE))
+        garbled = {r.point: r for r in await device.poll(0.0)}
+        assert garbled["grid.power"].quality is Quality.ERROR  # scale factor out of range
+        server.set_fault(Fault(kind=FaultKind.TIMEOUT))
+        with pytest.raises(DeviceUnreachable):
+            await device.poll(1e9)
+        server.clear_fault()
+        healthy = {r.point: r for r in await device.poll(2e9)}
+        assert healthy["grid.power"].quality is Quality.GOOD
