@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path as FsPath
 
 import pytest
 
@@ -235,3 +236,9 @@ def test_rules_name_real_points() -> None:
         spec(rule.point)  # raises KeyError for an unknown canonical point
         sources = [load_model(m) for m in rule.models]
         assert all(d is not None and d.point(rule.source) for d in sources), rule
+
+
+def test_docs_name_every_mapped_point() -> None:
+    doc = (FsPath(__file__).resolve().parents[2] / "docs" / "sunspec.md").read_text("utf-8")
+    missing = sorted({rule.point for rule in RULES if f"`{rule.point}`" not in doc})
+    assert missing == []
