@@ -298,3 +298,12 @@ async def test_faults_reach_the_poller_as_errors_not_values(site: Site) -> None:
         server.clear_fault()
         healthy = {r.point: r for r in await device.poll(2e9)}
         assert healthy["grid.power"].quality is Quality.GOOD
+
+
+def test_home_catches_up_a_long_pause_in_bounded_steps_and_lands_on_time(wall: Wall) -> None:
+    home = SimHome(start=NOON, speed=86400, wall=wall)
+    before = home.snapshot()
+    wall.now += 10  # ten simulated days
+    after = home.snapshot()
+    assert (after.ts - before.ts).total_seconds() == 864000
+    assert after.pv_wh > before.pv_wh + 10 * 5000  # ten days of June sun, a few kWh a day
