@@ -117,6 +117,11 @@ async def walk_chain(
             raise DiscoveryError(
                 f"unit {unit}: SunSpec chain longer than {max_models} models; refusing it"
             )
+        if address + 2 + length > ADDRESS_SPACE:
+            raise DiscoveryError(
+                f"unit {unit}: SunSpec model {model_id} at {address} (length {length}) runs "
+                "past the end of the address space"
+            )
         models.append(ModelInfo(id=model_id, start=address, length=length))
         address += 2 + length
 

@@ -6,7 +6,10 @@ import struct
 
 import pytest
 
+from drivers.errors import DeviceProtocolError, DiscoveryError
+from drivers.models import DeviceIdentity
 from drivers.sunspec.decode import apply_scale, decode_model, layout, raw_value
+from drivers.sunspec.discovery import discover, read_model
 from drivers.sunspec.models import (
     GroupDef,
     ModelDef,
@@ -171,3 +174,90 @@ def test_every_shipped_definition_loads_and_lays_out() -> None:
         assert all(p.sf_offset is not None or p.sf_const is not None
                    for p in lay.points if p.point.sf is not None), model_id
     assert load_model(9) is not None and load_model(65000) is None
+
+
+# -- discovery, over a register image behind a fake reader (the transport boundary) ----------
+
+class ImageReader:
+    """Answers reads from a sparse register image; unmapped registers: an exception reply."""
+
+    def __init__(self, image: dict[int, int]) -> None:
+        self.image = image
+        self.reads: list[tuple[int, int]] = []
+
+    async def read_holding(self, address: int, count: int, *, unit: int) -> list[int]:
+        self.reads.append((address, count))
+        try:
+            return [self.image[a] for a in range(address, address + count)]
+        except KeyError:
+            raise DeviceProtocolError("illegal data address", exception_code=2) from None
+
+
+def chain(base: int, models: list[tuple[int, list[int]]], end: bool = True) -> dict[int, int]:
+    regs = [0x5375, 0x6E53]
+    for model_id, body in models:
+        regs += [model_id, len(body), *body]
+    if end:
+        regs += [0xFFFF, 0]
+    return {base + i: r for i, r in enumerate(regs)}
+
+
+def common_body() -> list[int]:
+    body = [0] * 66
+    body[0:16] = text_regs("ACME", 16)
+    body[16:32] = text_regs("PV-1", 16)
+    body[40:48] = text_regs("1.2", 8)
+    body[48:64] = text_regs("S-1", 16)
+    return body
+
+
+@pytest.mark.parametrize("base", [40000, 0, 50000])
+async def test_discover_finds_the_marker_and_walks_the_chain(base: int) -> None:
+    reader = ImageReader(chain(base, [(1, common_body()), (103, [0] * 50)]))
+    device = await discover(reader, unit=3)
+    assert (device.unit, device.base) == (3, base)
+    assert [(m.id, m.start, m.length) for m in device.models] == [
+        (1, base + 2, 66), (103, base + 70, 50)]
+    assert device.identity == DeviceIdentity(
+        manufacturer="ACME", model="PV-1", serial="S-1", version="1.2", protocol="sunspec")
+
+
+async def test_no_marker_is_a_discovery_error_naming_the_bases() -> None:
+    reader = ImageReader({40000: 1, 40001: 2})
+    with pytest.raises(DiscoveryError, match="no SunSpec marker 'SunS' at 40000, 0, 50000"):
+        await discover(reader, unit=1)
+
+
+async def test_broken_chain_is_a_discovery_error_naming_the_address() -> None:
+    reader = ImageReader(chain(40000, [(1, common_body())], end=False))
+    with pytest.raises(DiscoveryError, match="chain broken at address 40070"):
+        await discover(reader, unit=1)
+
+
+async def test_overlong_chain_is_refused() -> None:
+    reader = ImageReader(chain(40000, [(1, common_body()), *[(64999, [])] * 70]))
+    with pytest.raises(DiscoveryError, match="longer than 64 models"):
+        await discover(reader, unit=1)
+    assert len(reader.reads) < 70
+
+
+async def test_chain_past_the_address_space_is_refused() -> None:
+    image = chain(50000, [(1, common_body())], end=False)
+    image.update({50070: 103, 50071: 15465})  # this model would end beyond 65535
+    with pytest.raises(DiscoveryError, match="past the end of the address space"):
+        await discover(ImageReader(image), unit=1)
+
+
+async def test_first_model_must_be_the_common_model() -> None:
+    reader = ImageReader(chain(40000, [(103, [0] * 50)]))
+    with pytest.raises(DiscoveryError, match="not the common model 1"):
+        await discover(reader, unit=1)
+
+
+async def test_read_model_splits_long_models_into_reads_of_125() -> None:
+    reader = ImageReader(chain(40000, [(1, common_body()), (64999, list(range(300)))]))
+    device = await discover(reader, unit=1)
+    reader.reads.clear()
+    regs = await read_model(reader, device.models[1], unit=1)
+    assert regs == [64999, 300, *range(300)]
+    assert [count for _, count in reader.reads] == [125, 125, 52]
