@@ -67,7 +67,7 @@ def main(args: argparse.Namespace) -> int:
 
 
 async def _scan(args: argparse.Namespace) -> int:
-    from drivers.errors import DeviceUnreachable
+    from drivers.errors import DeviceUnreachable, DriverError
     from drivers.transport import Bus
 
     if args.host is not None:
@@ -86,6 +86,9 @@ async def _scan(args: argparse.Namespace) -> int:
                 entry = await _scan_unit(bus, unit)
             except DeviceUnreachable as exc:
                 unreachable += 1
+                misses.append(f"unit {unit}: {exc}")
+                continue
+            except DriverError as exc:  # e.g. a profile read refused: this unit only
                 misses.append(f"unit {unit}: {exc}")
                 continue
             if isinstance(entry, str):
