@@ -25,7 +25,7 @@ from typing import Protocol
 
 from drivers.errors import DeviceProtocolError, DeviceUnreachable
 from drivers.models import DeviceIdentity, Quality, Reading
-from drivers.planner import CostModel, ReadRequest, plan
+from drivers.planner import CostModel, ReadRequest, blocks, plan
 from drivers.profiles import Profile
 from drivers.registers import RegisterPoint, RegisterReader
 
@@ -83,6 +83,8 @@ class ModbusDevice:
         ``slack`` seconds are read in the same cycle, keeping related points together."""
         if not points:
             raise ValueError(f"device {name!r} has no points to read")
+        for function in {p.function for p in points}:  # fail now, not at the first poll
+            blocks(s for p in points if p.function == function for s in p.spans())
         self.name = name
         self.unit = unit
         self.identity = identity

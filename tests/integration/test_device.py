@@ -178,7 +178,12 @@ async def test_probe_identifies_the_family() -> None:
         assert await probe(sungrow(), bus, unit=3) is None  # no such registers at all
 
 
-def test_device_needs_points() -> None:
+def test_device_needs_readable_points() -> None:
     with pytest.raises(ValueError, match="no points"):
         ModbusDevice(name="x", reader=Bus.tcp("127.0.0.1", 1), unit=1, points=(),
+                     identity=IDENTITY)
+    too_long = RegisterPoint(point="device.model", kind=PointKind.INFO, unit="", address=0,
+                             count=126, interval=60, decode=lambda _image: None)
+    with pytest.raises(ValueError, match="exceed 125"):
+        ModbusDevice(name="x", reader=Bus.tcp("127.0.0.1", 1), unit=1, points=(too_long,),
                      identity=IDENTITY)
