@@ -1,0 +1,295 @@
+"""Minimisation: readings in, releases out — only allowed points, only at the granted tier.
+
+:class:`Minimiser` is pure and synchronous. :meth:`Minimiser.feed` does the per-reading work
+(one dict lookup, one integer minute, a few additions into the series' current minute bucket);
+everything per window happens in :meth:`Minimiser.flush`, which folds closed minutes into the
+windows of the tiers granted *at that moment*, closes the windows that have ended, and builds a
+:class:`~policy.release.Release` per grant. A window is released to a grant only if it started
+at or after the grant took effect and the grant is still in force at flush time, so revocation
+and expiry take effect at once and data from before a grant is never released under it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import Any, Protocol
+
+from policy.aggregate import (
+    ENERGY,
+    EVENT,
+    INFO,
+    LEVEL,
+    NUMERIC,
+    STATE,
+    Bucket,
+    Series,
+    event_flags,
+    union,
+)
+from policy.catalogue import Catalogue
+from policy.errors import PolicyError
+from policy.records import Grant
+from policy.release import Record, Release
+from policy.shape import Carry, raw_record, record
+from policy.tiers import Tier, rank
+from policy.windows import Windows, to_datetime
+
+log = logging.getLogger(__name__)
+_EVENT_KINDS = frozenset({STATE, EVENT})
+
+
+class ReadingLike(Protocol):
+    """The shape of ``drivers.models.Reading`` that policy consumes (policy never imports it)."""
+
+    @property
+    def device(self) -> str: ...
+    @property
+    def point(self) -> str: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def value(self) -> float | str | None: ...
+    @property
+    def unit(self) -> str: ...
+    @property
+    def ts(self) -> datetime: ...
+    @property
+    def quality(self) -> str: ...
+
+
+class Minimiser:
+    """Per-purpose allow-lists, aligned aggregation windows and rounding.
+
+    ``tz`` aligns half hours, days and months to local time. Feed readings in time order per
+    series; a reading for a minute already closed is dropped and counted as ``late``.
+    """
+
+    def __init__(self, catalogue: Catalogue, tz: str = "Asia/Tokyo") -> None:
+        self._catalogue = catalogue
+        self._windows = Windows(tz)
+        self._series: dict[tuple[str, str], Series] = {}
+        self._open: dict[Tier, dict[int, tuple[int, dict[tuple[str, str], Bucket]]]] = {}
+        self._raw: list[ReadingLike] = []
+        self._keep_raw = False
+        self._carry: Carry = {}
+        self._allowed: dict[tuple[str, tuple[str, str]], bool] = {}
+        self.stats: dict[str, int] = {"fed": 0, "dropped": 0, "late": 0, "bad_value": 0}
+
+    def set_catalogue(self, catalogue: Catalogue) -> None:
+        """Switch to a new catalogue version (allow-lists are re-derived)."""
+        self._catalogue = catalogue
+        self._allowed.clear()
+        for s in self._series.values():
+            s.category = catalogue.category_of(s.point) if s.kind >= 0 else None
+
+    def feed(self, readings: Iterable[ReadingLike]) -> None:
+        """Add readings. Points no category allows are dropped here (counted)."""
+        series = self._series
+        raw = self._raw if self._keep_raw else None
+        fed = dropped = late = bad_value = 0
+        for r in readings:
+            fed += 1
+            s = series.get((r.device, r.point))
+            if s is None:
+                s = self._add(r)
+            if s.category is None:
+                dropped += 1
+                continue
+            minute = int(r.ts.timestamp()) // 60
+            b = s.bucket
+            if minute != b.minute:
+                if minute < b.minute:
+                    late += 1
+                    continue
+                b = s.roll(minute)
+            if raw is not None:
+                raw.append(r)
+            v = r.value
+            if v is None or r.quality != "good":
+                b.bad += 1
+            elif not _add_value(s, b, v):
+                b.bad += 1
+                bad_value += 1
+        stats = self.stats
+        stats["fed"] += fed
+        stats["dropped"] += dropped
+        stats["late"] += late
+        stats["bad_value"] += bad_value
+
+    def flush(self, now: datetime, grants: Mapping[Any, Grant]) -> list[Release]:
+        """Close every window that ended at or before ``now`` and release it to the grants
+        (normally ``ledger.grants(now)``) whose tier it is."""
+        if now.tzinfo is None:
+            raise PolicyError("flush needs an aware UTC time")
+        now_s = int(now.timestamp())
+        active = [g for g in grants.values() if self._usable(g, now)]
+        tiers = {g.tier for g in active}
+        self._keep_raw = Tier.RAW in tiers
+        for tier in [t for t in self._open if t not in tiers]:
+            del self._open[tier]  # nobody may receive it any more: forget the partial windows
+        self._fold(now_s, tiers - {Tier.RAW})
+        releases: list[Release] = []
+        for tier, wins in self._open.items():
+            for start in sorted(s for s, (end, _) in wins.items() if end <= now_s):
+                end, data = wins.pop(start)
+                for g in active:
+                    if g.tier == tier:
+                        releases.extend(self._release(g, start, end, data))
+        releases.extend(self._flush_raw(now_s, [g for g in active if g.tier is Tier.RAW]))
+        releases.sort(key=lambda r: (r.end, r.purpose, r.recipient))
+        return releases
+
+    def clear(self) -> None:
+        """Forget everything held (deletion of the household's local data)."""
+        self._series.clear()
+        self._open.clear()
+        self._raw.clear()
+        self._carry.clear()
+        self.stats = dict.fromkeys(self.stats, 0)
+
+    def held(self) -> dict[str, Any]:
+        """What the minimiser holds right now, JSON-able (for disclosure)."""
+        return {
+            "series": sorted([s.device, s.point] for s in self._series.values()
+                             if s.category is not None),
+            "open_windows": {t.value: sorted(to_datetime(s).isoformat() for s in w)
+                             for t, w in self._open.items()},
+            "raw_readings": [{"device": r.device, "point": r.point, "ts": r.ts.isoformat(),
+                              "value": r.value, "unit": r.unit, "quality": str(r.quality)}
+                             for r in self._raw],
+        }
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _add(self, r: ReadingLike) -> Series:
+        kind = str(r.kind)
+        category = self._catalogue.category_of(r.point)
+        s = Series(r.device, r.point, kind, r.unit, category)
+        if s.kind < 0:
+            s.category = None
+        if s.category is None:
+            log.debug("dropping point %s: no category allows it", r.point)
+        self._series[(r.device, r.point)] = s
+        return s
+
+    def _usable(self, g: Grant, now: datetime) -> bool:
+        purpose = self._catalogue.purposes.get(g.purpose)
+        if purpose is None or purpose.finest is None or purpose.recipient(g.recipient) is None:
+            return False
+        return rank(g.tier) <= rank(purpose.finest) and g.active(now)
+
+    def _fold(self, now_s: int, tiers: set[Tier]) -> None:
+        window = self._windows.window
+        for key, s in self._series.items():
+            b = s.bucket
+            if b.minute >= 0 and (b.minute + 1) * 60 <= now_s:
+                s.roll(b.minute + 1)
+            if not s.closed:
+                continue
+            for tier in tiers:
+                wins = self._open.setdefault(tier, {})
+                for m in s.closed:
+                    start, end = window(tier, m.minute * 60)
+                    entry = wins.get(start)
+                    if entry is None:
+                        entry = wins[start] = (end, {})
+                    agg = entry[1].get(key)
+                    if agg is None:
+                        agg = entry[1][key] = Bucket(m.minute)
+                    agg.merge(m)
+            s.closed.clear()
+
+    def _allows(self, purpose: str, key: tuple[str, str], s: Series) -> bool:
+        found = self._allowed.get((purpose, key))
+        if found is None:
+            found = s.category is not None and s.category in (
+                self._catalogue.purposes[purpose].categories)
+            self._allowed[(purpose, key)] = found
+        return found
+
+    def _release(self, g: Grant, start: int, end: int,
+                 data: dict[tuple[str, str], Bucket]) -> list[Release]:
+        if start < g.since.timestamp():
+            return []
+        purpose = self._catalogue.purposes[g.purpose]
+        minutes = (end - start) // 60
+        events_only = g.tier is Tier.EVENTS
+        records: list[Record] = []
+        for key, agg in sorted(data.items()):
+            s = self._series.get(key)
+            if s is None or not self._allows(g.purpose, key, s):
+                continue
+            if events_only and (s.kind not in _EVENT_KINDS or not agg.changed):
+                continue
+            ck = (g.purpose, g.recipient, g.tier.value, key[0], key[1])
+            records.append(record(purpose, g.tier.value, s, agg, minutes, self._carry, ck))
+        missing = () if events_only else tuple(sorted(
+            key for key, s in self._series.items()
+            if key not in data and self._allows(g.purpose, key, s)))
+        if not records:
+            return []
+        return [self._make(g, start, end, tuple(records), missing)]
+
+    def _flush_raw(self, now_s: int, grants: list[Grant]) -> list[Release]:
+        cut = now_s - now_s % 60
+        done = [r for r in self._raw if r.ts.timestamp() < cut]
+        self._raw[:] = [r for r in self._raw if r.ts.timestamp() >= cut] if grants else []
+        by_minute: dict[int, dict[tuple[str, str], list[ReadingLike]]] = {}
+        for r in done:
+            minute = int(r.ts.timestamp()) // 60 * 60
+            by_minute.setdefault(minute, {}).setdefault((r.device, r.point), []).append(r)
+        out: list[Release] = []
+        for g in grants:
+            for start, per_series in sorted(by_minute.items()):
+                if start < g.since.timestamp():
+                    continue
+                records = [self._raw_record(key, rs) for key, rs in sorted(per_series.items())
+                           if self._allows(g.purpose, key, self._series[key])]
+                if records:
+                    out.append(self._make(g, start, start + 60, tuple(records), ()))
+        return out
+
+    def _raw_record(self, key: tuple[str, str], readings: list[ReadingLike]) -> Record:
+        good = [(r.ts, r.value) for r in readings
+                if r.quality == "good" and r.value is not None]
+        return raw_record(self._series[key], good, len(readings) - len(good))
+
+    def _make(self, g: Grant, start: int, end: int, records: tuple[Record, ...],
+              missing: tuple[tuple[str, str], ...]) -> Release:
+        return Release(purpose=g.purpose, recipient=g.recipient, tier=g.tier,
+                       start=to_datetime(start), end=to_datetime(end), records=records,
+                       missing=missing, consent_record_id=g.record_id,
+                       consent_record_hash=g.record_hash,
+                       catalogue_version=self._catalogue.version)
+
+
+def _add_value(s: Series, b: Bucket, v: float | str) -> bool:
+    """Account one good value; False if it does not fit the point kind."""
+    k = s.kind
+    if k in NUMERIC:
+        if isinstance(v, str) or v != v:  # text or NaN where a number belongs
+            return False
+        if k == ENERGY:
+            last = s.last_counter
+            if last is not None and v >= last:
+                b.delta += v - last
+            s.last_counter = v  # a decrease is a reset: later deltas count from here
+        elif k != LEVEL:
+            b.sum += v
+            if b.max is None or v > b.max:
+                b.max = v
+    elif k == STATE:
+        if v != s.last_state:
+            if s.last_state is not None:
+                b.changes += 1
+            b.changed = True
+            s.last_state = v
+    elif k == EVENT:
+        b.union = union(b.union, event_flags(v))
+    elif k != INFO:
+        return False
+    b.good += 1
+    b.last = v
+    return True
