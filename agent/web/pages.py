@@ -1,0 +1,95 @@
+"""The household page's GET handlers: the four pages, the downloads and the login form."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from agent.web import views
+from agent.web.context import PageContext, json_download, redirect
+from agent.web.i18n import translator
+
+
+async def purposes(page: PageContext, request: Request) -> Response:
+    """Uses and consent: one card per purpose, pending requests, catalogue notice."""
+    session = page.authed(request)
+    if session is None:
+        return page.login_redirect(request)
+    t = translator(page.lang(request))
+    service = page.service
+    cards = views.purpose_cards(service, t)
+    reset = [c.title for c in cards if c.needs_agreement]
+    return page.render(request, "purposes.html", session, cards=cards,
+                       pending=views.pending_texts(service, t), reset=reset,
+                       version=service.catalogue.version)
+
+
+async def released(page: PageContext, request: Request) -> Response:
+    """What left my home: recent releases per purpose and recipient, the queue, the drops."""
+    session = page.authed(request)
+    if session is None:
+        return page.login_redirect(request)
+    t = translator(page.lang(request))
+    service = page.service
+    stats = service.outbox_stats()
+    titles = {p.id: views.text(p.title, t.lang) for p in service.catalogue.spec.purposes}
+    groups = [(card.title, recipient.name, recipient.releases)
+              for card in views.purpose_cards(service, t) for recipient in card.recipients]
+    drops = [(titles.get(pid, pid), n) for pid, n in sorted(stats.drops.items()) if n]
+    return page.render(request, "released.html", session, groups=groups,
+                       any_released=any(rows for _, _, rows in groups), depth=stats.depth,
+                       queued_size=views.size_text(stats.bytes, t), drops=drops)
+
+
+async def history(page: PageContext, request: Request) -> Response:
+    """Consent history, newest first, with the catalogue version."""
+    session = page.authed(request)
+    if session is None:
+        return page.login_redirect(request)
+    lang = page.lang(request)
+    catalogue = page.service.catalogue
+    rows = []
+    for rec in page.service.history():
+        purpose = catalogue.purposes.get(rec.purpose)
+        recipient = None if purpose is None else purpose.recipient(rec.recipient)
+        rows.append((rec, views.local_time(rec.timestamp),
+                     rec.purpose if purpose is None else views.text(purpose.title, lang),
+                     rec.recipient if recipient is None else views.text(recipient.name, lang)))
+    return page.render(request, "history.html", session, rows=rows, version=catalogue.version)
+
+
+async def rights(page: PageContext, request: Request) -> Response:
+    """Download everything, stop third-party provision, delete local data."""
+    session = page.authed(request)
+    if session is None:
+        return page.login_redirect(request)
+    return page.render(request, "rights.html", session)
+
+
+async def export(page: PageContext, request: Request) -> Response:
+    """Everything the device holds about the household, as a JSON download."""
+    if page.authed(request) is None:
+        return page.login_redirect(request)
+    stamp = page.service.now().strftime("%Y%m%d")
+    return json_download(page.service.export_all(), f"hems-export-{stamp}.json")
+
+
+async def provision_records(page: PageContext, request: Request) -> Response:
+    """Records of provision to third parties (APPI Art. 33(5)), as a JSON download."""
+    if page.authed(request) is None:
+        return page.login_redirect(request)
+    stamp = page.service.now().strftime("%Y%m%d")
+    return json_download({"records": page.service.provision_records()},
+                         f"hems-provision-records-{stamp}.json")
+
+
+async def login_form(page: PageContext, request: Request) -> Response:
+    """The login form; starts an anonymous session so the form carries a CSRF token."""
+    if page.authed(request) is not None:
+        return redirect("/")
+    session = page.session(request) or page.sessions.new(authenticated=False)
+    response = page.render(request, "login.html", session, error="")
+    page.set_cookie(response, page.cookie, page.sessions.cookie_value(session),
+                    int(page.settings.session_absolute.total_seconds()))
+    return response
+

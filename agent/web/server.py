@@ -1,0 +1,78 @@
+"""Run the household page inside the daemon's own event loop.
+
+uvicorn's :meth:`uvicorn.Server.serve` installs its own SIGINT/SIGTERM handlers and polls a
+flag ten times a second. Here the daemon owns shutdown: signals are left alone, the server waits
+on the daemon's ``stop`` event (no idle wake-ups), access logs and the lifespan protocol are off
+(the access log would record addresses and paths of the household's visits).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import uvicorn
+from starlette.types import ASGIApp
+
+from agent.web.errors import WebError
+
+log = logging.getLogger(__name__)
+
+
+class _EmbeddedServer(uvicorn.Server):
+    """A uvicorn server that neither captures signals nor polls: it waits for ``stop``."""
+
+    def __init__(self, config: uvicorn.Config, stop: asyncio.Event,
+                 started: asyncio.Event | None) -> None:
+        super().__init__(config)
+        self._stop = stop
+        self._started = started
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        # The daemon's TaskGroup owns SIGTERM/SIGINT; uvicorn must not swap the handlers.
+        yield
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        try:
+            await super().startup(sockets)
+        except SystemExit as exc:  # uvicorn exits the process when it cannot bind
+            raise WebError(f"cannot listen on {self.config.host}:{self.config.port}") from exc
+        if self.started and self._started is not None:
+            self._started.set()
+
+    async def main_loop(self) -> None:
+        await self.on_tick(0)  # sets the default headers once
+        await self._stop.wait()
+        self.should_exit = True
+
+
+async def serve(app: ASGIApp, host: str, port: int, *, ssl_certfile: Path | str | None = None,
+                ssl_keyfile: Path | str | None = None, started: asyncio.Event | None = None,
+                stop: asyncio.Event) -> None:
+    """Serve ``app`` on ``host:port`` until ``stop`` is set, then close connections and return.
+
+    ``host`` is the configured LAN (or loopback) address, never a wildcard the WAN could reach.
+    With ``ssl_certfile`` and ``ssl_keyfile`` the page is served over TLS. ``started`` is set
+    once the socket listens. A port that cannot be bound raises :class:`WebError`. Cancelled,
+    it closes the listening socket and re-raises.
+    """
+    if (ssl_certfile is None) != (ssl_keyfile is None):
+        raise WebError("TLS needs both a certificate and a key file")
+    config = uvicorn.Config(
+        app, host=host, port=port, ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile,
+        access_log=False, lifespan="off", server_header=False, date_header=False,
+        log_config=None, proxy_headers=False, timeout_graceful_shutdown=5,
+    )
+    server = _EmbeddedServer(config, stop, started)
+    try:
+        await server.serve()
+    except asyncio.CancelledError:
+        server.should_exit = True
+        for listener in getattr(server, "servers", []):
+            listener.close()
+        raise

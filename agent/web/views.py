@@ -1,0 +1,154 @@
+"""View models: what each page shows, built from the household service in one language."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from agent.web.household import HouseholdService, PendingRequest, ReleaseEntry
+from agent.web.i18n import Translator
+from policy.catalogue import Purpose, Recipient, Text
+from policy.tiers import ORDER, rank
+
+TZ = ZoneInfo("Asia/Tokyo")
+OFF = "off"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReleaseRow:
+    time: str
+    window: str
+    tier: str
+    points: int
+    size: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class RecipientCard:
+    id: str
+    name: str
+    kind: str
+    tier: str
+    tier_label: str
+    tier_note: str
+    expires: str | None
+    options: tuple[tuple[str, str, str], ...]  # value, label, note
+    hours: tuple[int, ...]  # offered durations for a time-boxed purpose, empty otherwise
+    releases: tuple[ReleaseRow, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
+class PurposeCard:
+    id: str
+    title: str
+    description: str
+    seed_section: str
+    categories: tuple[tuple[str, bool], ...]  # title, collected by the gateway
+    legal_kind: str
+    legal_note: str
+    articles: str
+    seed_reference: str | None
+    retention: str
+    required: bool
+    uses_data: bool
+    needs_agreement: bool
+    recipients: tuple[RecipientCard, ...]
+
+
+def text(value: Text, lang: str) -> str:
+    """The Japanese or English form of a catalogue text."""
+    return value.en if lang == "en" else value.ja
+
+
+def local_time(moment: datetime) -> str:
+    """A moment in Japan time, as the household reads it."""
+    return moment.astimezone(TZ).strftime("%Y-%m-%d %H:%M")
+
+
+def size_text(n: int, t: Translator) -> str:
+    return t("size.bytes", n=n) if n < 10_000 else t("size.kib", n=round(n / 1024))
+
+
+def tier_options(purpose: Purpose, t: Translator) -> tuple[tuple[str, str, str], ...]:
+    """The settings a household may choose for a purpose: off (unless required) up to finest."""
+    if purpose.finest is None:
+        return ()
+    floor = -1 if purpose.required_tier is None else rank(purpose.required_tier)
+    values = [] if purpose.required else [OFF]
+    values += [tier.value for tier in ORDER if floor <= rank(tier) <= rank(purpose.finest)]
+    return tuple((v, t(f"tier.{v}"), t(f"tiernote.{v}")) for v in values)
+
+
+def recipient_name(service: HouseholdService, recipient: Recipient, lang: str) -> str:
+    """The catalogue's name, plus the real company named at provisioning, if any."""
+    generic = text(recipient.name, lang)
+    real = service.recipient_names.get(recipient.id)
+    return f"{generic}: {real}" if real else generic
+
+
+def release_rows(entries: list[ReleaseEntry] | tuple[ReleaseEntry, ...],
+                 t: Translator) -> tuple[ReleaseRow, ...]:
+    return tuple(ReleaseRow(time=local_time(e.time),
+                            window=f"{local_time(e.window_start)} – {local_time(e.window_end)}",
+                            tier=t(f"tier.{e.tier}"), points=e.points, size=size_text(e.size, t))
+                 for e in entries)
+
+
+def purpose_cards(service: HouseholdService, t: Translator) -> list[PurposeCard]:
+    """One card per purpose of the catalogue, in catalogue order."""
+    grants = service.grants()
+    reset = service.needs_agreement()
+    cards = []
+    for p in service.catalogue.spec.purposes:
+        recipients = []
+        for r in p.recipients:
+            grant = grants.get((p.id, r.id))
+            tier = OFF if grant is None else grant.tier.value
+            expires = None if grant is None or grant.expires is None else grant.expires
+            recipients.append(RecipientCard(
+                id=r.id, name=recipient_name(service, r, t.lang), kind=t(f"kind.{r.kind}"),
+                tier=tier, tier_label=t(f"tier.{tier}"), tier_note=t(f"tiernote.{tier}"),
+                expires=None if expires is None else local_time(expires),
+                options=tier_options(p, t),
+                hours=_hours(p.time_boxed_hours),
+                releases=release_rows(tuple(service.recent_releases(p.id, r.id)), t)))
+        cards.append(_card(service, p, t, tuple(recipients), p.id in reset))
+    return cards
+
+
+def _hours(default: int | None) -> tuple[int, ...]:
+    if default is None:
+        return ()
+    return tuple(sorted({1, 24, default}))
+
+
+def _card(service: HouseholdService, p: Purpose, t: Translator,
+          recipients: tuple[RecipientCard, ...], needs_agreement: bool) -> PurposeCard:
+    cats = service.catalogue.categories
+    lang = t.lang
+    return PurposeCard(
+        id=p.id, title=text(p.title, lang), description=text(p.description, lang),
+        seed_section=p.seed_section,
+        categories=tuple((text(cats[c].title, lang), cats[c].collected_by_gateway)
+                         for c in p.categories),
+        legal_kind=t(f"legal.{p.legal_basis.kind}"), legal_note=text(p.legal_basis.note, lang),
+        articles=", ".join(p.legal_basis.articles),
+        seed_reference=p.legal_basis.seed_reference_ja if lang == "ja" else None,
+        retention=text(p.retention.text, lang), required=p.required,
+        uses_data=p.finest is not None, needs_agreement=needs_agreement,
+        recipients=recipients)
+
+
+def pending_texts(service: HouseholdService, t: Translator) -> list[tuple[PendingRequest, str]]:
+    """Each pending support-centre request with the sentence that explains it."""
+    out = []
+    for req in service.pending_requests():
+        purpose = service.catalogue.purposes.get(req.purpose)
+        recipient = None if purpose is None else purpose.recipient(req.recipient)
+        if purpose is None or recipient is None or not t.has(f"tier.{req.tier}"):
+            continue  # a request the catalogue cannot explain is not shown, never granted
+        out.append((req, t("pending.text", recipient=text(recipient.name, t.lang),
+                           purpose=text(purpose.title, t.lang), tier=t(f"tier.{req.tier}"),
+                           hours=req.hours, reference=req.reference)))
+    return out

@@ -1,0 +1,331 @@
+"""Security of the household page over HTTP: sessions, CSRF, Host/Origin, throttle, headers.
+
+The builders here (``Clock``, ``MemoryReleaseLog``, ``build``) are shared with the fuzz and
+browser tests. Everything is real except the release log, which the page only reads: the
+ledger is policy's TinyDB ledger, the outbox is the sqlite outbox.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import pytest
+
+from agent.outbox import Outbox
+from agent.web.app import create_app
+from agent.web.household import HouseholdService, ReleaseEntry
+from agent.web.security import PairingHash, hash_pairing_code
+from agent.web.settings import WebSettings
+from policy.catalogue import load_catalogue
+from policy.ledger import Ledger
+from policy.records import ConsentChange
+
+CODE = "24681357"
+HOST = "gateway.local"
+PORT = 8080
+ORIGIN = f"http://{HOST}:{PORT}"
+START = datetime(2026, 11, 26, 1, 0, tzinfo=UTC)
+
+
+class Clock:
+    """A settable UTC clock for the service (drives expiry, sessions and the throttle)."""
+
+    def __init__(self, now: datetime = START) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, delta: timedelta) -> None:
+        self.now += delta
+
+
+class MemoryReleaseLog:
+    """The release log as the page reads it, kept in memory (stand-in until policy's lands)."""
+
+    def __init__(self, entries: Sequence[ReleaseEntry] = ()) -> None:
+        self.entries = list(entries)
+
+    def recent(self, purpose: str, recipient: str, limit: int) -> Sequence[ReleaseEntry]:
+        found = [e for e in self.entries if (e.purpose, e.recipient) == (purpose, recipient)]
+        return sorted(found, key=lambda e: e.time, reverse=True)[:limit]
+
+    def provision_records(self) -> Sequence[Mapping[str, Any]]:
+        return [_entry_json(e) for e in self.entries if e.purpose == "maintenance_watch"]
+
+    def export(self) -> Sequence[Mapping[str, Any]]:
+        return [_entry_json(e) for e in self.entries]
+
+
+def _entry_json(e: ReleaseEntry) -> dict[str, Any]:
+    return {"time": e.time.isoformat(), "purpose": e.purpose, "recipient": e.recipient,
+            "window_start": e.window_start.isoformat(), "window_end": e.window_end.isoformat(),
+            "tier": e.tier, "points": e.points, "size": e.size}
+
+
+@dataclass
+class Rig:
+    """A household service on real parts, with what its callbacks received."""
+
+    service: HouseholdService
+    ledger: Ledger
+    outbox: Outbox
+    clock: Clock
+    settings: WebSettings
+    changes: list[ConsentChange] = field(default_factory=list)
+    deletions: list[datetime] = field(default_factory=list)
+
+
+Client = httpx2.AsyncClient
+_PAIRING = hash_pairing_code(CODE, log2_n=10)  # cheap parameters keep the tests fast
+
+
+def build(tmp_path: Path, *, hosts: frozenset[str] = frozenset({HOST}), port: int = PORT,
+          releases: Sequence[ReleaseEntry] = ()) -> Rig:
+    """A rig with the factory catalogue, a fresh ledger and an empty outbox."""
+    clock = Clock()
+    ledger = Ledger.open(tmp_path / "ledger.json", load_catalogue(), "site-test", clock())
+    outbox = Outbox(tmp_path / "outbox.sqlite")
+    settings = WebSettings(pairing=PairingHash.parse(_PAIRING), allowed_hosts=hosts, port=port)
+    rig = Rig(service=None, ledger=ledger, outbox=outbox, clock=clock,  # type: ignore[arg-type]
+              settings=settings)
+    rig.service = HouseholdService(
+        ledger=ledger, releases=MemoryReleaseLog(releases), outbox=outbox,
+        on_consent_change=rig.changes.append, on_deletion=rig.deletions.append,
+        recipient_names={"installer": "山田電設株式会社"}, clock=clock)
+    return rig
+
+
+@pytest.fixture
+def rig(tmp_path: Path) -> Iterator[Rig]:
+    built = build(tmp_path)
+    yield built
+    built.outbox.close()
+    built.ledger.close()
+
+
+def http_client(app: Any, base_url: str = ORIGIN) -> httpx2.AsyncClient:
+    """An HTTP client that calls the app in this event loop (the outbox's sqlite connection
+    belongs to this thread, as it does in the daemon)."""
+    return httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app), base_url=base_url,
+                              follow_redirects=False)
+
+
+@pytest.fixture
+async def client(rig: Rig) -> AsyncIterator[Client]:
+    async with http_client(create_app(rig.service, rig.settings)) as c:
+        yield c
+
+
+def csrf_of(html: str) -> str:
+    found = re.search(r'name="csrf" value="([^"]+)"', html)
+    assert found, "no CSRF token in the page"
+    return found.group(1)
+
+
+async def log_in(client: Client, code: str = CODE) -> str:
+    """Log in and return the CSRF token of the new session."""
+    token = csrf_of((await client.get("/login")).text)
+    reply = await client.post("/login", data={"csrf": token, "code": code},
+                        headers={"origin": ORIGIN})
+    assert reply.status_code == 303, reply.text
+    return csrf_of((await client.get("/")).text)
+
+
+def grant_of(rig: Rig, purpose: str, recipient: str) -> str:
+    grant = rig.ledger.grants(rig.clock()).get((purpose, recipient))
+    return "off" if grant is None else grant.tier.value
+
+
+# -- sessions --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("path", ["/", "/released", "/history", "/rights", "/export.json"])
+async def test_pages_without_a_session_redirect_to_login(client: Client, path: str) -> None:
+    reply = await client.get(path)
+    assert reply.status_code == 303
+    assert reply.headers["location"] == "/login"
+
+
+async def test_api_without_a_session_is_401(client: Client) -> None:
+    assert (await client.get("/api/state")).status_code == 401
+    reply = await client.post("/api/grant", json={}, headers={"origin": ORIGIN})
+    assert reply.status_code == 401
+
+
+async def test_post_without_a_session_changes_nothing(client: Client, rig: Rig) -> None:
+    reply = await client.post("/grant", data={"purpose": "improvement", "recipient": "company",
+                                        "tier": "off", "csrf": "x"}, headers={"origin": ORIGIN})
+    assert reply.status_code == 401
+    assert grant_of(rig, "improvement", "company") == "1d"
+
+
+async def test_forged_cookie_is_not_a_session(client: Client) -> None:
+    await log_in(client)
+    cookie = client.cookies["hems_session"]
+    sid, mac = cookie.split(".")
+    client.cookies.clear()
+    client.cookies.set("hems_session", f"{sid}x.{mac}")
+    assert (await client.get("/")).status_code == 303
+    client.cookies.clear()
+    client.cookies.set("hems_session", cookie)
+    assert (await client.get("/")).status_code == 200
+    client.cookies.clear()
+    client.cookies.set("hems_session", f"{sid}.{mac[:-2]}AA")
+    assert (await client.get("/")).status_code == 303
+
+
+async def test_session_cookie_flags(client: Client) -> None:
+    reply = await client.get("/login")
+    cookie = reply.headers["set-cookie"].lower()
+    assert "httponly" in cookie and "samesite=strict" in cookie and "path=/" in cookie
+
+
+async def test_tls_cookie_is_secure_and_host_prefixed(tmp_path: Path) -> None:
+    built = build(tmp_path)
+    settings = WebSettings(pairing=built.settings.pairing, allowed_hosts=frozenset({HOST}),
+                           port=8443, tls=True)
+    async with http_client(create_app(built.service, settings), f"https://{HOST}:8443") as c:
+        cookie = (await c.get("/login")).headers["set-cookie"].lower()
+    assert cookie.startswith("__host-hems_session=") and "secure" in cookie
+
+
+async def test_session_expires_when_idle(client: Client, rig: Rig) -> None:
+    await log_in(client)
+    rig.clock.advance(timedelta(minutes=31))
+    assert (await client.get("/")).status_code == 303
+
+
+async def test_logout_ends_the_session(client: Client) -> None:
+    token = await log_in(client)
+    assert (await client.post("/logout", data={"csrf": token},
+                       headers={"origin": ORIGIN})).status_code == 303
+    assert (await client.get("/")).status_code == 303
+
+
+# -- CSRF -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("token", [None, "", "wrong-token"])
+async def test_grant_needs_the_sessions_csrf_token(client: Client, rig: Rig,
+                                             token: str | None) -> None:
+    await log_in(client)
+    data = {"purpose": "improvement", "recipient": "company", "tier": "off"}
+    if token is not None:
+        data["csrf"] = token
+    reply = await client.post("/grant", data=data, headers={"origin": ORIGIN})
+    assert reply.status_code == 403
+    assert grant_of(rig, "improvement", "company") == "1d"
+
+
+async def test_api_grant_needs_the_csrf_header(client: Client, rig: Rig) -> None:
+    token = await log_in(client)
+    body = {"purpose": "improvement", "recipient": "company", "tier": None}
+    reply = await client.post("/api/grant", json=body, headers={"origin": ORIGIN})
+    assert reply.status_code == 403
+    reply = await client.post("/api/grant", json=body,
+                        headers={"origin": ORIGIN, "x-csrf-token": token})
+    assert reply.status_code == 200 and grant_of(rig, "improvement", "company") == "off"
+
+
+async def test_login_token_of_another_session_is_refused(client: Client, rig: Rig) -> None:
+    other = create_app(rig.service, rig.settings)
+    async with http_client(other) as stranger:
+        foreign = csrf_of((await stranger.get("/login")).text)
+    await client.get("/login")
+    reply = await client.post("/login", data={"csrf": foreign, "code": CODE},
+                        headers={"origin": ORIGIN})
+    assert reply.status_code == 403
+
+
+async def test_a_right_grant_is_recorded_with_the_household_page_as_source(
+        client: Client, rig: Rig) -> None:
+    token = await log_in(client)
+    reply = await client.post("/grant", data={"purpose": "improvement", "recipient": "company",
+                                        "tier": "off", "csrf": token},
+                        headers={"origin": ORIGIN})
+    assert reply.status_code == 303
+    last = rig.ledger.history()[-1]
+    assert (last.purpose, last.tier, last.source.value) == ("improvement", None,
+                                                            "household_page")
+    assert rig.changes and rig.changes[-1].record.record_id == last.record_id
+
+
+# -- Host and Origin ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("host", ["evil.example", f"{HOST}:9999", "127.0.0.1:8080", ""])
+async def test_foreign_host_is_refused(client: Client, host: str) -> None:
+    assert (await client.get("/login", headers={"host": host})).status_code == 400
+
+
+@pytest.mark.parametrize("origin", [None, "null", "http://evil.example", f"https://{HOST}:{PORT}",
+                                    f"http://{HOST}:9999"])
+async def test_cross_origin_post_is_refused(client: Client, rig: Rig, origin: str | None) -> None:
+    token = await log_in(client)
+    headers = {} if origin is None else {"origin": origin}
+    reply = await client.post("/grant", data={"purpose": "improvement", "recipient": "company",
+                                        "tier": "off", "csrf": token}, headers=headers)
+    assert reply.status_code == 403
+    assert grant_of(rig, "improvement", "company") == "1d"
+
+
+# -- login throttle -----------------------------------------------------------------------------
+
+async def _try(client: Client, code: str) -> int:
+    token = csrf_of((await client.get("/login")).text)
+    return (await client.post("/login", data={"csrf": token, "code": code},
+                       headers={"origin": ORIGIN})).status_code
+
+
+async def test_wrong_codes_back_off_then_lock_out(client: Client, rig: Rig) -> None:
+    assert await _try(client, "00000000") == 401
+    assert await _try(client, "00000000") == 429  # within the 1 s back-off: not even checked
+    for _ in range(9):
+        rig.clock.advance(timedelta(seconds=61))
+        assert await _try(client, "11111111") == 401
+    rig.clock.advance(timedelta(seconds=61))
+    assert await _try(client, CODE) == 429  # locked: even the right code is refused
+    rig.clock.advance(timedelta(minutes=15))
+    assert await _try(client, CODE) == 303
+
+
+async def test_back_off_grows(client: Client, rig: Rig) -> None:
+    assert await _try(client, "0") == 401
+    rig.clock.advance(timedelta(seconds=1))
+    assert await _try(client, "0") == 401
+    rig.clock.advance(timedelta(seconds=1))
+    assert await _try(client, CODE) == 429  # second failure: 2 s
+    rig.clock.advance(timedelta(seconds=1))
+    assert await _try(client, CODE) == 303
+
+
+# -- headers ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("path", ["/login", "/", "/static/page.css", "/nowhere"])
+async def test_security_headers_on_every_answer(client: Client, path: str) -> None:
+    await log_in(client)
+    headers = (await client.get(path)).headers
+    csp = headers["content-security-policy"]
+    assert "default-src 'self'" in csp and "frame-ancestors 'none'" in csp
+    assert "unsafe-inline" not in csp
+    assert headers["referrer-policy"] == "no-referrer"
+    assert headers["x-content-type-options"] == "nosniff"
+    assert "camera=()" in headers["permissions-policy"]
+    expected_cache = "no-cache" if path.startswith("/static/") else "no-store"
+    assert headers["cache-control"] == expected_cache
+
+
+async def test_pages_have_no_inline_script_or_style(client: Client) -> None:
+    await log_in(client)
+    for path in ("/", "/released", "/history", "/rights", "/login"):
+        html = (await client.get(path)).text
+        assert "<script" not in html and "<style" not in html and " style=" not in html
+
+
+async def test_refusals_carry_the_headers_too(client: Client) -> None:
+    reply = await client.get("/login", headers={"host": "evil.example"})
+    assert reply.headers["x-content-type-options"] == "nosniff"
