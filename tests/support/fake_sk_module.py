@@ -1,0 +1,173 @@
+"""A fake SK-command Wi-SUN module (BP35A1-like) on a pty, with a smart meter behind it.
+
+The driver opens ``fake.path`` (the pty's slave) like a USB serial device. The fake answers
+the SK commands the B-route driver uses (echo until ``SKSREG SFE 0``), scans (EVENT 20,
+EPANDESC, EVENT 22), joins (EVENT 25, or 24 with wrong credentials), turns ``SKSENDTO``
+ECHONET Lite Gets into ERXUDP replies from an emulated 0x0288 object, pushes INF, and expires
+the session on request (EVENT 29; the meter then ignores requests until the next join).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tty
+
+from drivers.echonet.codec import Eoj, Esv, Frame, Property, decode, encode
+from drivers.sim.echonet_emulator import EmulatedObject, smart_meter
+
+METER_MAC = "001C640003A1B2C3"
+METER_IP = "FE80:0000:0000:0000:021C:6400:03A1:B2C3"
+OUR_IP = "FE80:0000:0000:0000:021D:1290:0003:0001"
+CHANNEL, PAN_ID = 0x21, 0x8888
+
+
+class FakeSkModule:
+    """``async with FakeSkModule(route_b_id, password) as fake:`` then open ``fake.path``."""
+
+    def __init__(self, route_b_id: str, password: str, *, meter: EmulatedObject | None = None,
+                 beacon: bool = True) -> None:
+        self.route_b_id, self.password = route_b_id, password
+        self.meter = meter or smart_meter(0x01, coefficient=1)
+        self.beacon = beacon
+        self.echo = True
+        self.joined = False
+        self.joins = 0
+        self.commands: list[str] = []
+        self.silent = False  # the meter answers nothing (lost radio frames)
+        self._given: dict[str, str] = {}
+        self._buffer = bytearray()
+        self._master, self._slave = os.openpty()
+        tty.setraw(self._slave)
+        self.path = os.ttyname(self._slave)
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def __aenter__(self) -> FakeSkModule:
+        os.set_blocking(self._master, False)
+        asyncio.get_running_loop().add_reader(self._master, self._readable)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        asyncio.get_running_loop().remove_reader(self._master)
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        os.close(self._master)
+        os.close(self._slave)
+
+    def _out(self, *lines: str) -> None:
+        os.write(self._master, "".join(f"{line}\r\n" for line in lines).encode("ascii"))
+
+    def _later(self, delay: float, *lines: str) -> None:
+        async def run() -> None:
+            await asyncio.sleep(delay)
+            self._out(*lines)
+
+        task = asyncio.get_running_loop().create_task(run())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _readable(self) -> None:
+        try:
+            self._buffer += os.read(self._master, 4096)
+        except BlockingIOError:
+            return
+        while True:
+            if self._buffer.startswith(b"SKSENDTO"):
+                if not self._sendto():
+                    return
+                continue
+            end = self._buffer.find(b"\r\n")
+            if end < 0:
+                return
+            line = self._buffer[:end].decode("ascii")
+            del self._buffer[:end + 2]
+            self._command(line)
+
+    def _sendto(self) -> bool:
+        head = bytes(self._buffer).split(b" ", 6)
+        if len(head) < 7:
+            return False
+        length = int(head[5], 16)
+        offset = sum(len(p) + 1 for p in head[:6])
+        if len(self._buffer) < offset + length:
+            return False
+        payload = bytes(self._buffer[offset:offset + length])
+        del self._buffer[:offset + length]
+        self.commands.append("SKSENDTO")
+        self._out(f"EVENT 21 {METER_IP} 00", "OK")
+        if self.joined and not self.silent:
+            self._reply(decode(payload))
+        return True
+
+    def _reply(self, request: Frame) -> None:
+        props = [Property(epc=p.epc, edt=self.meter.read(p.epc) or b"")
+                 for p in request.properties]
+        esv = Esv.GET_SNA if any(not p.edt for p in props) else Esv.GET_RES
+        self.erxudp(Frame(tid=request.tid, seoj=self.meter.eoj, deoj=request.seoj, esv=esv,
+                          properties=tuple(props)))
+
+    def erxudp(self, frame: Frame) -> None:
+        """Deliver an ECHONET Lite frame from the meter (ASCII-hex ERXUDP, BP35A1 layout)."""
+        data = encode(frame)
+        self._out(f"ERXUDP {METER_IP} {OUR_IP} 0E1A 0E1A {METER_MAC} 1 {len(data):04X} "
+                  f"{data.hex().upper()}")
+
+    def push(self, epcs: list[int]) -> None:
+        """The meter sends an INF of ``epcs`` (e.g. 0xEA every 30 minutes)."""
+        self.erxudp(Frame(tid=0x4242, seoj=self.meter.eoj,
+                          deoj=Eoj(class_code=0x05FF, instance=1), esv=Esv.INF,
+                          properties=tuple(Property(epc=e, edt=self.meter.values[e])
+                                           for e in epcs)))
+
+    def expire(self) -> None:
+        """The PANA session's lifetime ends (EVENT 29)."""
+        self.joined = False
+        self._out(f"EVENT 29 {METER_IP}")
+
+    def _command(self, line: str) -> None:
+        if not line:
+            return
+        self.commands.append(line.split()[0])
+        if self.echo:
+            self._out(line)
+        words = line.split()
+        handler = getattr(self, "_do_" + words[0].lower(), None)
+        if handler is None:
+            self._out("FAIL ER04")
+        else:
+            handler(words[1:])
+
+    def _do_sksreg(self, args: list[str]) -> None:
+        if args[0] == "SFE":
+            self.echo = args[1] != "0"
+        self._out("OK")
+
+    def _do_ropt(self, args: list[str]) -> None:
+        self._out("OK 01")
+
+    def _do_sksetpwd(self, args: list[str]) -> None:
+        self._given["password"] = args[1]
+        self._out("OK")
+
+    def _do_sksetrbid(self, args: list[str]) -> None:
+        self._given["id"] = args[0]
+        self._out("OK")
+
+    def _do_skscan(self, args: list[str]) -> None:
+        self._out("OK")
+        lines = [f"EVENT 20 {METER_IP}", "EPANDESC", f"  Channel:{CHANNEL:02X}",
+                 "  Channel Page:09", f"  Pan ID:{PAN_ID:04X}", f"  Addr:{METER_MAC}",
+                 "  LQI:E1", "  PairID:00A1B2C3"] if self.beacon else []
+        self._later(0.05, *lines, f"EVENT 22 {OUR_IP}")
+
+    def _do_skll64(self, args: list[str]) -> None:
+        self._out(METER_IP if args[0] == METER_MAC else "FE80:0000:0000:0000:0000:0000:0000:0000")
+
+    def _do_skjoin(self, args: list[str]) -> None:
+        self._out("OK")
+        good = (self._given.get("id") == self.route_b_id
+                and self._given.get("password") == self.password and args[0] == METER_IP)
+        self.joined = good
+        self.joins += good
+        self._later(0.05, f"EVENT 21 {METER_IP} 02", f"EVENT {'25' if good else '24'} {METER_IP}")
