@@ -16,6 +16,8 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from agent import scan_echonet  # light: its driver imports stay inside its functions
+
 if TYPE_CHECKING:  # the imports that pull in pymodbus stay inside main()
     from drivers.registers import RegisterPoint
     from drivers.sunspec.discovery import SunSpecDevice
@@ -32,6 +34,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     link = parser.add_mutually_exclusive_group(required=True)
     link.add_argument("--host", help="Modbus TCP host (name or address)")
     link.add_argument("--serial", metavar="DEVICE", help="RTU serial line, e.g. /dev/ttyAMA0")
+    link.add_argument("--echonet", action="store_true",
+                      help="ECHONET Lite nodes on the LAN instead (see agent.scan_echonet)")
+    link.add_argument("--broute", metavar="DEVICE",
+                      help="check the smart meter's B-route through this Wi-SUN module")
     parser.add_argument("--port", type=int, default=502, help="TCP port (default 502)")
     parser.add_argument("--baud", type=int, default=9600, help="RTU baud rate (default 9600)")
     parser.add_argument("--parity", choices=("N", "E", "O"), default="N",
@@ -42,6 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeout", type=float, default=1.0,
                         help="seconds to wait for each answer (default 1)")
     parser.add_argument("--json", action="store_true", help="print one JSON document")
+    scan_echonet.add_options(parser)
 
 
 def _unit_id(text: str) -> int:
@@ -55,6 +62,8 @@ def _unit_id(text: str) -> int:
 
 
 def main(args: argparse.Namespace) -> int:
+    if args.echonet or args.broute:
+        return scan_echonet.run(args)
     import asyncio
 
     from drivers.errors import DriverError

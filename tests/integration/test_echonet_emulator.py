@@ -223,3 +223,15 @@ async def _until(condition: Callable[[], bool]) -> None:
             return
         await asyncio.sleep(0.01)
     pytest.fail("condition not met within 5 s")
+
+
+async def test_scan_lists_nodes_objects_and_decoded_values(
+        net: Net, home: tuple[emu.EchonetNode, emu.EchonetNode]) -> None:
+    from agent.scan_echonet import scan_echonet
+
+    result = await scan_echonet(net.addr(1), 0.3, port=net.port)
+    objects = {o["eoj"]: o for n in result["nodes"] for o in n["objects"]}
+    assert set(objects) == {"0x02791F", "0x027D02", "0x028801"}
+    readings = {r["point"]: r["value"] for r in objects["0x027D02"]["readings"]}
+    assert readings["battery.power"] == 800.0
+    assert objects["0x02791F"]["class"] == "Household solar power generation"
