@@ -13,7 +13,11 @@ import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # driver imports stay inside the functions
+    from drivers.echonet.client import EchonetClient
+    from drivers.echonet.discovery import ObjectInfo
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -51,9 +55,7 @@ async def scan_echonet(interface: str, timeout: float, *, port: int = 3610,  # n
     whole scan (a slow node gets its own deadline per request).
     """
     from drivers.echonet.client import EchonetClient
-    from drivers.echonet.device import EchonetDevice
     from drivers.echonet.discovery import describe_all, find_nodes
-    from drivers.errors import DriverError
 
     result: dict[str, Any] = {"nodes": []}
     async with EchonetClient(interface=interface, port=port, timeout=timeout,
@@ -61,25 +63,30 @@ async def scan_echonet(interface: str, timeout: float, *, port: int = 3610,  # n
         nodes = await find_nodes(client, wait=timeout, addresses=addresses)
         infos = await describe_all(client, nodes)
         for node in nodes:
-            objects = []
-            for info in (i for i in infos if i.address == node.address):
-                entry: dict[str, Any] = {
-                    "eoj": str(info.eoj), "class": info.table.name if info.table else None,
-                    "manufacturer": info.identity.manufacturer, "model": info.identity.model,
-                    "serial": info.identity.serial, "get_map": sorted(info.get_map),
-                    "readings": []}
-                if info.table is not None:
-                    try:
-                        device = await EchonetDevice.open(client, name=str(info.eoj),
-                                                          address=info.address, eoj=info.eoj,
-                                                          info=info)
-                        entry["readings"] = [_reading(r) for r in await device.poll(0.0)]
-                        device.close()
-                    except DriverError as exc:
-                        entry["error"] = str(exc)
-                objects.append(entry)
+            objects = [await _object_entry(client, info) for info in infos
+                       if info.address == node.address]
             result["nodes"].append({"address": node.address, "objects": objects})
     return result
+
+
+async def _object_entry(client: EchonetClient, info: ObjectInfo) -> dict[str, Any]:
+    from drivers.echonet.device import EchonetDevice
+    from drivers.errors import DriverError
+
+    entry: dict[str, Any] = {
+        "eoj": str(info.eoj), "class": info.table.name if info.table else None,
+        "manufacturer": info.identity.manufacturer, "model": info.identity.model,
+        "serial": info.identity.serial, "get_map": sorted(info.get_map), "readings": []}
+    if info.table is None:
+        return entry
+    try:
+        device = await EchonetDevice.open(client, name=str(info.eoj), address=info.address,
+                                          eoj=info.eoj, info=info)
+        entry["readings"] = [_reading(r) for r in await device.poll(0.0)]
+        device.close()
+    except DriverError as exc:
+        entry["error"] = str(exc)
+    return entry
 
 
 async def check_broute(device: str, id_file: Path, password_file: Path, *,
