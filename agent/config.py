@@ -22,7 +22,7 @@ from agent.errors import ConfigError
 
 DEFAULT_PATH = Path("/etc/hems-agent/agent.toml")
 _NAME = r"^[a-z0-9][a-z0-9_-]{0,62}$"
-_SITE = r"^[A-Za-z0-9][A-Za-z0-9_-]{2,63}$"
+_SITE = r"^[a-z0-9][a-z0-9_-]{2,63}$"  # also an MQTT topic segment
 
 
 class _Model(BaseModel):
@@ -70,7 +70,9 @@ class Recipient(_Model):
 
     id: Annotated[str, Field(pattern=_NAME)]
     key_file: Path
-    kem: Literal["x25519", "mlkem768-x25519"] = "x25519"
+    display_name: Annotated[str, Field(max_length=120)] | None = None
+    """The real company behind a generic recipient (e.g. the installer), shown on the page."""
+    kem: Literal["x25519", "mlkem768x25519"] = "x25519"
 
 
 class Broker(_Model):
@@ -87,8 +89,8 @@ class Broker(_Model):
     @classmethod
     def _url(cls, value: str) -> str:
         parts = urlsplit(value)
-        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
-            raise ValueError("must look like mqtts://host:8883 (or mqtt:// for a local broker)")
+        if parts.scheme != "mqtts" or not parts.hostname:
+            raise ValueError("must look like mqtts://host:8883 (the uplink always uses TLS)")
         if parts.username or parts.password:
             raise ValueError("must not carry credentials; use username and password_file")
         return value
@@ -99,7 +101,7 @@ class Broker(_Model):
             raise ValueError("client_cert and client_key go together")
         if self.password_file is not None and self.username is None:
             raise ValueError("password_file needs a username")
-        if urlsplit(self.url).scheme == "mqtts" and self.ca_file is None:
+        if self.ca_file is None:
             raise ValueError("mqtts needs ca_file: the broker's CA is pinned, never the system's")
         return self
 

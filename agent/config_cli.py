@@ -6,7 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from agent.config import DEFAULT_PATH, ConfigError, load_config
+from agent.config import DEFAULT_PATH, load_config
+from agent.errors import ConfigError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import ConfigError, load_config
+from agent.config import load_config
+from agent.errors import ConfigError
 
 GOOD = """
 site_id = "site-0001"
