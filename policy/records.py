@@ -124,7 +124,7 @@ class ConsentChange:
 
     record: ConsentRecord
     purge: PurgeSpec
-    item: Mapping[str, Any]
+    item: dict[str, Any]  # JSON-able; the agent signs and sends it before anything else
 
 
 def record_hash(record: Mapping[str, Any]) -> str:
@@ -157,7 +157,7 @@ def change_for(record: ConsentRecord) -> ConsentChange:
         "catalogue_hash": data["catalogue_hash"], "needs_agreement": record.needs_agreement,
         "purge_tiers": sorted(purge.tiers), "signature": data["signature"],
     }
-    return ConsentChange(record=record, purge=purge, item=MappingProxyType(item))
+    return ConsentChange(record=record, purge=purge, item=item)
 
 
 def utc_iso(moment: datetime) -> str:

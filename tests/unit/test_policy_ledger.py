@@ -62,7 +62,7 @@ def test_record_carries_the_consent_receipt_fields(tmp_path: Path) -> None:
     assert change.record.event is Event.GIVEN and change.purge.tiers == frozenset(
         {Tier.HALF_HOUR, Tier.MINUTE, Tier.RAW})
     assert change.item["type"] == "consent_change" and change.item["tier"] == "1d"
-    json.dumps(dict(change.item))
+    json.dumps(change.item)
 
 
 @pytest.mark.parametrize(("purpose", "recipient", "tier", "message"), [

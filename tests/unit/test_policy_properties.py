@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import tempfile
 from datetime import UTC, datetime, timedelta
@@ -102,7 +103,7 @@ def _feed_and_flush(m: Minimiser, rs: list[Reading], cuts: list[int],
     """Feed in chunks, flushing between them at the time of the next reading."""
     out: list[tuple[datetime, Release]] = []
     bounds = sorted({c % (len(rs) + 1) for c in cuts} | {0, len(rs)})
-    for a, b in zip(bounds, bounds[1:], strict=False):
+    for a, b in itertools.pairwise(bounds):
         m.feed(rs[a:b])
         now = rs[b].ts if b < len(rs) else end
         out += [(now, rel) for rel in m.flush(now, grants)]
