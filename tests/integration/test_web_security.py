@@ -312,7 +312,7 @@ async def test_security_headers_on_every_answer(client: Client, path: str) -> No
     csp = headers["content-security-policy"]
     assert "default-src 'self'" in csp and "frame-ancestors 'none'" in csp
     assert "unsafe-inline" not in csp
-    assert headers["referrer-policy"] == "no-referrer"
+    assert headers["referrer-policy"] == "same-origin"  # never to another site
     assert headers["x-content-type-options"] == "nosniff"
     assert "camera=()" in headers["permissions-policy"]
     expected_cache = "no-cache" if path.startswith("/static/") else "no-store"

@@ -1,0 +1,224 @@
+"""The household page in a real headless Chromium, served by the embedded uvicorn.
+
+Debian's ``chromium`` is driven by Playwright; the page runs in this test's event loop through
+:func:`agent.web.server.serve`, exactly as the daemon runs it. Screenshots of the Japanese page
+at phone and desktop widths are written to ``artifacts/screenshots/``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.async_api import Browser, Download, Page, async_playwright
+
+from agent.web.app import create_app
+from agent.web.household import ReleaseEntry
+from agent.web.server import serve
+from tests.conftest import free_port, require_binary
+from tests.integration.test_web_security import CODE, START, Rig, build
+
+pytestmark = pytest.mark.chromium
+SHOTS = Path(__file__).resolve().parents[2] / "artifacts" / "screenshots"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+
+
+def _releases() -> list[ReleaseEntry]:
+    day = timedelta(days=1)
+    return [ReleaseEntry(time=START - i * day + timedelta(minutes=5), purpose="improvement",
+                         recipient="company", window_start=START - (i + 1) * day,
+                         window_end=START - i * day, tier="1d", points=12, size=1840)
+            for i in range(3)] + [
+        ReleaseEntry(time=START, purpose="maintenance_watch", recipient="installer",
+                     window_start=START - timedelta(minutes=30), window_end=START,
+                     tier="30min", points=8, size=960)]
+
+
+@dataclass
+class Site:
+    rig: Rig
+    url: str
+    page: Page
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    path = require_binary("chromium", "chromium")
+    async with async_playwright() as pw:
+        launched = await pw.chromium.launch(executable_path=path, args=CHROMIUM_ARGS)
+        yield launched
+        await launched.close()
+
+
+@pytest.fixture
+async def site(tmp_path: Path, browser: Browser) -> AsyncIterator[Site]:
+    port = free_port()
+    rig = build(tmp_path, hosts=frozenset({"127.0.0.1"}), port=port, releases=_releases())
+    # One queued daily upload for `improvement`, so the purge on withdrawal is visible.
+    rig.outbox.enqueue(b"sealed", topic="hems/v1/site-test/improvement/data",
+                       purpose="improvement", recipient="company", tier="1d", kind="data")
+    rig.outbox.flush()
+    started, stop = asyncio.Event(), asyncio.Event()
+    task = asyncio.create_task(serve(create_app(rig.service, rig.settings), "127.0.0.1", port,
+                                     started=started, stop=stop))
+    await asyncio.wait_for(started.wait(), 10)
+    context = await browser.new_context(accept_downloads=True)
+    page = await context.new_page()
+    yield Site(rig=rig, url=f"http://127.0.0.1:{port}", page=page)
+    await context.close()
+    stop.set()
+    await asyncio.wait_for(task, 10)
+    rig.outbox.close()
+    rig.ledger.close()
+
+
+async def _log_in(site: Site) -> Page:
+    page = site.page
+    await page.goto(site.url + "/")
+    assert page.url.endswith("/login")
+    await page.get_by_label("ペアリングコード").fill(CODE)
+    await page.get_by_role("button", name="ログイン").click()
+    await page.wait_for_url(site.url + "/")
+    return page
+
+
+async def _set(page: Page, purpose: str, recipient: str, tier: str,
+               hours: str | None = None) -> None:
+    form = page.locator(f"#grant-{purpose}-{recipient}")
+    await page.locator(f"#r-{purpose}-{recipient} details summary").first.click()
+    await form.locator(f"input[name=tier][value='{tier}']").check()
+    if hours is not None:
+        await form.locator("select[name=hours]").select_option(hours)
+    await form.get_by_role("button").click()
+    await page.wait_for_selector("#flash")
+
+
+async def _download_json(download: Download) -> Any:
+    path = await download.path()
+    return json.loads(await asyncio.to_thread(path.read_text, encoding="utf-8"))
+
+
+async def _pass(site: Site, *, minutes: int) -> None:
+    """Let time pass, reloading at least every 20 minutes (the session's idle limit is 30)."""
+    while minutes > 0:
+        step = min(minutes, 20)
+        site.rig.clock.advance(timedelta(minutes=step))
+        await site.page.reload()
+        minutes -= step
+
+
+async def test_turning_improvement_off_takes_effect_and_is_recorded(site: Site) -> None:
+    page = await _log_in(site)
+    current = page.locator("#current-improvement-company")
+    assert await current.get_attribute("data-tier") == "1d"
+    assert site.rig.outbox.stats().depth == 1
+    await _set(page, "improvement", "company", "off")
+    assert "1件を削除しました" in await page.locator("#flash").inner_text()
+    assert await current.get_attribute("data-tier") == "off"
+    assert site.rig.outbox.stats().depth == 0  # the queued daily upload was purged
+    assert site.rig.changes[-1].record.purpose == "improvement"
+    await page.get_by_role("link", name="同意の記録").click()
+    row = page.locator("#history tbody tr").first
+    assert await row.get_attribute("data-purpose") == "improvement"
+    assert await row.get_attribute("data-source") == "household_page"
+    assert await row.get_attribute("data-tier") == "off"
+    assert "このページ" in await row.inner_text()
+
+
+async def test_support_grant_for_one_hour_expires(site: Site) -> None:
+    page = await _log_in(site)
+    await _set(page, "support", "support_centre", "raw", hours="1")
+    current = page.locator("#current-support-support_centre")
+    assert await current.get_attribute("data-tier") == "raw"
+    expiry = await page.locator("#expires-support-support_centre").inner_text()
+    assert "11:00まで" in expiry  # 01:00 UTC + 1 h, shown in Japan time
+    await _pass(site, minutes=59)
+    assert await current.get_attribute("data-tier") == "raw"
+    await _pass(site, minutes=1)
+    assert await current.get_attribute("data-tier") == "off"
+    assert await page.locator("#expires-support-support_centre").count() == 0
+    await page.goto(site.url + "/history")
+    row = page.locator("#history tbody tr").first
+    assert "期限切れで停止" in await row.inner_text()
+
+
+async def test_language_switch_sticks(site: Site) -> None:
+    page = await _log_in(site)
+    assert await page.locator("html").get_attribute("lang") == "ja"
+    await page.locator("#lang-switch").click()
+    assert await page.locator("html").get_attribute("lang") == "en"
+    assert await page.locator("h1").inner_text() == "How your data is used, and your consent"
+    await page.get_by_role("link", name="What left my home").click()
+    assert await page.locator("h1").inner_text() == "What left my home"
+    await page.locator("#lang-switch").click()
+    assert await page.locator("h1").inner_text() == "家から出たデータ"
+
+
+async def test_export_everything_and_provision_records(site: Site) -> None:
+    page = await _log_in(site)
+    await page.get_by_role("link", name="ダウンロード・削除").click()
+    async with page.expect_download() as info:
+        await page.locator("#export").click()
+    data = await _download_json(await info.value)
+    assert data["subject"] == "site-test"
+    assert {r["purpose"] for r in data["consent_history"]} >= {"service", "improvement"}
+    assert len(data["releases"]) == 4
+    await page.get_by_role("link", name="家から出たデータ").click()
+    assert "1840バイト" in await page.locator("main").inner_text()
+    async with page.expect_download() as info:
+        await page.locator("#provision-download").click()
+    records = await _download_json(await info.value)
+    assert [r["recipient"] for r in records["records"]] == ["installer"]
+
+
+async def test_delete_needs_confirmation_then_deletes(site: Site) -> None:
+    page = await _log_in(site)
+    await page.goto(site.url + "/rights")
+    await page.locator("#delete").click()  # the required box is not ticked: nothing is sent
+    assert site.rig.deletions == []
+    assert site.rig.outbox.stats().depth == 1
+    await page.locator("#delete-confirm").check()
+    await page.locator("#delete").click()
+    await page.wait_for_selector("#flash")
+    assert "削除の依頼を送りました" in await page.locator("#flash").inner_text()
+    assert site.rig.deletions == [site.rig.clock()]
+    assert site.rig.outbox.stats().depth == 0
+
+
+async def test_stop_third_party_in_one_action(site: Site) -> None:
+    page = await _log_in(site)
+    await _set(page, "maintenance_watch", "installer", "30min")
+    await page.goto(site.url + "/rights")
+    await page.locator("#stop-third-party").click()
+    await page.wait_for_selector("#flash")
+    grants = site.rig.ledger.grants(site.rig.clock())
+    assert ("maintenance_watch", "installer") not in grants
+
+
+async def test_keyboard_reaches_the_controls(site: Site) -> None:
+    page = await _log_in(site)
+    await page.keyboard.press("Tab")
+    focused = await page.evaluate("document.activeElement.textContent")
+    assert focused == "本文へ移動"  # the skip link comes first
+
+
+@pytest.mark.parametrize(("name", "width", "height"), [("phone", 390, 844),
+                                                       ("desktop", 1280, 900)])
+async def test_screenshots_of_the_japanese_page(site: Site, name: str, width: int,
+                                                height: int) -> None:
+    page = await _log_in(site)
+    await page.set_viewport_size({"width": width, "height": height})
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    await page.screenshot(path=SHOTS / f"purposes-ja-{name}.png")
+    await page.locator("#r-improvement-company details summary").first.click()
+    await page.screenshot(path=SHOTS / f"purposes-ja-{name}-choice.png")
+    await page.goto(site.url + "/released")
+    await page.screenshot(path=SHOTS / f"released-ja-{name}.png", full_page=True)
+    width_used = await page.evaluate("document.documentElement.scrollWidth")
+    assert width_used <= width  # no sideways scrolling on the page itself
