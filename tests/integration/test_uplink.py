@@ -76,8 +76,8 @@ async def test_every_envelope_arrives_exactly_once_across_broker_restarts(
     broker.kill()  # and once more, without a clean shutdown
     broker.start()
     enqueue(range(80, 100))
-    await wait_until(lambda: outbox.stats().depth == 0, "outbox drained", timeout=90)
-    await wait_until(lambda: receiver.accepted >= 100, "all envelopes received", timeout=30)
+    await wait_until(lambda: outbox.stats().depth == 0, "outbox drained", deadline=90)
+    await wait_until(lambda: receiver.accepted >= 100, "all envelopes received", deadline=30)
     assert sorted(accepted_seqs(out)) == [("s-0001", seq) for seq in range(100)]
     assert set(receiver.rejected) <= {"replay"}  # duplicates of unknown-outcome publishes
     assert publisher.reconnects >= 2
@@ -104,7 +104,7 @@ async def test_a_gateway_cannot_publish_into_another_sites_topics(
 async def test_a_wrong_password_is_refused(broker: Mosquitto) -> None:
     bad = BrokerConfig(host="127.0.0.1", port=broker.port, ca_file=broker.ca, client_id="x",
                        username="s-0001", password="wrong", timeout=2.0)
-    with pytest.raises(UplinkError, match="cannot connect.*Not authorized"):
+    with pytest.raises(UplinkError, match=r"cannot connect.*Not authorized"):
         async with connect(bad, tls_context(bad)):
             pass
 

@@ -69,9 +69,10 @@ def accepted_seqs(out: io.StringIO) -> list[tuple[str, int]]:
     return [(line["header"]["site"], line["header"]["seq"]) for line in lines]
 
 
-async def wait_until(condition: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
+async def wait_until(condition: Callable[[], bool], what: str, deadline: float = 60.0) -> None:
     """Poll ``condition``; a deadline only so a broken build fails instead of hanging."""
-    async with asyncio.timeout(timeout):
-        while not condition():
+    async with asyncio.timeout(deadline):
+        # Conditions include a broker's log file: there is no event to wait on.
+        while not condition():  # noqa: ASYNC110
             await asyncio.sleep(0.02)
     assert condition(), what

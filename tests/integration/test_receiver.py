@@ -1,0 +1,128 @@
+"""Reference receiver: rejects replayed, misaddressed, foreign and ill-fitting envelopes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from agent import keys
+from agent.receiver import ReplayStore, load_device_registry
+from agent.uplink import connect, tls_context
+from tests.integration.uplink_helpers import (
+    PASSWORDS,
+    Fleet,
+    accepted_seqs,
+    broker_config,
+    data_topic,
+    wait_until,
+)
+from tests.support.mosquitto import RECEIVER_USER, Mosquitto
+
+
+def test_replay_is_rejected_even_after_a_receiver_restart(tmp_path: Path) -> None:
+    fleet = Fleet()
+    receiver, out = fleet.receiver(tmp_path / "seen.db")
+    data = fleet.seal("s-0001", 3)
+    assert receiver.handle(data_topic("s-0001"), data).accepted
+    assert "replay" in receiver.handle(data_topic("s-0001"), data).reason
+    receiver.replay.close()
+    again, _ = fleet.receiver(tmp_path / "seen.db")
+    assert "replay" in again.handle(data_topic("s-0001"), fleet.seal("s-0001", 3)).reason
+    assert again.handle(data_topic("s-0001"), fleet.seal("s-0001", 4)).accepted
+    assert accepted_seqs(out) == [("s-0001", 3)]
+    assert again.rejected == {"replay": 1}
+
+
+@pytest.mark.parametrize(("make", "reason"), [
+    (lambda f: (data_topic("s-0001"), f.seal("s-0001", 1,
+                                             recipient=keys.generate_recipient_key())),
+     "wrong recipient"),
+    (lambda f: (data_topic("s-0002"), f.seal("s-0001", 1)), "topic mismatch"),
+    (lambda f: (data_topic("s-0001", "improvement"), f.seal("s-0001", 1)), "topic mismatch"),
+    (lambda f: ("hems/v1/s-0001/service", f.seal("s-0001", 1)), "not of the form"),
+    (lambda f: (data_topic("s-0001"), f.seal("s-0001", 1, points=("water.flow",))),
+     "point 'water.flow' is not allowed"),
+    (lambda f: (data_topic("s-0001", "proposals"),
+                f.seal("s-0001", 1, purpose="proposals", points=("inverter.events",),
+                       tier="1d", span=86400)),
+     "point 'inverter.events' is not allowed for purpose proposals"),
+    (lambda f: (data_topic("s-0001"), f.seal("s-0001", 1, span=900)),
+     "window length does not match tier 30min"),
+    (lambda f: (data_topic("s-0001", "proposals"),
+                f.seal("s-0001", 1, purpose="proposals", tier="30min")),
+     "tier 30min is finer than purpose proposals allows"),
+    (lambda f: (data_topic("s-0001", "survey"), f.seal("s-0001", 1, purpose="survey")),
+     "carries no gateway data"),
+    (lambda f: (data_topic("s-0001"), f.seal("s-0001", 1)[:-1]), "truncated"),
+    (lambda f: (data_topic("s-0001"), b"\x00" * 2_000_000), "exceeds"),
+])
+def test_rejections_name_their_reason(tmp_path: Path, make, reason: str) -> None:  # type: ignore[no-untyped-def]
+    fleet = Fleet()
+    receiver, out = fleet.receiver(tmp_path / "seen.db")
+    topic, payload = make(fleet)
+    verdict = receiver.handle(topic, payload)
+    assert not verdict.accepted and reason in verdict.reason
+    assert out.getvalue() == "" and sum(receiver.rejected.values()) == 1
+
+
+def test_unknown_device_is_rejected(tmp_path: Path) -> None:
+    fleet = Fleet()
+    stranger = Fleet()
+    receiver, _ = fleet.receiver(tmp_path / "seen.db")
+    # Same site id, same recipient, but signed by a device the receiver never registered.
+    stranger.recipient = fleet.recipient
+    verdict = receiver.handle(data_topic("s-0001"), stranger.seal("s-0001", 1))
+    assert "unknown device" in verdict.reason
+
+
+def test_device_registry_from_json_and_directory(tmp_path: Path) -> None:
+    key = ed25519.Ed25519PrivateKey.generate().public_key()
+    (tmp_path / "devices.json").write_text(json.dumps(
+        {"s-0001": keys.device_public_pem(key).decode()}), encoding="utf-8")
+    (tmp_path / "dir").mkdir()
+    (tmp_path / "dir" / "s-0002.pem").write_bytes(keys.device_public_pem(key))
+    assert set(load_device_registry(tmp_path / "devices.json")) == {"s-0001"}
+    assert set(load_device_registry(tmp_path / "dir")) == {"s-0002"}
+
+
+@pytest.mark.mosquitto
+async def test_hems_receiver_command_writes_json_lines(tmp_path: Path) -> None:
+    broker = Mosquitto(tmp_path / "broker", PASSWORDS)
+    broker.start()
+    fleet = Fleet()
+    (tmp_path / "devices.json").write_text(json.dumps(
+        {s: keys.device_public_pem(k.public_key()).decode() for s, k in fleet.devices.items()}),
+        encoding="utf-8")
+    keys.write_private_file(tmp_path / "company.key", keys.recipient_private_pem(fleet.recipient))
+    keys.write_private_file(tmp_path / "receiver.pass", PASSWORDS[RECEIVER_USER].encode())
+    out = tmp_path / "out.jsonl"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "agent.receiver_cli", "--broker", f"mqtts://127.0.0.1:{broker.port}",
+        "--ca", str(broker.ca), "--username", RECEIVER_USER, "--password-file",
+        str(tmp_path / "receiver.pass"), "--device-keys", str(tmp_path / "devices.json"),
+        "--recipient-key", str(tmp_path / "company.key"), "--replay-db",
+        str(tmp_path / "seen.db"), "--output", str(out), "--client-id", "rx-cli",
+        stderr=asyncio.subprocess.PIPE)
+    try:
+        await wait_until(lambda: "rx-cli 1 $share/hems/" in broker.log_text(), "subscribed")
+        config = broker_config(broker, "s-0001")
+        async with connect(config, tls_context(config)) as client:
+            for seq in (1, 1, 2):  # a duplicate in the middle
+                await client.publish(data_topic("s-0001"), fleet.seal("s-0001", seq), qos=1)
+        await wait_until(lambda: out.exists() and out.read_text().count("\n") >= 2, "output")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        async with asyncio.timeout(10):
+            _, err = await proc.communicate()
+        broker.stop()
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(x["header"]["seq"], x["body"]["records"][0]["point"]) for x in lines] == [
+        (1, "pv.energy"), (2, "pv.energy")]
+    assert b"replay" in err and proc.returncode == 130
+    assert ReplayStore(tmp_path / "seen.db").seen("s-0001", 2)
