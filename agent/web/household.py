@@ -20,7 +20,9 @@ from typing import Any, Protocol
 from policy.catalogue import Catalogue
 from policy.errors import ConsentError
 from policy.ledger import Ledger
+from policy.minimise import Minimiser
 from policy.records import ConsentChange, ConsentRecord, Grant, Source
+from policy.rights import ReleaseLog, delete_household_data, export_all
 
 log = logging.getLogger(__name__)
 
@@ -60,13 +62,14 @@ class ReleaseEntry:
     points: int
     size: int
 
-
-class ReleaseLogLike(Protocol):
-    """The release log as the page reads it: newest entries first, per purpose × recipient."""
-
-    def recent(self, purpose: str, recipient: str, limit: int) -> Sequence[ReleaseEntry]: ...
-    def provision_records(self) -> Sequence[Mapping[str, Any]]: ...
-    def export(self) -> Sequence[Mapping[str, Any]]: ...
+    @classmethod
+    def from_log(cls, entry: Mapping[str, Any]) -> ReleaseEntry:
+        """From a :class:`policy.rights.ReleaseLog` entry."""
+        return cls(time=datetime.fromisoformat(entry["logged_at"]), purpose=entry["purpose"],
+                   recipient=entry["recipient"],
+                   window_start=datetime.fromisoformat(entry["start"]),
+                   window_end=datetime.fromisoformat(entry["end"]), tier=entry["tier"],
+                   points=len(entry["points"]), size=int(entry["bytes"]))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -95,19 +98,22 @@ class HouseholdService:
 
     ``recipient_names`` names the real companies behind generic recipients (e.g. the installer
     of ``maintenance_watch``), as set at provisioning. ``on_consent_change`` must hand the change
-    to the uplink (signed consent message, sent before any data); ``on_deletion`` wipes the
-    household's local data and queues the signed deletion request; ``extra_export`` adds what
-    other parts of the device hold to the export.
+    to the uplink (signed consent message, sent before any data). ``on_deletion`` receives the
+    deletion-request item (:func:`policy.rights.delete_household_data`) after policy's own data
+    is cleared and the outbox purged: the daemon signs and queues it and wipes the rest of the
+    household's local data. ``extra_export`` adds what other parts of the device hold.
     """
 
-    def __init__(self, *, ledger: Ledger, releases: ReleaseLogLike, outbox: OutboxLike,
+    def __init__(self, *, ledger: Ledger, release_log: ReleaseLog, outbox: OutboxLike,
                  on_consent_change: Callable[[ConsentChange], None],
-                 on_deletion: Callable[[datetime], None],
+                 on_deletion: Callable[[Mapping[str, Any]], None],
+                 minimiser: Minimiser | None = None,
                  recipient_names: Mapping[str, str] | None = None,
                  extra_export: Callable[[], Mapping[str, Any]] | None = None,
                  clock: Callable[[], datetime] | None = None) -> None:
         self._ledger = ledger
-        self._releases = releases
+        self._release_log = release_log
+        self._minimiser = minimiser
         self._outbox = outbox
         self._on_change = on_consent_change
         self._on_deletion = on_deletion
@@ -141,10 +147,14 @@ class HouseholdService:
         """Every consent record, newest first."""
         return list(reversed(self._ledger.history()))
 
-    def recent_releases(self, purpose: str, recipient: str,
-                        limit: int = 5) -> Sequence[ReleaseEntry]:
-        """The last releases of one purpose to one recipient, newest first."""
-        return self._releases.recent(purpose, recipient, limit)
+    def recent_releases(self, limit: int = 5) -> dict[Key, list[ReleaseEntry]]:
+        """The last ``limit`` releases of each purpose × recipient, newest first (one pass
+        over the release log)."""
+        found: dict[Key, list[ReleaseEntry]] = {}
+        for entry in self._release_log.entries():
+            found.setdefault((entry["purpose"], entry["recipient"]), []).append(
+                ReleaseEntry.from_log(entry))
+        return {key: entries[::-1][:limit] for key, entries in found.items()}
 
     def outbox_stats(self) -> OutboxStatsLike:
         """What is queued now and what the bound dropped."""
@@ -152,23 +162,17 @@ class HouseholdService:
 
     def provision_records(self) -> list[Mapping[str, Any]]:
         """Records of provision to third parties (APPI Art. 29; disclosed under Art. 33(5))."""
-        return list(self._releases.provision_records())
+        return list(self._release_log.provision_records())
 
     def export_all(self) -> dict[str, Any]:
-        """Everything the device holds about the household, as JSON-ready data."""
-        now = self.now()
+        """Everything the device holds about the household, as JSON-ready data: policy's
+        export (catalogue, consent, release log, provision records, held data), the queue,
+        pending requests, and what ``extra_export`` adds."""
+        data = export_all(ledger=self._ledger, now=self.now(), release_log=self._release_log,
+                          minimiser=self._minimiser)
         stats = self._outbox.stats()
-        data: dict[str, Any] = {
-            "exported_at": now.isoformat(),
-            "subject": self._ledger.subject,
-            "catalogue": self.catalogue.spec.model_dump(mode="json"),
-            "grants": [_grant_json(g) for g in self.grants().values()],
-            "consent_history": [rec.as_dict() for rec in self._ledger.history()],
-            "releases": list(self._releases.export()),
-            "third_party_provision_records": self.provision_records(),
-            "outbox": {"depth": stats.depth, "bytes": stats.bytes, "drops": dict(stats.drops)},
-            "pending_requests": [_pending_json(p) for p in self.pending_requests()],
-        }
+        data["outbox"] = {"depth": stats.depth, "bytes": stats.bytes, "drops": dict(stats.drops)}
+        data["pending_requests"] = [_pending_json(p) for p in self.pending_requests()]
         if self._extra_export is not None:
             data.update(self._extra_export())
         return data
@@ -192,14 +196,20 @@ class HouseholdService:
         return self._apply(self._ledger.stop_third_party(source=SOURCE, now=self.now()))
 
     def delete_local_data(self) -> Outcome:
-        """Purge every queued upload, then let the daemon wipe local data and send the request.
+        """Erasure: consent for every optional purpose off, policy's local data cleared, every
+        queued upload purged, then the deletion request handed to the daemon.
 
-        The consent ledger itself stays: it is the household's proof of what was agreed.
+        The consent history and the records of provision to third parties stay: they are the
+        evidence the law asks to keep, and hold no measurements.
         """
+        deletion = delete_household_data(ledger=self._ledger, now=self.now(), source=SOURCE,
+                                         minimiser=self._minimiser,
+                                         release_log=self._release_log)
+        outcome = self._apply(deletion.changes)
         purged = sum(self._outbox.purge(pid) for pid in self.catalogue.purposes)
-        self._on_deletion(self.now())
-        log.info("household page: local data deletion requested")
-        return Outcome(changes=(), purged=purged)
+        self._on_deletion(deletion.item)
+        log.info("household page: local data deleted, deletion request handed on")
+        return Outcome(changes=outcome.changes, purged=outcome.purged + purged)
 
     # -- pending requests from the support centre -------------------------------------------
 
@@ -242,13 +252,6 @@ class HouseholdService:
                                              sorted(t.value for t in spec.tiers))
             self._on_change(change)
         return Outcome(changes=tuple(changes), purged=purged)
-
-
-def _grant_json(grant: Grant) -> dict[str, Any]:
-    return {"purpose": grant.purpose, "recipient": grant.recipient, "tier": grant.tier.value,
-            "since": grant.since.isoformat(),
-            "expires": None if grant.expires is None else grant.expires.isoformat(),
-            "record_id": grant.record_id}
 
 
 def _pending_json(request: PendingRequest) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo
@@ -87,8 +88,7 @@ def recipient_name(service: HouseholdService, recipient: Recipient, lang: str) -
     return f"{generic}: {real}" if real else generic
 
 
-def release_rows(entries: list[ReleaseEntry] | tuple[ReleaseEntry, ...],
-                 t: Translator) -> tuple[ReleaseRow, ...]:
+def release_rows(entries: Sequence[ReleaseEntry], t: Translator) -> tuple[ReleaseRow, ...]:
     return tuple(ReleaseRow(time=local_time(e.time),
                             window=f"{local_time(e.window_start)} – {local_time(e.window_end)}",
                             tier=t(f"tier.{e.tier}"), points=e.points, size=size_text(e.size, t))
@@ -99,6 +99,7 @@ def purpose_cards(service: HouseholdService, t: Translator) -> list[PurposeCard]
     """One card per purpose of the catalogue, in catalogue order."""
     grants = service.grants()
     reset = service.needs_agreement()
+    recent = service.recent_releases()
     cards = []
     for p in service.catalogue.spec.purposes:
         recipients = []
@@ -112,7 +113,7 @@ def purpose_cards(service: HouseholdService, t: Translator) -> list[PurposeCard]
                 expires=None if expires is None else local_time(expires),
                 options=tier_options(p, t),
                 hours=_hours(p.time_boxed_hours),
-                releases=release_rows(tuple(service.recent_releases(p.id, r.id)), t)))
+                releases=release_rows(recent.get((p.id, r.id), ()), t)))
         cards.append(_card(service, p, t, tuple(recipients), p.id in reset))
     return cards
 

@@ -11,7 +11,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,25 +19,24 @@ import pytest
 from playwright.async_api import Browser, Download, Page, async_playwright
 
 from agent.web.app import create_app
-from agent.web.household import ReleaseEntry
 from agent.web.server import serve
+from policy.release import Release
 from tests.conftest import free_port, require_binary
-from tests.integration.test_web_security import CODE, START, Rig, build
+from tests.integration.test_web_security import CODE, START, Rig, build, release
 
 pytestmark = pytest.mark.chromium
 SHOTS = Path(__file__).resolve().parents[2] / "artifacts" / "screenshots"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 
 
-def _releases() -> list[ReleaseEntry]:
+def _releases() -> list[tuple[Release, int, datetime]]:
     day = timedelta(days=1)
-    return [ReleaseEntry(time=START - i * day + timedelta(minutes=5), purpose="improvement",
-                         recipient="company", window_start=START - (i + 1) * day,
-                         window_end=START - i * day, tier="1d", points=12, size=1840)
-            for i in range(3)] + [
-        ReleaseEntry(time=START, purpose="maintenance_watch", recipient="installer",
-                     window_start=START - timedelta(minutes=30), window_end=START,
-                     tier="30min", points=8, size=960)]
+    daily = [(release("improvement", "company", "1d", START - (i + 1) * day, START - i * day,
+                      points=12), 1840, START - i * day + timedelta(minutes=5))
+             for i in range(3)]
+    watch = release("maintenance_watch", "installer", "30min", START - timedelta(minutes=30),
+                    START, points=8)
+    return [*daily, (watch, 960, START)]
 
 
 @dataclass
@@ -167,8 +166,8 @@ async def test_export_everything_and_provision_records(site: Site) -> None:
         await page.locator("#export").click()
     data = await _download_json(await info.value)
     assert data["subject"] == "site-test"
-    assert {r["purpose"] for r in data["consent_history"]} >= {"service", "improvement"}
-    assert len(data["releases"]) == 4
+    assert {r["purpose"] for r in data["consent"]["history"]} >= {"service", "improvement"}
+    assert len(data["release_log"]) == 4 and data["outbox"]["depth"] == 1
     await page.get_by_role("link", name="家から出たデータ").click()
     assert "1840バイト" in await page.locator("main").inner_text()
     async with page.expect_download() as info:
@@ -187,8 +186,10 @@ async def test_delete_needs_confirmation_then_deletes(site: Site) -> None:
     await page.locator("#delete").click()
     await page.wait_for_selector("#flash")
     assert "削除の依頼を送りました" in await page.locator("#flash").inner_text()
-    assert site.rig.deletions == [site.rig.clock()]
+    assert [d["type"] for d in site.rig.deletions] == ["deletion_request"]
     assert site.rig.outbox.stats().depth == 0
+    assert site.rig.ledger.history()[-1].source.value == "household_page"
+    assert [e["purpose"] for e in site.rig.release_log.entries()] == ["maintenance_watch"]
 
 
 async def test_stop_third_party_in_one_action(site: Site) -> None:

@@ -1,8 +1,8 @@
 """Security of the household page over HTTP: sessions, CSRF, Host/Origin, throttle, headers.
 
-The builders here (``Clock``, ``MemoryReleaseLog``, ``build``) are shared with the fuzz and
-browser tests. Everything is real except the release log, which the page only reads: the
-ledger is policy's TinyDB ledger, the outbox is the sqlite outbox.
+The builders here (``Clock``, ``release``, ``build``) are shared with the fuzz and browser
+tests. Every part is real: policy's TinyDB ledger and JSON-lines release log, the sqlite
+outbox; only the clock is driven by the test.
 """
 
 from __future__ import annotations
@@ -19,12 +19,15 @@ import pytest
 
 from agent.outbox import Outbox
 from agent.web.app import create_app
-from agent.web.household import HouseholdService, ReleaseEntry
+from agent.web.household import HouseholdService
 from agent.web.security import PairingHash, hash_pairing_code
 from agent.web.settings import WebSettings
 from policy.catalogue import load_catalogue
 from policy.ledger import Ledger
 from policy.records import ConsentChange
+from policy.release import Record, Release
+from policy.rights import ReleaseLog
+from policy.tiers import Tier
 
 CODE = "24681357"
 HOST = "gateway.local"
@@ -46,27 +49,15 @@ class Clock:
         self.now += delta
 
 
-class MemoryReleaseLog:
-    """The release log as the page reads it, kept in memory (stand-in until policy's lands)."""
-
-    def __init__(self, entries: Sequence[ReleaseEntry] = ()) -> None:
-        self.entries = list(entries)
-
-    def recent(self, purpose: str, recipient: str, limit: int) -> Sequence[ReleaseEntry]:
-        found = [e for e in self.entries if (e.purpose, e.recipient) == (purpose, recipient)]
-        return sorted(found, key=lambda e: e.time, reverse=True)[:limit]
-
-    def provision_records(self) -> Sequence[Mapping[str, Any]]:
-        return [_entry_json(e) for e in self.entries if e.purpose == "maintenance_watch"]
-
-    def export(self) -> Sequence[Mapping[str, Any]]:
-        return [_entry_json(e) for e in self.entries]
-
-
-def _entry_json(e: ReleaseEntry) -> dict[str, Any]:
-    return {"time": e.time.isoformat(), "purpose": e.purpose, "recipient": e.recipient,
-            "window_start": e.window_start.isoformat(), "window_end": e.window_end.isoformat(),
-            "tier": e.tier, "points": e.points, "size": e.size}
+def release(purpose: str, recipient: str, tier: str, start: datetime, end: datetime,
+            points: int = 3) -> Release:
+    """A release as the pipeline hands it on (values do not matter to the page)."""
+    records = tuple(Record(device="inverter-1", point=f"pv.power_{i}", kind="power", unit="W",
+                           values={"mean": 1.0}, coverage=1.0, good=1, bad=0)
+                    for i in range(points))
+    return Release(purpose=purpose, recipient=recipient, tier=Tier(tier), start=start, end=end,
+                   records=records, missing=(), consent_record_id="r", consent_record_hash="h",
+                   catalogue_version="2026.1")
 
 
 @dataclass
@@ -75,11 +66,12 @@ class Rig:
 
     service: HouseholdService
     ledger: Ledger
+    release_log: ReleaseLog
     outbox: Outbox
     clock: Clock
     settings: WebSettings
     changes: list[ConsentChange] = field(default_factory=list)
-    deletions: list[datetime] = field(default_factory=list)
+    deletions: list[Mapping[str, Any]] = field(default_factory=list)
 
 
 Client = httpx2.AsyncClient
@@ -87,16 +79,21 @@ _PAIRING = hash_pairing_code(CODE, log2_n=10)  # cheap parameters keep the tests
 
 
 def build(tmp_path: Path, *, hosts: frozenset[str] = frozenset({HOST}), port: int = PORT,
-          releases: Sequence[ReleaseEntry] = ()) -> Rig:
-    """A rig with the factory catalogue, a fresh ledger and an empty outbox."""
+          releases: Sequence[tuple[Release, int, datetime]] = ()) -> Rig:
+    """A rig with the factory catalogue, a fresh ledger, a release log holding ``releases``
+    (release, bytes, when) and an empty outbox."""
     clock = Clock()
-    ledger = Ledger.open(tmp_path / "ledger.json", load_catalogue(), "site-test", clock())
+    catalogue = load_catalogue()
+    ledger = Ledger.open(tmp_path / "ledger.json", catalogue, "site-test", clock())
+    release_log = ReleaseLog(tmp_path / "releases.jsonl", catalogue, "site-test")
+    for rel, size, when in releases:
+        release_log.append(rel, size=size, now=when)
     outbox = Outbox(tmp_path / "outbox.sqlite")
     settings = WebSettings(pairing=PairingHash.parse(_PAIRING), allowed_hosts=hosts, port=port)
-    rig = Rig(service=None, ledger=ledger, outbox=outbox, clock=clock,  # type: ignore[arg-type]
-              settings=settings)
+    rig = Rig(service=None, ledger=ledger, release_log=release_log,  # type: ignore[arg-type]
+              outbox=outbox, clock=clock, settings=settings)
     rig.service = HouseholdService(
-        ledger=ledger, releases=MemoryReleaseLog(releases), outbox=outbox,
+        ledger=ledger, release_log=release_log, outbox=outbox,
         on_consent_change=rig.changes.append, on_deletion=rig.deletions.append,
         recipient_names={"installer": "山田電設株式会社"}, clock=clock)
     return rig
