@@ -98,6 +98,8 @@ async def connect(config: BrokerConfig,
     except (aiomqtt.MqttError, TimeoutError) as exc:
         _drop_socket(client)
         raise UplinkError(f"cannot connect to the broker: {exc or 'timed out'}") from exc
+    # aiomqtt warns above this many concurrent calls; a publisher batch is that by design.
+    client.pending_calls_threshold = 1000
     try:
         yield client
     finally:
