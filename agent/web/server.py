@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import socket
 from collections.abc import Iterator
@@ -21,6 +22,17 @@ from starlette.types import ASGIApp
 from agent.web.errors import WebError
 
 log = logging.getLogger(__name__)
+
+
+def _check_lan(host: str) -> None:
+    """Only a LAN, link-local or loopback address: never a wildcard, never a WAN address."""
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError as exc:
+        raise WebError(f"the household page binds to an IP address, not {host!r}") from exc
+    if address.is_unspecified or not (address.is_private or address.is_loopback
+                                      or address.is_link_local):
+        raise WebError(f"the household page binds to a LAN address, never {host}")
 
 
 class _EmbeddedServer(uvicorn.Server):
@@ -63,6 +75,7 @@ async def serve(app: ASGIApp, host: str, port: int, *, ssl_certfile: Path | str 
     """
     if (ssl_certfile is None) != (ssl_keyfile is None):
         raise WebError("TLS needs both a certificate and a key file")
+    _check_lan(host)
     config = uvicorn.Config(
         app, host=host, port=port, ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile,
         access_log=False, lifespan="off", server_header=False, date_header=False,

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import ipaddress
 import secrets
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from agent.web.security import PairingHash
+from agent.config import Web
+from agent.web.errors import WebError
+from agent.web.security import PairingHash, load_pairing_hash
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -15,12 +19,14 @@ class WebSettings:
 
     ``allowed_hosts`` are the names and addresses the page answers to (the configured LAN
     address, the gateway's hostname, ``localhost``); any other ``Host`` header is refused so a
-    DNS-rebinding page cannot reach it. ``port`` is the listening port (part of the origin).
+    DNS-rebinding page cannot reach it. ``bind_host`` and ``port`` are where it listens (the
+    port is part of the origin).
     """
 
     pairing: PairingHash
     allowed_hosts: frozenset[str]
     port: int
+    bind_host: str = "127.0.0.1"
     tls: bool = False
     session_key: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
     session_idle: timedelta = timedelta(minutes=30)
@@ -32,6 +38,23 @@ class WebSettings:
     @property
     def scheme(self) -> str:
         return "https" if self.tls else "http"
+
+    @classmethod
+    def from_config(cls, web: Web, *, hostnames: Iterable[str] = ()) -> WebSettings:
+        """Settings from the ``[web]`` section: listen address, pairing hash file, TLS.
+
+        ``hostnames`` are extra names the household may type (e.g. ``hems-gateway.local``).
+        """
+        if web.pairing_hash_file is None:
+            raise WebError("web.pairing_hash_file is not set: provisioning writes it")
+        host, _, port = web.listen.rpartition(":")
+        host = host.strip("[]")
+        names = {host.lower(), *(h.lower() for h in hostnames)}
+        if ipaddress.ip_address(host).is_loopback:
+            names.add("localhost")
+        return cls(pairing=load_pairing_hash(web.pairing_hash_file),
+                   allowed_hosts=frozenset(names), port=int(port), bind_host=host,
+                   tls=web.tls_cert is not None)
 
     def origins(self) -> frozenset[str]:
         """The exact ``Origin`` values a same-site form post may carry."""

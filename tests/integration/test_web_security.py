@@ -7,7 +7,13 @@ outbox; only the clock is driven by the test.
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+import ipaddress
 import re
+import signal
+import socket
+import ssl
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -17,10 +23,13 @@ from typing import Any
 import httpx2
 import pytest
 
+from agent.config import Web
 from agent.outbox import Outbox
 from agent.web.app import create_app
+from agent.web.errors import WebError
 from agent.web.household import HouseholdService
 from agent.web.security import PairingHash, hash_pairing_code
+from agent.web.server import serve
 from agent.web.settings import WebSettings
 from policy.catalogue import load_catalogue
 from policy.ledger import Ledger
@@ -28,6 +37,7 @@ from policy.records import ConsentChange
 from policy.release import Record, Release
 from policy.rights import ReleaseLog
 from policy.tiers import Tier
+from tests.conftest import free_port
 
 CODE = "24681357"
 HOST = "gateway.local"
@@ -326,3 +336,97 @@ async def test_pages_have_no_inline_script_or_style(client: Client) -> None:
 async def test_refusals_carry_the_headers_too(client: Client) -> None:
     reply = await client.get("/login", headers={"host": "evil.example"})
     assert reply.headers["x-content-type-options"] == "nosniff"
+
+
+# -- the embedded server -----------------------------------------------------------------------
+
+async def _serving(rig: Rig, port: int, **tls: Any) -> tuple[asyncio.Task[None], asyncio.Event]:
+    started, stop = asyncio.Event(), asyncio.Event()
+    task = asyncio.create_task(serve(create_app(rig.service, rig.settings), "127.0.0.1", port,
+                                     started=started, stop=stop, **tls))
+    await asyncio.wait_for(started.wait(), 10)
+    return task, stop
+
+
+async def test_serve_leaves_signals_to_the_daemon_and_stops_on_the_event(tmp_path: Path) -> None:
+    port = free_port()
+    rig = build(tmp_path, hosts=frozenset({"127.0.0.1"}), port=port)
+    before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    task, stop = await _serving(rig, port)
+    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
+    async with httpx2.AsyncClient() as c:
+        assert (await c.get(f"http://127.0.0.1:{port}/login")).status_code == 200
+    stop.set()
+    await asyncio.wait_for(task, 10)
+    with pytest.raises(httpx2.ConnectError):
+        async with httpx2.AsyncClient() as c:
+            await c.get(f"http://127.0.0.1:{port}/login")
+
+
+async def test_serve_refuses_a_busy_port_and_a_wan_address(tmp_path: Path) -> None:
+    rig = build(tmp_path)
+    app = create_app(rig.service, rig.settings)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(WebError, match="cannot listen"):
+            await serve(app, "127.0.0.1", port, stop=asyncio.Event())
+    for host in ("0.0.0.0", "8.8.8.8", "gateway.local"):
+        with pytest.raises(WebError):
+            await serve(app, host, 8080, stop=asyncio.Event())
+
+
+async def test_serve_over_tls(tmp_path: Path) -> None:
+    cert, key = _self_signed(tmp_path)
+    port = free_port()
+    rig = build(tmp_path, hosts=frozenset({"127.0.0.1"}), port=port)
+    rig.settings = dataclasses.replace(rig.settings, tls=True)
+    task, stop = await _serving(rig, port, ssl_certfile=cert, ssl_keyfile=key)
+    context = ssl.create_default_context(cafile=str(cert))
+    async with httpx2.AsyncClient(verify=context) as c:
+        reply = await c.get(f"https://127.0.0.1:{port}/login")
+    stop.set()
+    await asyncio.wait_for(task, 10)
+    assert reply.status_code == 200
+    assert reply.headers["set-cookie"].startswith("__Host-hems_session=")
+
+
+def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "gateway")])
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(datetime.now(UTC) - timedelta(days=1))
+            .not_valid_after(datetime.now(UTC) + timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = tmp_path / "page.crt", tmp_path / "page.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+def test_settings_from_the_config_section(tmp_path: Path) -> None:
+    hash_file = tmp_path / "pairing"
+    hash_file.write_text(_PAIRING + "\n", encoding="ascii")
+    web = Web(listen="192.168.1.20:8443", pairing_hash_file=hash_file,
+              tls_cert=tmp_path / "c", tls_key=tmp_path / "k")
+    settings = WebSettings.from_config(web, hostnames=["HEMS-Gateway.local"])
+    assert (settings.bind_host, settings.port, settings.tls) == ("192.168.1.20", 8443, True)
+    assert settings.origins() == {"https://192.168.1.20:8443", "https://hems-gateway.local:8443"}
+    assert settings.pairing.verify(CODE) and not settings.pairing.verify("0" + CODE)
+    with pytest.raises(WebError, match="pairing_hash_file"):
+        WebSettings.from_config(Web(listen="127.0.0.1:8080"))
+    hash_file.write_text("scrypt$14$8$1$short", encoding="ascii")
+    with pytest.raises(WebError, match="pairing hash"):
+        WebSettings.from_config(web)
