@@ -196,8 +196,11 @@ class Ledger:
         return [ConsentRecord.from_dict(rec) for rec in self._records]
 
     def verify(self) -> None:
-        """Re-read the file and check the whole chain; raises LedgerIntegrityError."""
-        check_chain(self._read_records(), str(self._path), self._verify)
+        """Re-read the file and check chain and head; raises LedgerIntegrityError."""
+        docs = self._read_records()
+        check_chain(docs, str(self._path), self._verify)
+        metas = self._db.table("meta").all()
+        check_meta(metas[0] if metas else None, docs, str(self._path), self._verify)
 
     def close(self) -> None:
         self._db.close()

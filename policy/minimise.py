@@ -234,16 +234,20 @@ class Minimiser:
 
     def _flush_raw(self, now_s: int, grants: list[Grant]) -> list[Release]:
         cut = now_s - now_s % 60
-        done = [r for r in self._raw if r.ts.timestamp() < cut]
-        self._raw[:] = [r for r in self._raw if r.ts.timestamp() >= cut] if grants else []
+        keep: list[ReadingLike] = []
         by_minute: dict[int, dict[tuple[str, str], list[ReadingLike]]] = {}
-        for r in done:
-            minute = int(r.ts.timestamp()) // 60 * 60
-            by_minute.setdefault(minute, {}).setdefault((r.device, r.point), []).append(r)
+        for r in self._raw:
+            t = int(r.ts.timestamp())
+            if t >= cut:
+                keep.append(r)  # its minute is still open
+            else:
+                by_minute.setdefault(t - t % 60, {}).setdefault((r.device, r.point), []).append(r)
+        self._raw = keep if grants else []
         out: list[Release] = []
         for g in grants:
+            since = g.since.timestamp()
             for start, per_series in sorted(by_minute.items()):
-                if start < g.since.timestamp():
+                if start < since:
                     continue
                 records = [self._raw_record(key, rs) for key, rs in sorted(per_series.items())
                            if self._allows(g.purpose, key, self._series[key])]
