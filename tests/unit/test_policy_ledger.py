@@ -256,3 +256,12 @@ def test_garbage_file_is_an_integrity_error(tmp_path: Path) -> None:
     path.write_bytes(b'{"records": {"1": {"seq"')
     with pytest.raises(LedgerIntegrityError, match="not valid JSON"):
         _open(path)
+
+
+def test_verify_catches_an_edit_made_while_open(tmp_path: Path) -> None:
+    path = tmp_path / "l.json"
+    ledger = _open(path)
+    ledger.verify()
+    _edit(path, lambda d: _records(d)["2"].update(reference="forged"))
+    with pytest.raises(LedgerIntegrityError, match="edited"):
+        ledger.verify()
