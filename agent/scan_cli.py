@@ -48,6 +48,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeout", type=float, default=1.0,
                         help="seconds to wait for each answer (default 1)")
     parser.add_argument("--json", action="store_true", help="print one JSON document")
+    from agent import scan_range  # light: imports nothing of pymodbus at module level
+
+    scan_range.add_arguments(parser, link)
     scan_echonet.add_options(parser)
 
 
@@ -68,6 +71,10 @@ def main(args: argparse.Namespace) -> int:
 
     from drivers.errors import DriverError
 
+    if args.hosts or args.cidr or args.units:  # commissioning: a range or a unit sweep
+        from agent import scan_range
+
+        return scan_range.main(args)
     try:
         return asyncio.run(_scan(args))
     except (DriverError, ValueError, OSError) as exc:
