@@ -154,7 +154,8 @@ class HouseholdService:
         for entry in self._release_log.entries():
             found.setdefault((entry["purpose"], entry["recipient"]), []).append(
                 ReleaseEntry.from_log(entry))
-        return {key: entries[::-1][:limit] for key, entries in found.items()}
+        return {key: sorted(entries, key=lambda e: e.time, reverse=True)[:limit]
+                for key, entries in found.items()}
 
     def outbox_stats(self) -> OutboxStatsLike:
         """What is queued now and what the bound dropped."""

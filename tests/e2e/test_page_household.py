@@ -169,7 +169,8 @@ async def test_export_everything_and_provision_records(site: Site) -> None:
     assert {r["purpose"] for r in data["consent"]["history"]} >= {"service", "improvement"}
     assert len(data["release_log"]) == 4 and data["outbox"]["depth"] == 1
     await page.get_by_role("link", name="家から出たデータ").click()
-    assert "1840バイト" in await page.locator("main").inner_text()
+    first = await page.locator("table.rel tbody tr").first.inner_text()
+    assert "2026-11-26 10:05" in first and "1840バイト" in first  # newest first, Japan time
     async with page.expect_download() as info:
         await page.locator("#provision-download").click()
     records = await _download_json(await info.value)

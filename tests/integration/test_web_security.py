@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import ipaddress
+import json
 import re
 import signal
 import socket
@@ -31,7 +32,7 @@ from agent.web.household import HouseholdService
 from agent.web.security import PairingHash, hash_pairing_code
 from agent.web.server import serve
 from agent.web.settings import WebSettings
-from policy.catalogue import load_catalogue
+from policy.catalogue import load_catalogue, parse_catalogue
 from policy.ledger import Ledger
 from policy.records import ConsentChange
 from policy.release import Record, Release
@@ -430,3 +431,36 @@ def test_settings_from_the_config_section(tmp_path: Path) -> None:
     hash_file.write_text("scrypt$14$8$1$short", encoding="ascii")
     with pytest.raises(WebError, match="pairing hash"):
         WebSettings.from_config(web)
+
+
+# -- what only the household can agree to -------------------------------------------------------
+
+async def test_pending_support_request_is_granted_only_when_the_household_accepts(
+        client: Client, rig: Rig) -> None:
+    request = rig.service.add_pending_request(purpose="support", recipient="support_centre",
+                                              tier="raw", hours=24, reference="SC-1234")
+    token = await log_in(client)
+    page = (await client.get("/")).text
+    assert "SC-1234" in page and grant_of(rig, "support", "support_centre") == "off"
+    reply = await client.post("/request", data={"csrf": token, "action": "accept",
+                                                "request_id": request.request_id},
+                              headers={"origin": ORIGIN})
+    assert reply.status_code == 303
+    grant = rig.ledger.grants(rig.clock())[("support", "support_centre")]
+    assert grant.expires == rig.clock() + timedelta(hours=24)
+    last = rig.ledger.history()[-1]
+    assert (last.source.value, last.data["reference"]) == ("household_page", "SC-1234")
+    assert rig.service.pending_requests() == []
+
+
+async def test_a_new_catalogue_version_asks_for_agreement_again(client: Client, rig: Rig) -> None:
+    raw = json.loads(rig.ledger.catalogue.canonical_json())
+    raw["version"] = "2027.1"
+    improvement = next(p for p in raw["purposes"] if p["id"] == "improvement")
+    improvement["recipients"].append({"id": "partner", "kind": "company",
+                                      "name": {"ja": "提携会社", "en": "Partner"}})
+    rig.ledger.apply_catalogue(parse_catalogue(json.dumps(raw)), rig.clock())
+    await log_in(client)
+    page = (await client.get("/")).text
+    assert 'id="catalogue-notice"' in page and "2027.1" in page
+    assert "サービスの品質改善" in page.split('id="catalogue-notice"')[1].split("</p>")[0]
