@@ -4,7 +4,8 @@
   refused with 400 before routing, so a page on another site that rebinds its DNS name to the
   gateway's address cannot read or drive the household page.
 * A state-changing request (anything but GET/HEAD) must carry an ``Origin`` equal to one of the
-  page's own origins: 403 otherwise. CSRF tokens are checked by the routes on top of this.
+  page's own origins: 403 otherwise; and a Content-Length of at most 16 KiB (411, 413). CSRF
+  tokens are checked by the routes on top of this.
 * Every response carries a strict CSP (no inline script or style), no framing, no referrer to
   other sites,
   nosniff, a Permissions-Policy that turns device features off, and ``Cache-Control:
@@ -33,6 +34,7 @@ SECURITY_HEADERS: dict[str, str] = {
     "cross-origin-resource-policy": "same-origin",
 }
 _SAFE_METHODS = frozenset({"GET", "HEAD"})
+MAX_BODY = 16 * 1024
 
 
 class GuardMiddleware:
@@ -73,4 +75,11 @@ class GuardMiddleware:
             origin = headers.get("origin", "").lower()
             if origin not in self.origins:
                 return PlainTextResponse("cross-origin request refused", status_code=403)
+            # Bodies are small forms; a bound keeps an unauthenticated /login post from filling
+            # the gateway's memory. Browsers always send Content-Length with a form or fetch.
+            length = headers.get("content-length", "")
+            if not length.isdigit():
+                return PlainTextResponse("Content-Length required", status_code=411)
+            if int(length) > MAX_BODY:
+                return PlainTextResponse("request body too large", status_code=413)
         return None

@@ -464,3 +464,17 @@ async def test_a_new_catalogue_version_asks_for_agreement_again(client: Client, 
     page = (await client.get("/")).text
     assert 'id="catalogue-notice"' in page and "2027.1" in page
     assert "サービスの品質改善" in page.split('id="catalogue-notice"')[1].split("</p>")[0]
+
+
+async def test_post_bodies_are_bounded(client: Client) -> None:
+    token = csrf_of((await client.get("/login")).text)
+    big = await client.post("/login", data={"csrf": token, "code": "1" * 20_000},
+                            headers={"origin": ORIGIN})
+    assert big.status_code == 413
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b"csrf=" + token.encode()
+
+    chunked = await client.post("/login", content=chunks(), headers={
+        "origin": ORIGIN, "content-type": "application/x-www-form-urlencoded"})
+    assert chunked.status_code == 411
