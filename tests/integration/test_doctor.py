@@ -11,7 +11,7 @@ import pytest
 from agent.doctor import Check, Status, run_checks
 from agent.scan_range import implausible
 from drivers.sim.server import Site, run_site
-from tests.integration.provision_helpers import PASSWORDS, Gateway, base_args, cli
+from tests.integration.test_provision_helpers import PASSWORDS, Gateway, base_args, cli
 from tests.support.mosquitto import Mosquitto, make_tls
 
 pytestmark = pytest.mark.mosquitto

@@ -16,7 +16,7 @@ from agent.config import load_config
 from agent.web.security import load_pairing_hash
 from drivers.sim.server import Site, run_site
 from tests.conftest import free_port
-from tests.integration.provision_helpers import (
+from tests.integration.test_provision_helpers import (
     PASSWORDS,
     Gateway,
     base_args,
