@@ -12,7 +12,7 @@ from agent.scan_range import Progress, choose, expand_targets, parse_units
 from drivers.sim.devices import DeviceKind
 from drivers.sim.server import SimHome, SimulatedDevice, SimulatorServer, run_site
 from tests.conftest import free_port
-from tests.integration.provision_helpers import cli
+from tests.integration.test_provision_helpers import cli
 
 
 async def test_a_cidr_range_finds_the_device_and_skips_silent_hosts() -> None:
