@@ -104,3 +104,26 @@ class TrustedClock:
         if self._offset is None:
             return None
         return datetime.fromtimestamp(monotonic_instant + self._offset, UTC)
+
+
+class SimulatedClock(TrustedClock):
+    """Simulated time for demos and tests: starts at ``start`` and runs ``speed`` times faster.
+
+    Polling stays on the real monotonic clock (devices are polled at their real intervals);
+    only the stamps, and so the windows they fall into, run fast.
+    """
+
+    def __init__(self, start: datetime, speed: float, *,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(lambda: True, monotonic=monotonic)
+        self._start = start.timestamp()
+        self._speed = speed
+        self._origin = monotonic()
+        self._offset = 0.0
+
+    def check(self) -> bool:
+        return True
+
+    def stamp(self, monotonic_instant: float) -> datetime | None:
+        return datetime.fromtimestamp(
+            self._start + (monotonic_instant - self._origin) * self._speed, UTC)

@@ -71,14 +71,21 @@ class CatalogueRules:
 
 def content_problem(header: envelope.Header, body: Mapping[str, Any],
                     rules: ContentRules) -> str | None:
-    """Why a decrypted envelope does not fit its header's purpose and tier, or None."""
+    """Why a decrypted envelope does not fit its header's purpose and tier, or None.
+
+    Consent changes, deletion requests and events are notices about a purpose, not its data:
+    they are checked for their type only (a consent change may well say a purpose is off).
+    """
+    if header.kind != "data":
+        expected = {"consent": "consent_change", "deletion": "deletion_request"}.get(header.kind)
+        if expected is not None and body.get("type") != expected:
+            return f"a {header.kind} message must carry a {expected}"
+        return None
     finest = rules.finest_tier(header.purpose)
     if finest is None:
         return f"purpose {header.purpose} carries no gateway data"
     if header.tier not in _TIER_RANK or _TIER_RANK[header.tier] > _TIER_RANK.get(finest, -1):
         return f"tier {header.tier} is finer than purpose {header.purpose} allows ({finest})"
-    if header.kind != "data":
-        return None
     if header.window_start is None or header.window_end is None:
         return "data without a window"
     low, high = WINDOW_SECONDS[header.tier]

@@ -1,0 +1,189 @@
+"""The daemon: one TaskGroup owns pollers, the policy pipeline, the outbox, uplink and page.
+
+Start-up opens the state (consent ledger, outbox) and keys; any failure there is fatal with a
+clear message. While running, a failing device poller is restarted with backoff and never takes
+the daemon down; a failure of the outbox's storage is fatal (exit 1, systemd restarts).
+SIGTERM/SIGINT set the stop event: pollers stop, the pipeline commits what it holds to the outbox,
+the MQTT session is closed, and the daemon exits 0 within ``shutdown_timeout``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from agent.clock import SimulatedClock, TrustedClock, make_sync_check
+from agent.config import AgentConfig
+from agent.metrics import Metrics, serve_metrics
+from agent.sdnotify import Notifier, watchdog_interval
+from agent.sources import Stamper, plan_buses, run_bus
+from agent.state import State, open_state
+from agent.supervisor import Backoff, supervise
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(kw_only=True)
+class DaemonOptions:
+    """Knobs that are not configuration: timings, and hooks for the demo and tests."""
+
+    tick_interval: float = 5.0
+    shutdown_timeout: float = 20.0
+    speed: float = 1.0
+    """Simulated time (demos, tests): stamps run this many times faster than real time."""
+    start: datetime | None = None
+    """Simulated start time; with ``speed``, the clock is simulated and trusted at once."""
+    extra_tasks: list[Callable[[State, asyncio.Event], Coroutine[Any, Any, None]]] = field(
+        default_factory=list)
+
+
+class Daemon:
+    """Runs the agent for one configuration until stopped."""
+
+    def __init__(self, config: AgentConfig, options: DaemonOptions | None = None, *,
+                 notifier: Notifier | None = None) -> None:
+        self.config = config
+        self.options = options or DaemonOptions()
+        self.notifier = notifier or Notifier()
+        self.metrics = Metrics()
+        self.stop = asyncio.Event()
+        self.clock: TrustedClock
+        if self.options.speed != 1.0 or self.options.start is not None:
+            start = self.options.start or datetime.now(UTC)
+            self.clock = SimulatedClock(start, self.options.speed)
+        else:
+            self.clock = TrustedClock(make_sync_check(config.clock.sync_check))
+        self._last_ping = 0.0
+        self._last_upload: float | None = None
+        self._published = 0
+
+    async def run(self) -> int:
+        """Run until SIGTERM/SIGINT (or :attr:`stop`); returns the exit status."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop.set)
+        state = open_state(self.config, self.metrics, now=self._now())
+        try:
+            await self._run(state)
+        finally:
+            state.close()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+        return 0
+
+    async def _run(self, state: State) -> None:
+        publisher = state.publisher
+        ready: list[asyncio.Event] = []
+        async with asyncio.TaskGroup() as group:
+            pollers = self._start_pollers(group, state, ready)
+            uplink = group.create_task(publisher.run(), name="uplink")
+            flusher = group.create_task(state.outbox.run_flusher(), name="outbox-flusher")
+            side = self._start_side_tasks(group, state, ready)
+            ticker = group.create_task(self._tick_loop(state, ready), name="pipeline")
+            await self.stop.wait()
+            self.notifier.stopping()
+            log.info("stopping: polling ends, the outbox is committed, the session closed")
+            async with asyncio.timeout(self.options.shutdown_timeout):
+                await _cancel(pollers)
+                await _cancel([ticker])
+                state.pipeline.tick(self._now())  # windows that ended are still released
+                await _cancel([flusher])  # commits what is pending
+                await _cancel(side)
+                await _cancel([uplink])  # leaves `async with client`: DISCONNECT is sent
+
+    def _start_pollers(self, group: asyncio.TaskGroup, state: State,
+                       ready: list[asyncio.Event]) -> list[asyncio.Task[None]]:
+        stamper = Stamper(self.clock, state.pipeline.submit)
+        tasks = []
+        for plan in plan_buses(self.config):
+            started = asyncio.Event()
+            ready.append(started)
+
+            def run(plan: Any = plan, started: asyncio.Event = started) -> Awaitable[None]:
+                return run_bus(plan, stamper, clock=self.clock, metrics=self.metrics,
+                               stop=self.stop, started=started)
+
+            tasks.append(group.create_task(
+                supervise(f"bus {plan.name}", run, stop=self.stop,
+                          backoff=Backoff(initial=2.0, cap=120.0)), name=f"bus-{plan.name}"))
+        return tasks
+
+    def _start_side_tasks(self, group: asyncio.TaskGroup, state: State,
+                          ready: list[asyncio.Event]) -> list[asyncio.Task[None]]:
+        tasks = []
+        if self.config.metrics_listen:
+            host, _, port = self.config.metrics_listen.rpartition(":")
+            started = asyncio.Event()
+            ready.append(started)
+            tasks.append(group.create_task(
+                serve_metrics(self.metrics, host.strip("[]"), int(port), started),
+                name="metrics"))
+        for make in self.options.extra_tasks:
+            tasks.append(group.create_task(make(state, self.stop)))
+        return tasks
+
+    async def _tick_loop(self, state: State, ready: list[asyncio.Event]) -> None:
+        """The loop that proves progress: pipeline ticks, metrics, status and watchdog."""
+        async with asyncio.timeout(60):
+            await asyncio.gather(*(event.wait() for event in ready))
+        self.notifier.ready(self._status(state))
+        log.info("ready: %d buses, %d recipients", len(ready), len(state.recipients))
+        interval = self.options.tick_interval
+        watchdog = watchdog_interval()
+        if watchdog is not None:
+            interval = min(interval, watchdog)
+        while True:
+            self.clock.check()
+            if self.clock.synchronised:
+                state.pipeline.tick(self._now())
+            self._update_metrics(state)
+            self.notifier.status(self._status(state))
+            if watchdog is not None:
+                self.notifier.watchdog()
+            await asyncio.sleep(interval)
+
+    def _now(self) -> datetime:
+        stamp = self.clock.stamp(self.clock.monotonic())
+        return stamp if stamp is not None else datetime.now(UTC)
+
+    def _update_metrics(self, state: State) -> None:
+        stats = state.outbox.stats()
+        m = self.metrics
+        m.set("hems_outbox_depth", stats.depth)
+        m.set("hems_outbox_bytes", stats.bytes)
+        m.set("hems_outbox_oldest_age_seconds", stats.oldest_age or 0.0)
+        for purpose, count in stats.drops.items():
+            m.set("hems_outbox_dropped_total", count, purpose=purpose)
+        published = state.publisher.published
+        if published != self._published:
+            self._published = published
+            self._last_upload = time.time()
+        m.set("hems_published_total", published)
+        m.set("hems_uplink_connected", 1.0 if state.publisher.connected.is_set() else 0.0)
+        if self._last_upload is not None:
+            m.set("hems_last_upload_timestamp_seconds", self._last_upload)
+        m.set("hems_clock_synchronised", 1.0 if self.clock.synchronised else 0.0)
+
+    def _status(self, state: State) -> str:
+        stats = state.outbox.stats()
+        up = "connected" if state.publisher.connected.is_set() else "offline"
+        clock = "" if self.clock.synchronised else ", waiting for clock sync"
+        return (f"{len(self.config.devices)} devices, outbox {stats.depth} queued, "
+                f"uplink {up}{clock}")
+
+
+async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
+    """Cancel tasks and wait for them; their own cleanup runs (bounded by the caller)."""
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+

@@ -1,0 +1,151 @@
+"""The policy pipeline: readings → minimiser → releases → sealed envelopes → outbox.
+
+Everything here is synchronous and fast; the daemon calls :meth:`Pipeline.submit` from the
+pollers and :meth:`Pipeline.tick` from one periodic task. Consent changes (from the household
+page, expiry, a catalogue update) go through :meth:`Pipeline.apply_changes`, which purges what
+the outbox still holds that the new grant no longer covers and queues the signed consent-change
+message for the backend ahead of any data.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from agent.envelope import Header, seal
+from agent.keys import RecipientPublicKey, device_key_id
+from agent.metrics import Metrics
+from agent.outbox import Outbox
+from agent.topics import topic_for
+from policy.ledger import Ledger
+from policy.minimise import Minimiser, ReadingLike
+from policy.records import ConsentChange
+from policy.release import Release
+from policy.rights import ReleaseLog
+
+log = logging.getLogger(__name__)
+
+# Consent changes and deletion requests are read by the operator's backend.
+CONTROL_RECIPIENT = "company"
+
+
+@dataclass(kw_only=True)
+class Pipeline:
+    """Wires the minimiser, the ledger and the outbox for one site."""
+
+    site_id: str
+    ledger: Ledger
+    minimiser: Minimiser
+    outbox: Outbox
+    device_key: ed25519.Ed25519PrivateKey
+    recipients: Mapping[str, RecipientPublicKey]
+    metrics: Metrics
+    release_log: ReleaseLog
+    via_company: frozenset[str] = frozenset()
+    """Recipients (contractors, joint users) served through the company's own envelope."""
+    wall: Callable[[], float] = time.time
+    _device_key_id: str = field(init=False)
+    _unroutable: set[tuple[str, str]] = field(init=False, default_factory=set)
+
+    def __post_init__(self) -> None:
+        self._device_key_id = device_key_id(self.device_key.public_key())
+        for name, kind, text in (
+            ("hems_readings_total", "counter", "Readings handed to the policy engine"),
+            ("hems_releases_total", "counter", "Releases sealed into the outbox, per purpose"),
+            ("hems_release_bytes_total", "counter", "Envelope bytes released, per purpose"),
+            ("hems_releases_unroutable_total", "counter",
+             "Releases with no configured key for their recipient (not sent)"),
+            ("hems_consent_changes_total", "counter", "Consent changes applied, per source"),
+            ("hems_outbox_purged_total", "counter", "Queued envelopes purged by consent changes"),
+        ):
+            self.metrics.describe(name, kind, text)
+
+    def submit(self, readings: Sequence[ReadingLike]) -> None:
+        """Hand a poll's readings to the minimiser."""
+        self.minimiser.feed(readings)
+        self.metrics.inc("hems_readings_total", len(readings))
+
+    def tick(self, now: datetime) -> int:
+        """Apply expiries, close windows that ended, seal and queue their releases."""
+        self.apply_changes(self.ledger.expire(now))
+        releases = self.minimiser.flush(now, self.ledger.grants(now))
+        queued = [(r, size) for r in releases if (size := self._queue_release(r)) is not None]
+        if queued:
+            # Logged only once committed: the release log never lists what a power cut took.
+            self.outbox.flush()
+            for release, size in queued:
+                self.release_log.append(release, size=size, now=now)
+        return len(queued)
+
+    def apply_changes(self, changes: Iterable[ConsentChange]) -> None:
+        """Purge what a change no longer allows, then queue its signed notice for the backend."""
+        for change in changes:
+            spec = change.purge
+            if spec.tiers:
+                purged = self.outbox.purge(spec.purpose, spec.recipient,
+                                           sorted(t.value for t in spec.tiers))
+                self.metrics.inc("hems_outbox_purged_total", purged, purpose=spec.purpose)
+            record = change.record
+            self._queue_control(change.item, purpose=record.purpose, kind="consent",
+                                tier=record.tier.value if record.tier else "off")
+            self.metrics.inc("hems_consent_changes_total", source=record.source.value)
+        self.outbox.flush()
+
+    def queue_deletion(self, item: Mapping[str, Any]) -> None:
+        """Queue the household's deletion request for the backend and commit it."""
+        self._queue_control(item, purpose="service", kind="deletion", tier="events")
+        self.outbox.flush()
+
+    def _queue_release(self, release: Release) -> int | None:
+        """Seal and queue one release; its envelope size, or None if it has no recipient key."""
+        key = self.recipients.get(release.recipient)
+        if key is None:
+            if release.recipient not in self.via_company:
+                self._note_unroutable(release.purpose, release.recipient)
+            return None
+        seq = self.outbox.next_sequence()
+        header = Header(
+            site=self.site_id, purpose=release.purpose, tier=release.tier.value, kind="data",
+            recipient_key=key.key_id, device_key=self._device_key_id, kem=key.kem,
+            catalogue=release.catalogue_version, consent_id=release.consent_record_id,
+            consent_hash=release.consent_record_hash, seq=seq,
+            window_start=int(release.start.timestamp()), window_end=int(release.end.timestamp()),
+            created=int(self.wall() * 1000))
+        payload = seal(header, release.to_dict(), recipient=key, device_key=self.device_key)
+        self.outbox.enqueue(payload, topic=topic_for(self.site_id, release.purpose, "data"),
+                            purpose=release.purpose, recipient=release.recipient,
+                            tier=release.tier.value, kind="data")
+        self.metrics.inc("hems_releases_total", purpose=release.purpose)
+        self.metrics.inc("hems_release_bytes_total", len(payload), purpose=release.purpose)
+        return len(payload)
+
+    def _queue_control(self, body: Mapping[str, Any], *, purpose: str, kind: str,
+                       tier: str) -> None:
+        key = self.recipients.get(CONTROL_RECIPIENT)
+        if key is None:
+            self._note_unroutable(purpose, CONTROL_RECIPIENT)
+            return
+        catalogue = self.ledger.catalogue
+        count, head = self.ledger.head()
+        header = Header(
+            site=self.site_id, purpose=purpose, tier=tier, kind=kind,
+            recipient_key=key.key_id, device_key=self._device_key_id, kem=key.kem,
+            catalogue=catalogue.version, consent_id=f"ledger-{count}", consent_hash=head,
+            seq=self.outbox.next_sequence(), window_start=None, window_end=None,
+            created=int(self.wall() * 1000))
+        payload = seal(header, dict(body), recipient=key, device_key=self.device_key)
+        self.outbox.enqueue(payload, topic=topic_for(self.site_id, purpose, kind),
+                            purpose=purpose, recipient=CONTROL_RECIPIENT, tier=tier, kind=kind)
+
+    def _note_unroutable(self, purpose: str, recipient: str) -> None:
+        self.metrics.inc("hems_releases_unroutable_total", purpose=purpose, recipient=recipient)
+        if (purpose, recipient) not in self._unroutable:
+            self._unroutable.add((purpose, recipient))
+            log.warning("no key configured for recipient %s: %s releases to it are not sent",
+                        recipient, purpose)

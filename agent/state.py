@@ -1,0 +1,140 @@
+"""Everything the daemon opens at start-up: keys, catalogue, consent ledger, release log,
+outbox, publisher and the pipeline that ties them together.
+
+Files under the state directory: ``consent-ledger.json`` (TinyDB, atomic writes),
+``release-log.jsonl`` (append-only), ``outbox.sqlite`` (WAL). Any problem here is fatal at
+start-up and reported with the file it concerns.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from agent.config import AgentConfig
+from agent.errors import ConfigError, KeyFileError
+from agent.keys import RecipientPublicKey, load_device_key, load_recipient_public
+from agent.metrics import Metrics
+from agent.outbox import Outbox, OutboxConfig
+from agent.pipeline import Pipeline
+from agent.uplink import BrokerConfig, Publisher
+from policy.catalogue import Catalogue, load_catalogue
+from policy.ledger import Ledger
+from policy.minimise import Minimiser
+from policy.rights import ReleaseLog
+
+LEDGER_FILE = "consent-ledger.json"
+RELEASE_LOG_FILE = "release-log.jsonl"
+OUTBOX_FILE = "outbox.sqlite"
+_VIA_COMPANY_KINDS = frozenset({"contractor", "joint_user"})
+
+
+@dataclass(kw_only=True)
+class State:
+    """The daemon's open state; :meth:`close` commits and closes everything."""
+
+    config: AgentConfig
+    device_key: ed25519.Ed25519PrivateKey
+    recipients: Mapping[str, RecipientPublicKey]
+    catalogue: Catalogue
+    ledger: Ledger
+    minimiser: Minimiser
+    release_log: ReleaseLog
+    outbox: Outbox
+    publisher: Publisher
+    pipeline: Pipeline
+
+    def close(self) -> None:
+        self.outbox.close()
+        self.ledger.close()
+
+
+def open_state(config: AgentConfig, metrics: Metrics, *, now: datetime) -> State:
+    """Open keys and state files; raises ConfigError/KeyFileError/PolicyError/OutboxError."""
+    state_dir = config.state_dir
+    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    device_key = load_device_key(config.device_key_file)
+    recipients = load_recipients(config)
+    catalogue = load_catalogue(config.catalogue)
+    public = device_key.public_key()
+    ledger = Ledger.open(state_dir / LEDGER_FILE, catalogue, config.site_id, now,
+                         sign=device_key.sign, verify=_verifier(public))
+    minimiser = Minimiser(catalogue, tz=config.timezone)
+    release_log = ReleaseLog(state_dir / RELEASE_LOG_FILE, catalogue, config.site_id)
+    priorities = {p.id: p.priority for p in catalogue.spec.purposes}
+    outbox = Outbox(state_dir / OUTBOX_FILE,
+                    OutboxConfig(max_bytes=config.outbox.max_bytes,
+                                 backlog_rate=config.outbox.drain_rate, priorities=priorities))
+    publisher = Publisher(broker_config(config), outbox)
+    outbox.on_commit = publisher.notify
+    via_company = frozenset(r.id for p in catalogue.spec.purposes for r in p.recipients
+                            if r.kind in _VIA_COMPANY_KINDS)
+    pipeline = Pipeline(site_id=config.site_id, ledger=ledger, minimiser=minimiser,
+                        outbox=outbox, device_key=device_key, recipients=recipients,
+                        metrics=metrics, release_log=release_log, via_company=via_company)
+    pipeline.apply_changes(ledger.startup_changes)
+    return State(config=config, device_key=device_key, recipients=recipients,
+                 catalogue=catalogue, ledger=ledger, minimiser=minimiser,
+                 release_log=release_log, outbox=outbox, publisher=publisher, pipeline=pipeline)
+
+
+def load_recipients(config: AgentConfig) -> dict[str, RecipientPublicKey]:
+    """Each configured recipient's HPKE public key, checked against its configured KEM."""
+    keys: dict[str, RecipientPublicKey] = {}
+    for recipient in config.recipients:
+        key = load_recipient_public(recipient.key_file)
+        if key.kem != recipient.kem:
+            raise KeyFileError(f"{recipient.key_file}: recipient {recipient.id} is configured "
+                               f"with kem {recipient.kem} but the key is {key.kem}")
+        keys[recipient.id] = key
+    return keys
+
+
+def broker_config(config: AgentConfig) -> BrokerConfig:
+    """The publisher's view of the configured broker (the password read from its file)."""
+    broker = config.broker
+    url = urlsplit(broker.url)
+    if broker.ca_file is None or url.hostname is None:
+        raise ConfigError(f"broker.url {broker.url}: TLS with a pinned CA is required")
+    password = None
+    if broker.password_file is not None:
+        try:
+            password = broker.password_file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"broker.password_file {broker.password_file}: "
+                              f"{exc.strerror}") from exc
+    return BrokerConfig(host=url.hostname, port=url.port or 8883, ca_file=broker.ca_file,
+                        client_id=f"hems-{config.site_id}", username=broker.username,
+                        password=password, client_cert=broker.client_cert,
+                        client_key=broker.client_key, protocol=broker.protocol,
+                        keepalive=broker.keepalive)
+
+
+def _verifier(public: ed25519.Ed25519PublicKey) -> Callable[[bytes, bytes], bool]:
+    def verify(message: bytes, signature: bytes) -> bool:
+        try:
+            public.verify(signature, message)
+        except InvalidSignature:
+            return False
+        return True
+
+    return verify
+
+
+def state_path(config: AgentConfig, name: str) -> Path:
+    return config.state_dir / name
+
+
+def fsync_state_dir(config: AgentConfig) -> None:
+    fd = os.open(config.state_dir, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
