@@ -113,6 +113,8 @@ class Outbox(_Model):
 
 class Web(_Model):
     listen: str = "127.0.0.1:8080"
+    hostnames: tuple[Annotated[str, Field(pattern=r"^[A-Za-z0-9.-]{1,253}$")], ...] = ()
+    """Names the household may type besides the address, e.g. hems-gateway.local."""
     pairing_hash_file: Path | None = None
     tls_cert: Path | None = None
     tls_key: Path | None = None

@@ -125,9 +125,32 @@ class Daemon:
             tasks.append(group.create_task(
                 serve_metrics(self.metrics, host.strip("[]"), int(port), started),
                 name="metrics"))
+        if self.config.web.pairing_hash_file is not None:
+            started = asyncio.Event()
+            ready.append(started)
+            tasks.append(group.create_task(self._serve_page(state, started), name="page"))
         for make in self.options.extra_tasks:
             tasks.append(group.create_task(make(state, self.stop)))
         return tasks
+
+    async def _serve_page(self, state: State, started: asyncio.Event) -> None:
+        """The household page, in this event loop (imported only when configured)."""
+        from agent.web import HouseholdService, WebSettings, create_app, serve
+
+        web = self.config.web
+        settings = WebSettings.from_config(web, hostnames=web.hostnames)
+        household = HouseholdService(
+            ledger=state.ledger, release_log=state.release_log, outbox=state.outbox,
+            on_consent_change=lambda change: state.pipeline.apply_changes([change]),
+            on_deletion=state.pipeline.queue_deletion, minimiser=state.minimiser,
+            recipient_names={r.id: r.display_name for r in self.config.recipients
+                             if r.display_name},
+            clock=self._now)
+        state.household = household
+        await serve(create_app(household, settings), settings.bind_host, settings.port,
+                    ssl_certfile=str(web.tls_cert) if web.tls_cert else None,
+                    ssl_keyfile=str(web.tls_key) if web.tls_key else None,
+                    started=started, stop=self.stop)
 
     async def _tick_loop(self, state: State, ready: list[asyncio.Event]) -> None:
         """The loop that proves progress: pipeline ticks, metrics, status and watchdog."""

@@ -8,11 +8,10 @@ start-up and reported with the file it concerns.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from cryptography.exceptions import InvalidSignature
@@ -50,6 +49,8 @@ class State:
     outbox: Outbox
     publisher: Publisher
     pipeline: Pipeline
+    household: Any = None
+    """The household page's service, once the page runs (``agent.web.HouseholdService``)."""
 
     def close(self) -> None:
         self.outbox.close()
@@ -126,15 +127,3 @@ def _verifier(public: ed25519.Ed25519PublicKey) -> Callable[[bytes, bytes], bool
         return True
 
     return verify
-
-
-def state_path(config: AgentConfig, name: str) -> Path:
-    return config.state_dir / name
-
-
-def fsync_state_dir(config: AgentConfig) -> None:
-    fd = os.open(config.state_dir, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
