@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -30,8 +31,9 @@ from agent.scan_range import DeviceProbe, probe_devices
 if TYPE_CHECKING:
     from agent.config import AgentConfig
 
-LEDGER_NAME = "consent.json"  # in state_dir: the consent ledger
-OUTBOX_NAME = "outbox.db"  # in state_dir: the durable outbox
+# File names in state_dir, as the daemon opens them (agent.state imports the whole pipeline).
+LEDGER_NAME = "consent-ledger.json"
+OUTBOX_NAME = "outbox.sqlite"
 PROBE_SEQ_BASE = 1 << 62
 UNIT_PATHS = (Path("/etc/systemd/system/hems-agent.service"),
               Path("/lib/systemd/system/hems-agent.service"),
@@ -134,10 +136,6 @@ async def _tls_step(config: AgentConfig, host: str, port: int, tls: bool, deadli
                     out: list[Check]) -> bool:
     import ssl
 
-    if not tls:
-        out.append(Check(name="broker TLS", status=Status.WARN,
-                         detail="mqtt:// without TLS: only for a broker on this gateway's LAN"))
-        return True
     try:
         context = ssl.create_default_context(cafile=str(config.broker.ca_file))
         async with asyncio.timeout(deadline):
@@ -351,26 +349,51 @@ def outbox_check(config: AgentConfig) -> Check:
 
 
 def ledger_check(config: AgentConfig) -> Check:
-    """Verify the hash chain read-only (opening a Ledger could write catalogue updates)."""
-    from policy.chain import check_chain, check_meta
+    """Verify the hash chain and the device's signatures read-only (opening a Ledger could
+    write a catalogue update the daemon must deliver)."""
+    from agent.errors import AgentError
     from policy.errors import PolicyError
 
     path = config.state_dir / LEDGER_NAME
     fix = "do not edit the ledger; restore it from the last backup and tell the support centre"
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-        docs = sorted((int(k), v) for k, v in raw.get("records", {}).items())
-        metas = list(raw.get("meta", {}).values())
-        check_chain(docs, str(path), None)
-        check_meta(metas[0] if metas else None, docs, str(path), None)
+        count = verify_ledger(path, config.device_key_file)
     except FileNotFoundError:
         return failed("consent ledger", f"{path} is missing",
                       "run hems-agent provision: it writes the factory consent defaults")
-    except (OSError, ValueError, AttributeError) as exc:
+    except (OSError, ValueError, AttributeError, AgentError) as exc:
         return failed("consent ledger", f"{path}: unreadable: {exc}", fix)
     except PolicyError as exc:
         return failed("consent ledger", str(exc), fix)
-    return passed("consent ledger", f"{len(docs)} records, hash chain intact")
+    return passed("consent ledger", f"{count} records, hash chain and signatures intact")
+
+
+def verify_ledger(path: Path, device_key_file: Path) -> int:
+    """Check a ledger file's chain, head and signatures (by the device key); its record count."""
+    from agent import keys
+    from policy.chain import check_chain, check_meta
+
+    verify = ed25519_verifier(keys.load_device_key(device_key_file).public_key())
+    raw = json.loads(path.read_text(encoding="utf-8"))
+    docs = sorted((int(k), v) for k, v in raw.get("records", {}).items())
+    metas = list(raw.get("meta", {}).values())
+    check_chain(docs, str(path), verify)
+    check_meta(metas[0] if metas else None, docs, str(path), verify)
+    return len(docs)
+
+
+def ed25519_verifier(public: Any) -> Callable[[bytes, bytes], bool]:
+    """``verify(message, signature)`` for the ledger's checks."""
+    from cryptography.exceptions import InvalidSignature
+
+    def verify(message: bytes, signature: bytes) -> bool:
+        try:
+            public.verify(signature, message)
+        except InvalidSignature:
+            return False
+        return True
+
+    return verify
 
 
 def watchdog_check(unit_file: Path | None) -> Check:

@@ -15,7 +15,8 @@ Layout it writes (``<conf>`` is the configuration file's directory)::
     <conf>/agent.toml  device.key (0600)  device.pub  broker.password (0600)  broker-ca.pem
     <conf>/client.pem  client.key (0600)  pairing.hash (0600)  web.pem  web.key (0600)
     <conf>/recipients/<id>.pub
-    <state>/consent.json  <state>/keys/rotated.json  <state>/commissioning/report.{txt,json,html}
+    <state>/consent-ledger.json  <state>/keys/rotated.json
+    <state>/commissioning/report.{txt,json,html}
 """
 
 from __future__ import annotations
@@ -88,6 +89,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--client-key", type=Path, help="client certificate's private key PEM")
     add("--recipient", action="append", default=[], metavar="ID=FILE",
         help="a recipient's public key (company, support_centre, installer, ...); repeat")
+    add("--recipient-name", action="append", default=[], metavar="ID=NAME",
+        help="the real company behind a recipient (e.g. installer=ACME Solar), shown on the page")
     add("--timezone", help="the household's time zone (default Asia/Tokyo)")
     add("--web-listen", metavar="ADDR:PORT", help="LAN address of the household page")
     add("--web-tls", action="store_true", help="make a TLS certificate for the page")
@@ -99,6 +102,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--consent", action="append", default=[], metavar="PURPOSE:RECIPIENT=TIER",
         help="record the household's written consent (needs --consent-ref)")
     add("--consent-ref", help="reference of the signed paper consent form")
+    add("--metrics-listen", metavar="ADDR:PORT", help="the local metrics endpoint")
     add("--clock-check", choices=("adjtimex", "timedatectl", "none"))
     add("--rotate-keys", action="store_true", help="replace the device signing key")
     add("--key-grace-days", type=float, default=7.0,
@@ -147,6 +151,8 @@ def make_plan(args: argparse.Namespace, ask: Prompter | None) -> Plan:
     raw.setdefault("device_key_file", str(conf / "device.key"))
     if args.clock_check is not None:
         raw.setdefault("clock", {})["sync_check"] = args.clock_check
+    if args.metrics_listen is not None:
+        raw["metrics_listen"] = args.metrics_listen
     broker = raw.setdefault("broker", {})
     broker["url"] = inputs.pick(args.broker_url, raw, "broker.url", check_broker_url,
                                 "Broker URL (mqtts://HOST:PORT)", ask)
@@ -266,15 +272,37 @@ def _device_key(plan: Plan, path: Path, state: Path) -> dict[str, Any]:
         log_path = state / "keys" / "rotated.json"
         history = json.loads(log_path.read_text()) if log_path.exists() else {"keys": []}
         history["keys"].append(entry)
+        new = ed25519.Ed25519PrivateKey.generate()
+        _resign_ledger(state, path, new)
         _write_public(log_path, json.dumps(history, indent=2).encode() + b"\n")
-        keys.write_private_file(path, keys.device_private_pem(
-            ed25519.Ed25519PrivateKey.generate()))
+        keys.write_private_file(path, keys.device_private_pem(new))
         outcome.update(device_key="rotated", rotated=entry)
     key = keys.ensure_device_key(path).public_key()
     pem = keys.device_public_pem(key)
     _write_public(path.with_suffix(".pub"), pem)
     outcome.update(device_public_pem=pem.decode(), device_key_id=keys.device_key_id(key))
     return outcome
+
+
+def _resign_ledger(state: Path, key_file: Path, new: Any) -> None:
+    """The ledger is signed by the device key: after checking every record against the old
+    key, sign the same records (hashes unchanged, so the chain the backend holds is too)
+    with the new one."""
+    from agent.doctor import LEDGER_NAME, verify_ledger
+    from policy.catalogue import canonical_json
+    from policy.storage import AtomicJSONStorage
+
+    path = state / LEDGER_NAME
+    if not path.exists():
+        return
+    verify_ledger(path, key_file)
+    raw = json.loads(path.read_text(encoding="utf-8"))
+    for record in raw["records"].values():
+        record["signature"] = new.sign(bytes.fromhex(record["hash"])).hex()
+    for meta in raw["meta"].values():
+        body = {k: v for k, v in meta.items() if k != "signature"}
+        meta["signature"] = new.sign(canonical_json(body)).hex()
+    AtomicJSONStorage(path).write(raw)
 
 
 def _pairing(path: Path) -> str:
@@ -314,14 +342,17 @@ def _page_certificate(web: dict[str, Any]) -> None:
 
 def _ledger(plan: Plan, config: AgentConfig) -> list[str]:
     """Open (or create, with the catalogue's defaults) the ledger; record written consents."""
-    from agent.doctor import LEDGER_NAME
+    from agent.doctor import LEDGER_NAME, ed25519_verifier
+    from agent.keys import load_device_key
     from policy.catalogue import load_catalogue
     from policy.ledger import Ledger
     from policy.tiers import parse
 
     now = datetime.now(UTC)
+    device = load_device_key(config.device_key_file)
     ledger = Ledger.open(config.state_dir / LEDGER_NAME, load_catalogue(config.catalogue),
-                         config.site_id, now)
+                         config.site_id, now, sign=device.sign,
+                         verify=ed25519_verifier(device.public_key()))
     recorded = []
     try:
         state = ledger.state()

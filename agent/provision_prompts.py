@@ -26,7 +26,7 @@ from agent.errors import AgentError
 
 T = TypeVar("T")
 ATTEMPTS = 3
-_SITE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{2,63}")
+_SITE = re.compile(r"[a-z0-9][a-z0-9_-]{2,63}")  # also an MQTT topic segment
 _NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 _DEVICE = re.compile(r"(?P<name>[^=]+)=(?P<where>/dev/[A-Za-z0-9_.-]+|[^:/]+)"
                      r"(?::(?P<port>\d+))?(?:/(?P<unit>\d+))?")
@@ -63,7 +63,8 @@ def fingerprint(key_id: str) -> str:
 
 def check_site_id(text: str) -> str:
     if not _SITE.fullmatch(text.strip()):
-        raise ValueError(f"site id {text!r}: 3-64 letters, digits, '-' or '_' (e.g. s-0001)")
+        raise ValueError(f"site id {text!r}: 3-64 lower-case letters, digits, '-' or '_' "
+                         "(e.g. s-0001)")
     return text.strip()
 
 
@@ -73,7 +74,7 @@ def check_broker_url(text: str) -> str:
         port = parts.port
     except ValueError:
         port = -1
-    if parts.scheme not in ("mqtts", "mqtt") or not parts.hostname or port == -1:
+    if parts.scheme != "mqtts" or not parts.hostname or port == -1:
         raise ValueError(f"broker URL {text!r} is malformed: expected mqtts://HOST:PORT, "
                          "e.g. mqtts://broker.example.jp:8883")
     if parts.username or parts.password or parts.path not in ("", "/"):
@@ -314,8 +315,6 @@ def credentials(args: argparse.Namespace, broker: dict[str, Any], conf: Path,
 def ca_file(args: argparse.Namespace, broker: dict[str, Any], conf: Path,
             files: dict[Path, bytes], ask: Prompter | None) -> None:
     """The broker's CA, copied next to the configuration (pinned: never the system's CAs)."""
-    if broker["url"].startswith("mqtt://") and args.broker_ca is None:
-        return
     if args.broker_ca is None and broker.get("ca_file"):
         return
     if args.broker_ca is not None:
@@ -346,8 +345,6 @@ def read_input(path: Path, what: str) -> bytes:
 
 def recipients(args: argparse.Namespace, raw: dict[str, Any], conf: Path,
                 files: dict[Path, bytes], ask: Prompter | None) -> tuple[RecipientInput, ...]:
-    from agent.keys import KEM_HYBRID
-
     known = catalogue_recipients(raw)
     try:
         given = [check_recipient(text, known) for text in args.recipient]
@@ -364,8 +361,14 @@ def recipients(args: argparse.Namespace, raw: dict[str, Any], conf: Path,
     for r in given:
         target = conf / "recipients" / f"{r.id}.pub"
         files[target] = r.data
-        entries[r.id] = {"id": r.id, "key_file": str(target),
-                         "kem": "mlkem768-x25519" if r.kem == KEM_HYBRID else "x25519"}
+        entries[r.id] = {**entries.get(r.id, {}), "id": r.id, "key_file": str(target),
+                         "kem": r.kem}
+    for text in args.recipient_name:
+        rid, sep, name = text.partition("=")
+        if not sep or rid not in entries or not name.strip():
+            raise ProvisionError(f"--recipient-name {text!r}: expected ID=NAME for a recipient "
+                                 "that has a key")
+        entries[rid]["display_name"] = name.strip()
     raw["recipients"] = list(entries.values())
     return tuple(given)
 

@@ -119,7 +119,7 @@ async def test_a_silent_device_and_a_tampered_ledger_fail(tmp_path: Path, broker
                                                           site: Site) -> None:
     gw = await provisioned(tmp_path, broker, site)
     await site.meter.stop()
-    ledger = gw.state / "consent.json"
+    ledger = gw.state / "consent-ledger.json"
     raw = json.loads(ledger.read_text())
     raw["records"]["3"]["tier"] = "raw"  # an edit after the fact
     ledger.write_text(json.dumps(raw))

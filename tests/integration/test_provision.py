@@ -23,6 +23,7 @@ from tests.integration.test_provision_helpers import (
     cli,
     key_id_in,
     pairing_code_in,
+    run_daemon_until_ready,
 )
 from tests.support.mosquitto import Mosquitto
 
@@ -51,7 +52,7 @@ def gw(tmp_path: Path) -> Gateway:
 
 
 def ledger_records(gw: Gateway) -> list[dict[str, object]]:
-    raw = json.loads((gw.state / "consent.json").read_text(encoding="utf-8"))
+    raw = json.loads((gw.state / "consent-ledger.json").read_text(encoding="utf-8"))
     return [raw["records"][k] for k in sorted(raw["records"], key=int)]
 
 
@@ -97,7 +98,8 @@ async def test_the_report_proves_devices_and_uplink(gw: Gateway, broker: Mosquit
     code, out, err = await cli(*base_args(gw, broker, site))
     assert code == 0, err
     report = json.loads((gw.state / "commissioning" / "report.json").read_text())
-    assert report["site"] == "s-0001" and report["page"] == "http://127.0.0.1:8080/"
+    assert report["site"] == "s-0001"
+    assert report["page"] == f"http://{load_config(gw.config).web.listen}/"
     assert report["uplink"]["ok"] is True
     steps = {s["name"]: s["status"] for s in report["uplink"]["steps"]}
     assert steps["publish on own topic"] == "pass"
@@ -215,3 +217,21 @@ async def test_devices_chosen_in_a_scan_are_added(gw: Gateway, broker: Mosquitto
     assert code == 0, err
     config = load_config(gw.config)
     assert [d.name for d in config.devices] == ["inverter", "battery", "meter", "meter-2"]
+
+
+async def test_the_daemon_starts_from_what_provision_wrote_before_and_after_rotation(
+        gw: Gateway, broker: Mosquitto, site: Site) -> None:
+    code, _, err = await cli(*base_args(gw, broker, site), *CONSENT)
+    assert code == 0, err
+    messages, code, err = await run_daemon_until_ready(gw)
+    assert any("READY=1" in m for m in messages), err
+    assert code == 0, err
+    # The ledger is signed by the device key; rotation re-signs it so the daemon still opens it.
+    code, _, err = await cli("provision", "--config", str(gw.config), "--rotate-keys",
+                             "--non-interactive", "--no-chown", "--skip-uplink-test")
+    assert code == 0, err
+    messages, code, err = await run_daemon_until_ready(gw)
+    assert any("READY=1" in m for m in messages), err
+    assert code == 0, err
+    installer = [r for r in ledger_records(gw) if r["collection_method"] == "installer"]
+    assert len(installer) == 1  # the daemon kept the household's written consent

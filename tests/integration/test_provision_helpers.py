@@ -10,6 +10,7 @@ from pathlib import Path
 
 from agent import keys
 from drivers.sim.server import Site
+from tests.conftest import free_port
 from tests.support.mosquitto import Mosquitto
 
 PASSWORDS = {"s-0001": "pw-one", "s-0002": "pw-two"}
@@ -69,7 +70,7 @@ def base_args(gw: Gateway, broker: Mosquitto, site: Site, *, site_id: str = "s-0
         "--broker-ca", str(broker.ca), "--broker-username", user,
         "--broker-password-file", str(password_file(gw.root, user)),
         "--recipient", f"company={company}", "--clock-check", "none",
-        "--web-listen", "127.0.0.1:8080",
+        "--web-listen", f"127.0.0.1:{free_port()}", "--metrics-listen", f"127.0.0.1:{free_port()}",
         "--device", f"inverter=127.0.0.1:{site.inverter.port}/1",
         "--device", f"battery=127.0.0.1:{site.battery.port}/1",
         "--device", f"meter=127.0.0.1:{site.meter.port}/1",
@@ -86,3 +87,40 @@ def key_id_in(output: str) -> str:
 def pairing_code_in(output: str) -> str | None:
     match = re.search(r"household pairing code .*: (\d+)", output)
     return None if match is None else match.group(1)
+
+
+async def run_daemon_until_ready(gw: Gateway) -> tuple[list[str], int, str]:
+    """Start ``hems-agent run`` on what provision wrote, wait for systemd's READY=1 on a
+    notify socket of our own, then SIGTERM it: (notify messages, exit code, stderr)."""
+    import os
+    import signal
+    import socket
+
+    path = gw.root / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    path.unlink(missing_ok=True)
+    sock.bind(str(path))
+    sock.setblocking(False)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "agent.cli", "run", "--config", str(gw.config),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "NOTIFY_SOCKET": str(path)})
+    loop = asyncio.get_running_loop()
+    messages: list[str] = []
+    try:
+        async with asyncio.timeout(60):  # only so a broken build fails instead of hanging
+            exited = asyncio.ensure_future(process.wait())
+            while not any("READY=1" in m for m in messages) and not exited.done():
+                received = asyncio.ensure_future(loop.sock_recv(sock, 4096))
+                await asyncio.wait({received, exited}, return_when=asyncio.FIRST_COMPLETED)
+                if received.done():
+                    messages.append(received.result().decode())
+                else:
+                    received.cancel()
+    finally:
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+        _, err = await process.communicate()
+        sock.close()
+    assert process.returncode is not None
+    return messages, process.returncode, err.decode()
