@@ -160,13 +160,7 @@ def make_plan(args: argparse.Namespace, ask: Prompter | None) -> Plan:
     private: dict[Path, bytes] = {}
     inputs.ca_file(args, broker, conf, files, ask)
     password = inputs.credentials(args, broker, conf, files, private, ask)
-    web = raw.setdefault("web", {})
-    web["listen"] = inputs.pick(args.web_listen, raw, "web.listen", check_listen,
-                                "Household page address (LAN ADDRESS:PORT)", ask,
-                                "127.0.0.1:8080")
-    web["pairing_hash_file"] = str(conf / "pairing.hash")
-    if args.web_tls:
-        web["tls_cert"], web["tls_key"] = str(conf / "web.pem"), str(conf / "web.key")
+    web = _web(args, raw, conf, ask)
     recipients = inputs.recipients(args, raw, conf, files, ask)
     inputs.devices(args, raw, ask)
     plan = Plan(path=path, raw=raw, password=password, files=files, private=private,
@@ -177,6 +171,18 @@ def make_plan(args: argparse.Namespace, ask: Prompter | None) -> Plan:
                 web_tls=args.web_tls, owner=None if args.no_chown else args.owner or "")
     _validate(plan)
     return plan
+
+
+def _web(args: argparse.Namespace, raw: dict[str, Any], conf: Path,
+         ask: Prompter | None) -> dict[str, Any]:
+    web: dict[str, Any] = raw.setdefault("web", {})
+    web["listen"] = inputs.pick(args.web_listen, raw, "web.listen", check_listen,
+                                "Household page address (LAN ADDRESS:PORT)", ask,
+                                "127.0.0.1:8080")
+    web["pairing_hash_file"] = str(conf / "pairing.hash")
+    if args.web_tls:
+        web["tls_cert"], web["tls_key"] = str(conf / "web.pem"), str(conf / "web.key")
+    return web
 
 
 def _validate(plan: Plan) -> None:

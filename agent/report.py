@@ -166,16 +166,7 @@ td,th{border:1px solid #bbb;padding:.25em .5em;text-align:left;vertical-align:to
 def render_html(doc: Doc) -> str:
     """A printable, self-contained page: inline CSS only, no script, every value escaped."""
     e = html.escape
-    rows = []
-    for d in doc["devices"]:
-        ident = d["identity"] or {}
-        state = ("<span class=ok>OK</span>" if d["ok"] else
-                 f"<span class=fail>{e(d['error'] or '; '.join(d['problems']))}</span>")
-        readings = "<br>".join(f"{e(k)} = {e(_reading(v))}" for k, v in d["readings"].items())
-        rows.append(f"<tr><td>{e(d['name'])}</td><td>{e(d['where'])}</td>"
-                    f"<td>{e(str(ident.get('manufacturer')))} {e(str(ident.get('model')))}"
-                    f"<br>serial {e(str(ident.get('serial')))}</td><td>{readings}</td>"
-                    f"<td>{state}</td></tr>")
+    rows = _device_rows(doc)
     uplink = doc["uplink"]
     steps = "".join(f"<tr><td>{e(s['name'])}</td>"
                     f"<td class={'fail' if s['status'] == 'fail' else 'ok'}>{e(s['status'])}</td>"
@@ -206,6 +197,21 @@ def render_html(doc: Doc) -> str:
 {consent}</table>
 </body></html>
 """
+
+
+def _device_rows(doc: Doc) -> list[str]:
+    e = html.escape
+    rows = []
+    for d in doc["devices"]:
+        ident = d["identity"] or {}
+        state = ("<span class=ok>OK</span>" if d["ok"] else
+                 f"<span class=fail>{e(d['error'] or '; '.join(d['problems']))}</span>")
+        readings = "<br>".join(f"{e(k)} = {e(_reading(v))}" for k, v in d["readings"].items())
+        rows.append(f"<tr><td>{e(d['name'])}</td><td>{e(d['where'])}</td>"
+                    f"<td>{e(str(ident.get('manufacturer')))} {e(str(ident.get('model')))}"
+                    f"<br>serial {e(str(ident.get('serial')))}</td><td>{readings}</td>"
+                    f"<td>{state}</td></tr>")
+    return rows
 
 
 def write_all(doc: Doc, directory: Path) -> None:
