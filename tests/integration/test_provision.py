@@ -62,7 +62,7 @@ def mode(path: Path) -> int:
 
 async def test_provision_writes_a_gateway_that_passes_its_own_checks(
         gw: Gateway, broker: Mosquitto, site: Site) -> None:
-    code, out, err = await cli(*base_args(gw, broker, site), *CONSENT)
+    code, out, err = await cli(*base_args(gw, broker, site), *CONSENT, "--web-tls")
     assert code == 0, err
     assert "PRIVATE KEY" not in out + err  # the signing key is never printed
     # What the daemon will load: check-config (the daemon's own loader) and every key file.
@@ -74,6 +74,10 @@ async def test_provision_writes_a_gateway_that_passes_its_own_checks(
         keys.load_recipient_public(recipient.key_file)
     for secret in config.secret_files():
         assert mode(secret) == 0o600, secret
+    assert config.web.tls_key in config.secret_files()  # the page's certificate was made
+    assert config.web.tls_cert is not None and config.web.tls_cert.read_bytes().startswith(
+        b"-----BEGIN CERTIFICATE-----")
+    assert "household page: https://" in out
     assert config.broker.password_file is not None
     assert config.broker.password_file.read_text().strip() == PASSWORDS["s-0001"]
     # The pairing code is shown once and stored only as its scrypt hash.
