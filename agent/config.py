@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from agent.config_echonet import BrouteConfig, EchonetDeviceConfig, EchonetSettings, check_echonet
 from agent.errors import ConfigError
 
 DEFAULT_PATH = Path("/etc/hems-agent/agent.toml")
@@ -147,6 +148,9 @@ class AgentConfig(_Model):
     recipients: Annotated[tuple[Recipient, ...], Field(min_length=1)]
     buses: tuple[SerialBus, ...] = ()
     devices: tuple[Annotated[TcpDevice | RtuDevice, Field(discriminator="transport")], ...] = ()
+    echonet: EchonetSettings = EchonetSettings()
+    echonet_devices: tuple[EchonetDeviceConfig, ...] = ()
+    broute: BrouteConfig | None = None
     outbox: Outbox = Outbox()
     web: Web = Web()
     clock: Clock = Clock()
@@ -170,7 +174,9 @@ class AgentConfig(_Model):
 
     @model_validator(mode="after")
     def _references(self) -> AgentConfig:
-        _unique("devices", [d.name for d in self.devices])
+        broute = [self.broute.name] if self.broute else []
+        _unique("devices", [d.name for d in (*self.devices, *self.echonet_devices)] + broute)
+        check_echonet(self.echonet, self.echonet_devices)
         _unique("buses", [b.name for b in self.buses])
         _unique("recipients", [r.id for r in self.recipients])
         buses = {b.name for b in self.buses}
@@ -183,6 +189,8 @@ class AgentConfig(_Model):
         """Files that must be readable by the agent's user only."""
         files = [self.device_key_file, self.broker.password_file, self.broker.client_key,
                  self.web.pairing_hash_file, self.web.tls_key]
+        if self.broute is not None:
+            files += [self.broute.id_file, self.broute.password_file]
         return [f for f in files if f is not None]
 
 

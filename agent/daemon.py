@@ -24,6 +24,7 @@ from agent.config import AgentConfig
 from agent.metrics import Metrics, serve_metrics
 from agent.sdnotify import Notifier, watchdog_interval
 from agent.sources import Stamper, plan_buses, run_bus
+from agent.sources_echonet import start_echonet_pollers
 from agent.state import State, open_state
 from agent.supervisor import Backoff, supervise
 
@@ -113,6 +114,8 @@ class Daemon:
             tasks.append(group.create_task(
                 supervise(f"bus {plan.name}", run, stop=self.stop,
                           backoff=Backoff(initial=2.0, cap=120.0)), name=f"bus-{plan.name}"))
+        tasks += start_echonet_pollers(group, self.config, stamper, clock=self.clock,
+                                       metrics=self.metrics, stop=self.stop, ready=ready)
         return tasks
 
     def _start_side_tasks(self, group: asyncio.TaskGroup, state: State,
