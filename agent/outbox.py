@@ -97,6 +97,8 @@ class Outbox:
         self._acked: set[int] = set()
         self._tokens = 0.0
         self._refilled = clock()
+        self.purged: dict[str, int] = {}
+        """Envelopes removed by :meth:`purge` since start, per purpose (whoever called it)."""
         with self._db_errors("open"):
             self._conn = sqlite3.connect(path, isolation_level=None)
             self._conn.execute("PRAGMA journal_mode=WAL")
@@ -259,6 +261,7 @@ class Outbox:
         with self._db_errors("purge"):
             count = self._conn.execute(f"DELETE FROM envelopes WHERE {where}", args).rowcount
             self._bytes = self._sum_bytes()
+        self.purged[purpose] = self.purged.get(purpose, 0) + count
         log.info("outbox purge for purpose %s%s: removed %d queued envelopes", purpose,
                  f" (tiers {', '.join(tiers)})" if tiers is not None else "", count)
         return int(count)

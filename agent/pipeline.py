@@ -88,19 +88,26 @@ class Pipeline:
         for change in changes:
             spec = change.purge
             if spec.tiers:
-                purged = self.outbox.purge(spec.purpose, spec.recipient,
-                                           sorted(t.value for t in spec.tiers))
-                self.metrics.inc("hems_outbox_purged_total", purged, purpose=spec.purpose)
+                self.outbox.purge(spec.purpose, spec.recipient,
+                                  sorted(t.value for t in spec.tiers))
             record = change.record
             self._queue_control(change.item, purpose=record.purpose, kind="consent",
                                 tier=record.tier.value if record.tier else "off")
             self.metrics.inc("hems_consent_changes_total", source=record.source.value)
         self.outbox.flush()
+        self._count_purges()
 
     def queue_deletion(self, item: Mapping[str, Any]) -> None:
         """Queue the household's deletion request for the backend and commit it."""
         self._queue_control(item, purpose="service", kind="deletion", tier="events")
         self.outbox.flush()
+        self._count_purges()
+
+    def _count_purges(self) -> None:
+        # Counted by the outbox: the household page purges before it hands a change on (so
+        # the change's own purge here finds nothing), and erasure purges every purpose.
+        for purpose, count in self.outbox.purged.items():
+            self.metrics.set("hems_outbox_purged_total", count, purpose=purpose)
 
     def _queue_release(self, release: Release) -> int | None:
         """Seal and queue one release; its envelope size, or None if it has no recipient key."""
