@@ -1,10 +1,12 @@
-"""``hems-agent demo``: simulated devices, read the way the agent reads real ones.
+"""``hems-agent demo``: the whole product on one machine, or just the simulated devices' readings.
 
-Starts a simulated home (a SunSpec inverter, battery and grid meter, each a pymodbus server on a
-free loopback port), finds each one with SunSpec discovery, maps it to canonical points and polls
-it with the same :class:`drivers.device.ModbusDevice` the daemon uses, then prints the live
-canonical readings every few seconds. ``--speed`` accelerates simulated time; ``--duration``
-stops by itself; Ctrl-C (or SIGTERM) stops everything cleanly with exit status 0.
+By default (see :mod:`agent.demo_full`) it runs simulated devices, an MQTT broker, the agent with
+generated keys, its household page and the reference receiver, and shows what the cloud
+receives per purpose. ``--readings-only`` is the first form: it finds each simulated device
+with SunSpec discovery, maps it to canonical points, polls it with the same
+:class:`drivers.device.ModbusDevice` the daemon uses and prints the live readings.
+``--speed`` accelerates simulated time; ``--duration`` stops by itself; Ctrl-C (or SIGTERM)
+stops everything cleanly with exit status 0.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 if TYPE_CHECKING:  # the simulators pull in pymodbus.server: imported inside main() only
@@ -68,19 +71,52 @@ def _start_time(text: str) -> datetime:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=JST)
 
 
+def _port(text: str) -> int:
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise argparse.ArgumentTypeError(f"not a TCP port (1-65535): {text!r}")
+    return int(text)
+
+
+def _login(text: str) -> object:
+    from agent.demo_full import parse_login
+
+    return parse_login(text)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--speed", type=_positive, default=60.0,
-                        help="simulated seconds per real second (default 60: an hour a minute)")
+    parser.add_argument("--speed", type=_positive, default=None,
+                        help="simulated seconds per real second (default 1440: a day a minute; "
+                        "60 with --readings-only)")
     parser.add_argument("--duration", type=_positive, default=None, metavar="SECONDS",
                         help="stop after this many real seconds (default: run until Ctrl-C)")
     parser.add_argument("--refresh", type=_positive, default=2.0, metavar="SECONDS",
-                        help="seconds between table refreshes (default 2)")
+                        help="seconds between screen refreshes (default 2)")
     parser.add_argument("--start", type=_start_time, default=None, metavar="ISO-TIME",
-                        help="simulated start time, JST unless a zone is given "
-                        "(default: today 08:00 JST)")
+                        help="simulated start time, JST unless a zone is given (default: 23:50 "
+                        "JST tonight; today 08:00 with --readings-only)")
     parser.add_argument("--seed", type=int, default=1, help="seed of the simulated home")
-    parser.add_argument("--rtu", action="store_true",
-                        help="speak RTU framing over the loopback sockets instead of Modbus TCP")
+    parser.add_argument("--state-dir", type=Path, default=None, metavar="DIR",
+                        help="keep the generated keys, configuration and state in DIR (default: "
+                        "a temporary directory, deleted at exit)")
+    parser.add_argument("--page-port", type=_port, default=None, metavar="PORT",
+                        help="port of the household page on 127.0.0.1 (default: a free one)")
+    broker = parser.add_argument_group("a real broker instead of the embedded one")
+    broker.add_argument("--broker", default=None, metavar="URL",
+                        help="mqtts://HOST:PORT of an MQTT broker with TLS")
+    broker.add_argument("--broker-ca", type=Path, default=None, metavar="FILE",
+                        help="the CA certificate the broker's certificate is checked against")
+    broker.add_argument("--broker-login", type=_login, default=None, metavar="NAME:FILE",
+                        help="the agent's user name (= site id demo-home under the usual ACL) "
+                        "and password file")
+    broker.add_argument("--receiver-login", type=_login, default=None, metavar="NAME:FILE",
+                        help="the receiver's user name and password file")
+    broker.add_argument("--broker-protocol", choices=["5", "3.1.1"], default="5",
+                        help="MQTT version to speak to --broker (default 5)")
+    first = parser.add_argument_group("the simulated devices alone")
+    first.add_argument("--readings-only", action="store_true",
+                       help="only poll the simulated devices and print their live readings")
+    first.add_argument("--rtu", action="store_true",
+                       help="with --readings-only: speak RTU framing over the loopback sockets")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -89,8 +125,17 @@ def main(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("pymodbus").setLevel(logging.CRITICAL)  # fault noise; drivers report it
+    if args.rtu and not args.readings_only:
+        print("hems-agent demo: --rtu goes with --readings-only", file=sys.stderr)
+        return 2
+    if args.speed is None:
+        args.speed = 60.0 if args.readings_only else 1440.0
     try:
-        return asyncio.run(_run(args, sys.stdout))
+        if args.readings_only:
+            return asyncio.run(_run(args, sys.stdout))
+        from agent import demo_full
+
+        return asyncio.run(demo_full.run(args, sys.stdout))
     except KeyboardInterrupt:  # a second Ctrl-C while shutting down
         return 0
 

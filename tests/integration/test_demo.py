@@ -1,4 +1,4 @@
-"""``hems-agent demo`` end to end: simulators, discovery, polling, the printed table."""
+"""``hems-agent demo --readings-only`` end to end: simulators, discovery, polling, the table."""
 
 from __future__ import annotations
 
@@ -24,7 +24,8 @@ def _values(output: str, point: str) -> list[float]:
 
 def test_demo_runs_for_its_duration_and_prints_readings() -> None:
     assert HEMS_AGENT.exists(), "the package is not installed in this environment"
-    done = subprocess.run([str(HEMS_AGENT), "demo", "--duration", "5", "--speed", "60"],
+    done = subprocess.run([str(HEMS_AGENT), "demo", "--readings-only", "--duration", "5",
+                           "--speed", "60"],
                           capture_output=True, text=True, timeout=90, check=False)
     assert done.returncode == 0, done.stderr
     out = done.stdout
@@ -39,7 +40,8 @@ def test_demo_runs_for_its_duration_and_prints_readings() -> None:
 
 
 def test_ctrl_c_stops_cleanly_with_status_zero() -> None:
-    proc = subprocess.Popen([str(HEMS_AGENT), "demo", "--speed", "120", "--refresh", "0.5"],
+    proc = subprocess.Popen([str(HEMS_AGENT), "demo", "--readings-only", "--speed", "120",
+                             "--refresh", "0.5"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None

@@ -1,0 +1,87 @@
+"""``hems-agent demo`` in full, as a newcomer runs it: simulators, embedded broker, agent, page,
+receiver, all from one command with no configuration.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import sys
+import urllib.request
+from datetime import datetime
+from pathlib import Path
+
+HEMS_AGENT = Path(sys.executable).parent / "hems-agent"
+PAGE = re.compile(r"household page\s+(http://127\.0\.0\.1:\d+/)\s+pairing code (\d{10})")
+FILES = re.compile(r"demo files\s+(\S+)")
+SERVICE = re.compile(r"^\s+service\s+30min\s+(\d+)\s+\S", re.MULTILINE)
+
+
+def _start(*extra: str) -> subprocess.Popen[str]:
+    assert HEMS_AGENT.exists(), "the package is not installed in this environment"
+    return subprocess.Popen([str(HEMS_AGENT), "demo", "--refresh", "1", *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _read_until(proc: subprocess.Popen[str], pattern: re.Pattern[str]) -> tuple[str, re.Match[str]]:
+    """Lines of stdout until ``pattern`` matches one (the demo prints a screen every second)."""
+    assert proc.stdout is not None
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        found = pattern.search(line)
+        if found:
+            return "".join(seen), found
+    raise AssertionError(f"the demo ended before printing {pattern.pattern!r}:\n{''.join(seen)}")
+
+
+def _finish(proc: subprocess.Popen[str], timeout: float) -> tuple[str, str]:
+    try:
+        return proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_demo_serves_the_page_and_the_cloud_receives_service_data() -> None:
+    proc = _start("--duration", "30")
+    head, page = _read_until(proc, PAGE)
+    url, code = page.group(1), page.group(2)
+    with urllib.request.urlopen(url + "login", timeout=10) as response:
+        assert response.status == 200
+        assert "<form" in response.read().decode()
+    rest, err = _finish(proc, timeout=60)
+    out = head + rest
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
+    counts = [int(n) for n in SERVICE.findall(out)]
+    assert counts and counts[-1] > 0, out[-3000:]
+    assert out.rstrip().endswith("demo stopped")
+    assert code in out
+    files = FILES.search(out)
+    assert files is not None
+    assert not Path(files.group(1)).exists(), "the temporary demo directory was left behind"
+
+
+def test_ctrl_c_stops_everything_and_a_kept_directory_holds_what_the_cloud_got(
+        tmp_path: Path) -> None:
+    state = tmp_path / "demo"
+    proc = _start("--state-dir", str(state))
+    _read_until(proc, re.compile(r"^\s+service\s+30min\s+[1-9]\d*\s"))
+    proc.send_signal(signal.SIGINT)
+    rest, err = _finish(proc, timeout=40)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
+    assert rest.rstrip().endswith("demo stopped")
+    received = [json.loads(line) for line in
+                (state / "cloud" / "received.jsonl").read_text("utf-8").splitlines()]
+    data = [r for r in received if r["header"]["kind"] == "data"]
+    assert data and {r["header"]["purpose"] for r in data} == {"service"}
+    assert {r["header"]["tier"] for r in data} == {"30min"}
+    stopped = json.loads((state / "demo-clock.json").read_text("utf-8"))["stopped"]
+    # a kept directory's simulated clock continues from here, after every released window
+    assert datetime.fromisoformat(stopped).timestamp() >= data[-1]["header"]["window_end"]
+    assert (state / "agent.toml").exists() and (state / "device.key").stat().st_mode & 0o077 == 0
