@@ -18,13 +18,13 @@ import asyncio
 import contextlib
 import logging
 import math
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 from agent.clock import TrustedClock
 from agent.config import AgentConfig
 from agent.config_echonet import BrouteConfig, EchonetDeviceConfig, EchonetSettings
 from agent.metrics import Metrics
-from agent.sources import Stamper
 from agent.supervisor import Backoff, supervise
 from drivers.broute.meter import BrouteMeter, BrouteSettings, Pan, read_secret
 from drivers.echonet.client import MULTICAST_GROUP, EchonetClient
@@ -35,6 +35,9 @@ from drivers.errors import DeviceUnreachable, DiscoveryError, DriverError
 from drivers.models import DeviceIdentity, PointKind, Quality, Reading
 
 log = logging.getLogger(__name__)
+
+Stamp = Callable[[float, Sequence[Reading]], None]
+"""Where readings go with their monotonic instant: an :class:`agent.sources.Stamper`."""
 
 _FAST = 10.0  # table intervals at or below this are the "fast" points (poll_interval)
 _FRESH = 30.0  # seconds a multicast discovery result is reused by other objects
@@ -102,7 +105,7 @@ class ObjectPoller:
     """One configured ECHONET Lite object: locate, open, poll on its schedule, back off."""
 
     def __init__(self, config: EchonetDeviceConfig, client: EchonetClient, finder: Finder,
-                 stamper: Stamper, *, clock: TrustedClock, metrics: Metrics) -> None:
+                 stamper: Stamp, *, clock: TrustedClock, metrics: Metrics) -> None:
         self.config, self.client, self.finder = config, client, finder
         self.stamper, self.clock, self.metrics = stamper, clock, metrics
         self.device: EchonetDevice | None = None
@@ -176,19 +179,18 @@ class ObjectPoller:
         return slow or table
 
 
-async def run_echonet(config: AgentConfig, stamper: Stamper, *, clock: TrustedClock,
-                      metrics: Metrics, stop: asyncio.Event,
-                      started: asyncio.Event | None = None) -> None:
+async def run_echonet(settings: EchonetSettings, devices: Sequence[EchonetDeviceConfig],
+                      stamper: Stamp, *, clock: TrustedClock, metrics: Metrics,
+                      stop: asyncio.Event, started: asyncio.Event | None = None) -> None:
     """Poll every configured ECHONET Lite object through one client until ``stop``."""
     if started is not None:
         started.set()  # running, whether or not the objects answer yet
-    settings = config.echonet
     async with EchonetClient(interface=settings.interface, port=settings.port,
                              group=MULTICAST_GROUP if settings.discovery else None,
                              timeout=settings.timeout, retries=settings.retries) as client:
         finder = Finder(client, settings)
         pollers = [ObjectPoller(d, client, finder, stamper, clock=clock, metrics=metrics)
-                   for d in config.echonet_devices]
+                   for d in devices]
 
         async def wake_on_stop() -> None:
             await stop.wait()
@@ -204,7 +206,7 @@ async def run_echonet(config: AgentConfig, stamper: Stamper, *, clock: TrustedCl
 class BroutePoller:
     """The smart meter on the B-route; one task, supervised. Keeps the PAN across restarts."""
 
-    def __init__(self, config: BrouteConfig, stamper: Stamper, *, clock: TrustedClock,
+    def __init__(self, config: BrouteConfig, stamper: Stamp, *, clock: TrustedClock,
                  metrics: Metrics) -> None:
         self.config, self.stamper, self.clock, self.metrics = config, stamper, clock, metrics
         self.pan: Pan | None = None  # from the last successful scan: no rescan on restart
@@ -249,7 +251,7 @@ class BroutePoller:
             energy_interval=c.energy_interval)
 
 
-def start_echonet_pollers(group: asyncio.TaskGroup, config: AgentConfig, stamper: Stamper, *,
+def start_echonet_pollers(group: asyncio.TaskGroup, config: AgentConfig, stamper: Stamp, *,
                           clock: TrustedClock, metrics: Metrics, stop: asyncio.Event,
                           ready: list[asyncio.Event]) -> list[asyncio.Task[None]]:
     """Start the supervised ECHONET Lite and B-route tasks the configuration asks for; each
@@ -259,8 +261,9 @@ def start_echonet_pollers(group: asyncio.TaskGroup, config: AgentConfig, stamper
         started = asyncio.Event()
         ready.append(started)
         tasks.append(group.create_task(supervise(
-            "echonet", lambda: run_echonet(config, stamper, clock=clock, metrics=metrics,
-                                           stop=stop, started=started),
+            "echonet", lambda: run_echonet(config.echonet, config.echonet_devices, stamper,
+                                           clock=clock, metrics=metrics, stop=stop,
+                                           started=started),
             stop=stop, backoff=Backoff(initial=2.0, cap=120.0)), name="echonet"))
     if config.broute is not None:
         poller = BroutePoller(config.broute, stamper, clock=clock, metrics=metrics)
