@@ -136,6 +136,13 @@ class Clock(_Model):
     sync_check: Literal["adjtimex", "timedatectl", "none"] = "adjtimex"
 
 
+class OperatorKey(_Model):
+    """An operator's Ed25519 public key (PEM), pinned at provisioning; commands name its id."""
+
+    id: Annotated[str, Field(pattern=_NAME)]
+    key_file: Path
+
+
 class AgentConfig(_Model):
     """The whole configuration, as validated."""
 
@@ -155,6 +162,8 @@ class AgentConfig(_Model):
     web: Web = Web()
     clock: Clock = Clock()
     metrics_listen: str | None = "127.0.0.1:9105"
+    operator_keys: tuple[OperatorKey, ...] = ()
+    """Keys whose signed commands the gateway accepts; none configured: no downlink."""
 
     @field_validator("devices", mode="before")
     @classmethod

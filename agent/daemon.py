@@ -132,6 +132,11 @@ class Daemon:
             started = asyncio.Event()
             ready.append(started)
             tasks.append(group.create_task(self._serve_page(state, started), name="page"))
+        if self.config.operator_keys:
+            from agent.downlink import run_downlink
+
+            tasks.append(group.create_task(run_downlink(state, self.stop, now=self._now),
+                                           name="downlink"))
         for make in self.options.extra_tasks:
             tasks.append(group.create_task(make(state, self.stop)))
         return tasks

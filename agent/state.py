@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from agent.catalogue_store import newest_catalogue
 from agent.config import AgentConfig
 from agent.errors import ConfigError, KeyFileError
 from agent.keys import RecipientPublicKey, load_device_key, load_recipient_public
@@ -63,7 +64,7 @@ def open_state(config: AgentConfig, metrics: Metrics, *, now: datetime) -> State
     state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     device_key = load_device_key(config.device_key_file)
     recipients = load_recipients(config)
-    catalogue = load_catalogue(config.catalogue)
+    catalogue = newest_catalogue(load_catalogue(config.catalogue), state_dir)
     public = device_key.public_key()
     ledger = Ledger.open(state_dir / LEDGER_FILE, catalogue, config.site_id, now,
                          sign=device_key.sign, verify=_verifier(public))

@@ -25,11 +25,17 @@ from cryptography.x509.oid import NameOID
 from tests.conftest import free_port, require_binary
 
 RECEIVER_USER = "receiver"
-# Gateways may write only below their own site (username = site id); the receiver reads all.
+OPERATOR_USER = "operator"
+# Gateways may write only below their own site (username = site id) and read their own
+# commands; the receiver reads all; the operator writes every site's commands.
 ACL = f"""user {RECEIVER_USER}
 topic read hems/v1/#
 
+user {OPERATOR_USER}
+topic write hems/v1/+/control/#
+
 pattern write hems/v1/%u/#
+pattern read hems/v1/%u/control/#
 """
 
 
