@@ -29,6 +29,7 @@ from agent.state import State, open_state
 from agent.supervisor import Backoff, supervise
 
 log = logging.getLogger(__name__)
+_SIMULATED_TICK_FLOOR = 0.2  # seconds between ticks at most simulated speeds
 
 
 @dataclass(kw_only=True)
@@ -167,6 +168,10 @@ class Daemon:
         self.notifier.ready(self._status(state))
         log.info("ready: %d buses, %d recipients", len(ready), len(state.recipients))
         interval = self.options.tick_interval
+        if self.options.speed > 1.0:
+            # Tick on simulated time's scale: at 1440x a 5 s tick spans two simulated hours,
+            # so a one-hour grant would expire between two ticks and never be served.
+            interval = max(_SIMULATED_TICK_FLOOR, interval / self.options.speed)
         watchdog = watchdog_interval()
         if watchdog is not None:
             interval = min(interval, watchdog)
