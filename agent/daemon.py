@@ -166,7 +166,7 @@ class Daemon:
         async with asyncio.timeout(60):
             await asyncio.gather(*(event.wait() for event in ready))
         self.notifier.ready(self._status(state))
-        log.info("ready: %d buses, %d recipients", len(ready), len(state.recipients))
+        log.info("ready: %d tasks started, %d recipients", len(ready), len(state.recipients))
         interval = self.options.tick_interval
         if self.options.speed > 1.0:
             # Tick on simulated time's scale: at 1440x a 5 s tick spans two simulated hours,
@@ -211,7 +211,9 @@ class Daemon:
         stats = state.outbox.stats()
         up = "connected" if state.publisher.connected.is_set() else "offline"
         clock = "" if self.clock.synchronised else ", waiting for clock sync"
-        return (f"{len(self.config.devices)} devices, outbox {stats.depth} queued, "
+        devices = (len(self.config.devices) + len(self.config.echonet_devices)
+                   + (self.config.broute is not None))
+        return (f"{devices} devices, outbox {stats.depth} queued, "
                 f"uplink {up}{clock}")
 
 
