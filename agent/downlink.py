@@ -157,7 +157,8 @@ class CommandHandler:
             log.warning("command rejected (%s): %s", reason, detail)
 
     def _diagnostics_extra(self) -> dict[str, Any]:
-        return {"commands": {"seen_ids": len(self.seen), "operator_keys": sorted(self.keys)}}
+        pinned = {key_id: device_key_id(key) for key_id, key in sorted(self.keys.items())}
+        return {"commands": {"seen_ids": len(self.seen), "operator_keys": pinned}}
 
     def _reply(self, command: Command, outcome: Outcome) -> None:
         body = {"type": "command_result", "v": 1, "command_id": command.id,

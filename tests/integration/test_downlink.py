@@ -16,6 +16,7 @@ import pytest
 
 from agent.catalogue_store import CATALOGUE_FILE
 from agent.config import load_config
+from agent.keys import device_key_id
 from agent.metrics import Metrics
 from agent.state import open_state
 from policy.catalogue import load_catalogue
@@ -42,7 +43,9 @@ async def test_diagnostics_report_health_without_personal_data(gw: Gateway) -> N
     assert report["health"]["catalogue"] == "2026.1"
     assert report["health"]["ledger"]["chain"] == "intact"
     assert {c["name"] for c in report["doctor"]} == {"clock", "watchdog"}
-    assert report["commands"]["operator_keys"] == ["ops-a", "ops-b"]
+    pinned = report["commands"]["operator_keys"]
+    assert pinned["ops-a"] == device_key_id(gw.key("ops-a").public_key())
+    assert sorted(pinned) == ["ops-a", "ops-b"]
     text = json.dumps(report)
     assert gw.state.config.site_id not in text  # the pseudonym stays in the header only
 

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from agent.catalogue_store import (
     CATALOGUE_FILE,
@@ -14,7 +15,10 @@ from agent.catalogue_store import (
     store_catalogue,
     version_key,
 )
-from agent.downlink import TokenBucket
+from agent.config import AgentConfig
+from agent.downlink import TokenBucket, load_operator_keys
+from agent.errors import ConfigError, KeyFileError
+from agent.keys import device_public_pem
 from agent.seen_ids import SeenIds
 from policy.catalogue import load_catalogue, parse_catalogue
 
@@ -83,3 +87,33 @@ def test_a_damaged_stored_catalogue_is_ignored(tmp_path: Path) -> None:
     (tmp_path / CATALOGUE_FILE).write_text("{broken", encoding="utf-8")
     factory = load_catalogue()
     assert newest_catalogue(factory, tmp_path) is factory
+
+
+def _config(tmp_path: Path, entries: list[tuple[str, Path]]) -> AgentConfig:
+    keys = [{"id": key_id, "key_file": str(path)} for key_id, path in entries]
+    return AgentConfig.model_validate({
+        "site_id": "site-0001", "device_key_file": str(tmp_path / "device.key"),
+        "broker": {"url": "mqtts://127.0.0.1:8883", "ca_file": str(tmp_path / "ca.pem")},
+        "recipients": [{"id": "company", "key_file": str(tmp_path / "company.pub")}],
+        "operator_keys": keys})
+
+
+def test_operator_keys_load_by_id(tmp_path: Path) -> None:
+    key = ed25519.Ed25519PrivateKey.generate()
+    (tmp_path / "a.pub").write_bytes(device_public_pem(key.public_key()))
+    (tmp_path / "b.pub").write_bytes(key.public_key().public_bytes_raw())
+    keys = load_operator_keys(_config(tmp_path, [("ops-a", tmp_path / "a.pub"),
+                                                 ("ops-b", tmp_path / "b.pub")]))
+    assert sorted(keys) == ["ops-a", "ops-b"]
+
+
+def test_operator_key_problems_name_the_file_or_the_id(tmp_path: Path) -> None:
+    (tmp_path / "bad.pub").write_text("not a key", encoding="utf-8")
+    with pytest.raises(KeyFileError, match=r"missing\.pub: cannot read operator key"):
+        load_operator_keys(_config(tmp_path, [("ops-a", tmp_path / "missing.pub")]))
+    with pytest.raises(KeyFileError, match=r"bad\.pub: not an Ed25519 public key"):
+        load_operator_keys(_config(tmp_path, [("ops-a", tmp_path / "bad.pub")]))
+    key = ed25519.Ed25519PrivateKey.generate()
+    (tmp_path / "a.pub").write_bytes(device_public_pem(key.public_key()))
+    with pytest.raises(ConfigError, match="'ops-a' appears twice"):
+        load_operator_keys(_config(tmp_path, [("ops-a", tmp_path / "a.pub")] * 2))
