@@ -17,7 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("agent.run_cli", "run the agent (the systemd service runs this)"),
     "check-config": ("agent.config_cli", "validate a configuration file without starting"),
     "scan": ("agent.scan_cli", "find SunSpec / profiled Modbus devices and read them once"),
-    "demo": ("agent.demo", "run simulated devices and show live canonical readings"),
+    "demo": ("agent.demo", "run everything with simulated devices: agent, broker, page, cloud"),
     "provision": ("agent.provision", "set up this gateway: keys, broker, devices, consent"),
     "doctor": ("agent.doctor", "check a provisioned gateway and explain each failure's fix"),
     "report": ("agent.report", "print the commissioning report (text, JSON or HTML)"),

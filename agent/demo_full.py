@@ -67,6 +67,11 @@ async def run(args: argparse.Namespace, out: TextIO) -> int:
     kept = args.state_dir is not None
     directory = args.state_dir or Path(tempfile.mkdtemp(prefix="hems-demo-"))
     try:
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)  # keys and secrets inside
+    except OSError as exc:
+        print(f"hems-agent demo: cannot create {directory}: {exc.strerror}", file=sys.stderr)
+        return 1
+    try:
         return await _run(args, out, directory.resolve())
     except DemoError as exc:
         print(f"hems-agent demo: {exc}", file=sys.stderr)
@@ -90,14 +95,11 @@ async def _run(args: argparse.Namespace, out: TextIO, directory: Path) -> int:
         view = CloudView(_screen(args, files, endpoint, label, kept=args.state_dir is not None),
                          files.cloud_dir, out=out, refresh=args.refresh)
         stack.callback(view.close)
-        receiver_task = await _start_receiver(stack, view, files, endpoint)
-        if stopping.requested:
+        await _start_receiver(stack, view, files, endpoint)
+        if stopping.requested:  # Ctrl-C while starting up
             return 0
         stopping.release()
         code = await _run_daemon(args, files, view, start)
-        receiver_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await receiver_task
         stopping.install()  # Ctrl-C while the broker and simulators stop is not an error
         if args.state_dir is not None:
             (directory / CLOCK_FILE).write_text(
@@ -202,8 +204,9 @@ def receiver_broker_config(endpoint: BrokerEndpoint) -> BrokerConfig:
 
 
 async def _start_receiver(stack: contextlib.AsyncExitStack, view: CloudView, files: DemoFiles,
-                          endpoint: BrokerEndpoint) -> asyncio.Task[None]:
-    """Subscribe once (a persistent session keeps it), then let the receiver run."""
+                          endpoint: BrokerEndpoint) -> None:
+    """Subscribe once (a persistent session keeps it), then run the receiver until ``stack``
+    closes."""
     import aiomqtt
 
     from agent.errors import UplinkError
@@ -223,7 +226,14 @@ async def _start_receiver(stack: contextlib.AsyncExitStack, view: CloudView, fil
             await client.subscribe("hems/v1/+/+/+", qos=1, timeout=config.timeout)
     except (UplinkError, aiomqtt.MqttError) as exc:
         raise DemoError(f"the receiver cannot reach the broker: {exc}") from exc
-    return asyncio.create_task(receiver.run(config, None), name="demo-receiver")
+    task = asyncio.create_task(receiver.run(config, None), name="demo-receiver")
+    stack.push_async_callback(_cancel, task)
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def _run_daemon(args: argparse.Namespace, files: DemoFiles, view: CloudView,

@@ -82,7 +82,8 @@ class CloudView:
         self.screen = screen
         self.out = out
         self.refresh = refresh
-        self.output = _Recorder(self, cloud_dir / "received.jsonl")
+        self.received = cloud_dir / "received.jsonl"
+        self.output = _Recorder(self, self.received)
         self.purposes: dict[str, PurposeStats] = {}
         self.notices: Counter[str] = Counter()
         self.now: Callable[[], datetime] = lambda: datetime.now(UTC)
@@ -126,11 +127,11 @@ class CloudView:
 
     def draw(self, *, final: bool = False) -> None:
         redraw = self.out.isatty() and not final
-        self.out.write((REDRAW if redraw else "") + self.render() + "\n")
+        self.out.write((REDRAW if redraw else "") + self.render(final=final) + "\n")
         self.out.flush()
 
-    def render(self) -> str:
-        """The whole screen as text."""
+    def render(self, *, final: bool = False) -> str:
+        """The whole screen as text; the ``final`` one, after everything stopped, has no hints."""
         s = self.screen
         stamp = self.now().astimezone(JST).strftime("%Y-%m-%d %H:%M JST")
         lines = [
@@ -149,6 +150,11 @@ class CloudView:
             lines.append(self._row(name))
         notices = ", ".join(f"{kind} {n}" for kind, n in sorted(self.notices.items()))
         lines.append(f"  notices: {notices or '-'}")
+        if final:
+            return "\n".join(lines) + "\n"
+        lines += ["", f"Opened envelopes are appended to {self.received}.",
+                  "Log in to the page with the pairing code, switch a purpose on or off,",
+                  "and watch this table change. Ctrl-C stops everything."]
         return "\n".join(lines) + "\n"
 
     def _row(self, name: str) -> str:
