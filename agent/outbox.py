@@ -92,6 +92,7 @@ class Outbox:
                  on_commit: Callable[[], None] | None = None) -> None:
         self.config = config or OutboxConfig()
         self.on_commit = on_commit
+        self._path = path
         self._clock = clock
         self._pending: list[tuple[object, ...]] = []
         self._acked: set[int] = set()
@@ -116,7 +117,7 @@ class Outbox:
         try:
             yield
         except sqlite3.Error as exc:
-            raise OutboxError(f"outbox {action} failed: {exc}") from exc
+            raise OutboxError(f"outbox {action} failed ({self._path}): {exc}") from exc
 
     def _counter(self, name: str) -> int:
         row = self._conn.execute("SELECT value FROM counters WHERE name = ?", (name,)).fetchone()
@@ -169,7 +170,10 @@ class Outbox:
                 self._write_batch()
                 self._conn.execute("COMMIT")
             except BaseException:
-                self._conn.execute("ROLLBACK")
+                # sqlite has already rolled back after some errors (a full disk on COMMIT);
+                # a second ROLLBACK would fail and hide the real error.
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
                 self._bytes = self._sum_bytes()
                 raise
         self._pending.clear()

@@ -106,12 +106,15 @@ class DaemonProcess:
     _reader: asyncio.Task[None] | None = None
 
     @classmethod
-    async def start(cls, files: SiteFiles, *, speed: float, start: datetime,
+    async def start(cls, files: SiteFiles, *, speed: float | None, start: datetime | None,
                     env: Mapping[str, str] | None = None,
                     args: Sequence[str] = ()) -> DaemonProcess:
+        """Start it; ``speed`` and ``start`` None run it on real time."""
+        simulated = [] if speed is None or start is None else [
+            "--time-speed", str(speed), "--time-start", start.isoformat()]
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "agent.cli", "run", "--config", str(files.config),
-            "--time-speed", str(speed), "--time-start", start.isoformat(), *args,
+            *simulated, *args,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
             env={**os.environ, "PYTHONWARNINGS": "error::RuntimeWarning", **(env or {})})
         daemon = cls(proc)
