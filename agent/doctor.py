@@ -26,14 +26,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agent.config import DEFAULT_PATH
+from agent.paths import LEDGER_FILE, OUTBOX_FILE
 from agent.scan_range import DeviceProbe, probe_devices
 
 if TYPE_CHECKING:
     from agent.config import AgentConfig
 
 # File names in state_dir, as the daemon opens them (agent.state imports the whole pipeline).
-LEDGER_NAME = "consent-ledger.json"
-OUTBOX_NAME = "outbox.sqlite"
+LEDGER_NAME = LEDGER_FILE
+OUTBOX_NAME = OUTBOX_FILE
 PROBE_SEQ_BASE = 1 << 62
 UNIT_PATHS = (Path("/etc/systemd/system/hems-agent.service"),
               Path("/lib/systemd/system/hems-agent.service"),
@@ -369,11 +370,13 @@ def ledger_check(config: AgentConfig) -> Check:
 
 
 def verify_ledger(path: Path, device_key_file: Path) -> int:
-    """Check a ledger file's chain, head and signatures (by the device key); its record count."""
+    """Check a ledger file's chain, head and signatures (by the device key, current or retired:
+    see :func:`agent.keys.device_history_verifier`); its record count."""
     from agent import keys
     from policy.chain import check_chain, check_meta
 
-    verify = ed25519_verifier(keys.load_device_key(device_key_file).public_key())
+    current = keys.load_device_key(device_key_file).public_key()
+    verify = keys.device_history_verifier(current, keys.retired_device_keys(path.parent))
     raw = json.loads(path.read_text(encoding="utf-8"))
     docs = sorted((int(k), v) for k, v in raw.get("records", {}).items())
     metas = list(raw.get("meta", {}).values())

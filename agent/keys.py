@@ -19,9 +19,11 @@ import base64
 import hashlib
 import os
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hpke, serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, mlkem, x25519
 
@@ -263,3 +265,41 @@ def _load_pem_private(data: bytes, path: Path) -> object:
         return serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError) as exc:
         raise KeyFileError(f"{path}: not an unencrypted PEM private key") from exc
+
+
+def retired_device_keys(state_dir: Path) -> list[ed25519.Ed25519PublicKey]:
+    """Public halves of the device's retired signing keys (written at key rotation)."""
+    import json
+
+    from agent.paths import ROTATED_KEYS_FILE
+
+    path = state_dir / ROTATED_KEYS_FILE
+    if not path.exists():
+        return []
+    try:
+        entries = json.loads(path.read_text(encoding="utf-8"))["keys"]
+        return [load_device_public(e["public_key"].encode("ascii"), str(path)) for e in entries]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise KeyFileError(f"{path}: not a list of retired device keys: {exc}") from exc
+
+
+def device_history_verifier(current: ed25519.Ed25519PublicKey,
+                            retired: list[ed25519.Ed25519PublicKey]
+                            ) -> Callable[[bytes, bytes], bool]:
+    """``verify(message, signature)`` accepting the current device key or a retired one.
+
+    Consent records stay signed by the key that was current when they were written; after a
+    rotation they still verify, so the ledger is never rewritten.
+    """
+    keys = [current, *retired]
+
+    def verify(message: bytes, signature: bytes) -> bool:
+        for key in keys:
+            try:
+                key.verify(signature, message)
+            except InvalidSignature:
+                continue
+            return True
+        return False
+
+    return verify

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from agent import provision_prompts as inputs
 from agent.config import DEFAULT_PATH
+from agent.paths import ROTATED_KEYS_FILE
 
 if TYPE_CHECKING:
     from agent.config import AgentConfig
@@ -275,11 +276,12 @@ def _device_key(plan: Plan, path: Path, state: Path) -> dict[str, Any]:
         entry = {"key_id": keys.device_key_id(old), "public_key": keys.device_public_pem(old)
                  .decode(), "retired": now.isoformat(),
                  "valid_until": (now + plan.grace).isoformat()}
-        log_path = state / "keys" / "rotated.json"
+        log_path = state / ROTATED_KEYS_FILE
         history = json.loads(log_path.read_text()) if log_path.exists() else {"keys": []}
         history["keys"].append(entry)
         new = ed25519.Ed25519PrivateKey.generate()
-        _resign_ledger(state, path, new)
+        # The retired public key is recorded first: consent records it signed keep verifying
+        # (agent.keys.device_history_verifier), so the ledger itself is never rewritten.
         _write_public(log_path, json.dumps(history, indent=2).encode() + b"\n")
         keys.write_private_file(path, keys.device_private_pem(new))
         outcome.update(device_key="rotated", rotated=entry)
@@ -288,27 +290,6 @@ def _device_key(plan: Plan, path: Path, state: Path) -> dict[str, Any]:
     _write_public(path.with_suffix(".pub"), pem)
     outcome.update(device_public_pem=pem.decode(), device_key_id=keys.device_key_id(key))
     return outcome
-
-
-def _resign_ledger(state: Path, key_file: Path, new: Any) -> None:
-    """The ledger is signed by the device key: after checking every record against the old
-    key, sign the same records (hashes unchanged, so the chain the backend holds is too)
-    with the new one."""
-    from agent.doctor import LEDGER_NAME, verify_ledger
-    from policy.catalogue import canonical_json
-    from policy.storage import AtomicJSONStorage
-
-    path = state / LEDGER_NAME
-    if not path.exists():
-        return
-    verify_ledger(path, key_file)
-    raw = json.loads(path.read_text(encoding="utf-8"))
-    for record in raw["records"].values():
-        record["signature"] = new.sign(bytes.fromhex(record["hash"])).hex()
-    for meta in raw["meta"].values():
-        body = {k: v for k, v in meta.items() if k != "signature"}
-        meta["signature"] = new.sign(canonical_json(body)).hex()
-    AtomicJSONStorage(path).write(raw)
 
 
 def _pairing(path: Path) -> str:
@@ -348,17 +329,20 @@ def _page_certificate(web: dict[str, Any]) -> None:
 
 def _ledger(plan: Plan, config: AgentConfig) -> list[str]:
     """Open (or create, with the catalogue's defaults) the ledger; record written consents."""
-    from agent.doctor import LEDGER_NAME, ed25519_verifier
-    from agent.keys import load_device_key
+    from agent.catalogue_store import newest_catalogue
+    from agent.keys import device_history_verifier, load_device_key, retired_device_keys
+    from agent.paths import LEDGER_FILE
     from policy.catalogue import load_catalogue
     from policy.ledger import Ledger
     from policy.tiers import parse
 
     now = datetime.now(UTC)
     device = load_device_key(config.device_key_file)
-    ledger = Ledger.open(config.state_dir / LEDGER_NAME, load_catalogue(config.catalogue),
-                         config.site_id, now, sign=device.sign,
-                         verify=ed25519_verifier(device.public_key()))
+    state_dir = config.state_dir
+    verify = device_history_verifier(device.public_key(), retired_device_keys(state_dir))
+    catalogue = newest_catalogue(load_catalogue(config.catalogue), state_dir)
+    ledger = Ledger.open(state_dir / LEDGER_FILE, catalogue, config.site_id, now,
+                         sign=device.sign, verify=verify)
     recorded = []
     try:
         state = ledger.state()

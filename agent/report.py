@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.config import DEFAULT_PATH
+from agent.paths import ROTATED_KEYS_FILE
 
 Doc = dict[str, Any]
 _READINGS = ("pv.power", "pv.energy", "battery.soc", "battery.power", "grid.power",
@@ -76,7 +77,7 @@ def _keys(config: Any) -> Doc:
     from agent import keys
 
     device = keys.load_device_key(config.device_key_file).public_key()
-    rotated_file = config.state_dir / "keys" / "rotated.json"
+    rotated_file = config.state_dir / ROTATED_KEYS_FILE
     rotated = json.loads(rotated_file.read_text()) if rotated_file.exists() else {"keys": []}
     return {
         "device": {"key_id": keys.device_key_id(device),

@@ -8,21 +8,27 @@ start-up and reported with the file it concerns.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from agent.catalogue_store import newest_catalogue
 from agent.config import AgentConfig
 from agent.errors import ConfigError, KeyFileError
-from agent.keys import RecipientPublicKey, load_device_key, load_recipient_public
+from agent.keys import (
+    RecipientPublicKey,
+    device_history_verifier,
+    load_device_key,
+    load_recipient_public,
+    retired_device_keys,
+)
 from agent.metrics import Metrics
 from agent.outbox import Outbox, OutboxConfig
+from agent.paths import LEDGER_FILE, OUTBOX_FILE, RELEASE_LOG_FILE
 from agent.pipeline import Pipeline
 from agent.uplink import BrokerConfig, Publisher
 from policy.catalogue import Catalogue, load_catalogue
@@ -30,9 +36,6 @@ from policy.ledger import Ledger
 from policy.minimise import Minimiser
 from policy.rights import ReleaseLog
 
-LEDGER_FILE = "consent-ledger.json"
-RELEASE_LOG_FILE = "release-log.jsonl"
-OUTBOX_FILE = "outbox.sqlite"
 _VIA_COMPANY_KINDS = frozenset({"contractor", "joint_user"})
 
 
@@ -67,7 +70,8 @@ def open_state(config: AgentConfig, metrics: Metrics, *, now: datetime) -> State
     catalogue = newest_catalogue(load_catalogue(config.catalogue), state_dir)
     public = device_key.public_key()
     ledger = Ledger.open(state_dir / LEDGER_FILE, catalogue, config.site_id, now,
-                         sign=device_key.sign, verify=_verifier(public))
+                         sign=device_key.sign,
+                         verify=device_history_verifier(public, retired_device_keys(state_dir)))
     minimiser = Minimiser(catalogue, tz=config.timezone)
     release_log = ReleaseLog(state_dir / RELEASE_LOG_FILE, catalogue, config.site_id)
     priorities = {p.id: p.priority for p in catalogue.spec.purposes}
@@ -117,14 +121,3 @@ def broker_config(config: AgentConfig) -> BrokerConfig:
                         password=password, client_cert=broker.client_cert,
                         client_key=broker.client_key, protocol=broker.protocol,
                         keepalive=broker.keepalive)
-
-
-def _verifier(public: ed25519.Ed25519PublicKey) -> Callable[[bytes, bytes], bool]:
-    def verify(message: bytes, signature: bytes) -> bool:
-        try:
-            public.verify(signature, message)
-        except InvalidSignature:
-            return False
-        return True
-
-    return verify

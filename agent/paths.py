@@ -1,0 +1,13 @@
+"""Names of the files under the state directory, shared by the daemon, doctor and provisioning.
+
+Kept free of heavy imports so ``doctor`` and ``provision`` can use them without loading the
+pipeline.
+"""
+
+from __future__ import annotations
+
+LEDGER_FILE = "consent-ledger.json"
+RELEASE_LOG_FILE = "release-log.jsonl"
+OUTBOX_FILE = "outbox.sqlite"
+ROTATED_KEYS_FILE = "keys/rotated.json"
+"""Public halves of retired device keys (JSON ``{"keys": [{"key_id", "public_key", ...}]}``)."""
