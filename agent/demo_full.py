@@ -141,7 +141,7 @@ async def _broker(args: argparse.Namespace,
         from agent.demo_broker import DemoBrokerError, embedded_broker
     except ImportError as exc:
         raise DemoError(
-            f"the embedded MQTT broker needs amqtt ({exc.name} is not installed): run "
+            f"the embedded MQTT broker needs amqtt, which cannot be imported ({exc}): run "
             "`make demo`, or `pip install 'hems-agent[demo]'`, or give --broker "
             "mqtts://HOST:PORT with --broker-ca") from exc
     try:
