@@ -98,6 +98,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--state-dir", type=Path, default=None, metavar="DIR",
                         help="keep the generated keys, configuration and state in DIR (default: "
                         "a temporary directory, deleted at exit)")
+    parser.add_argument("--echonet", action="store_true",
+                        help="also emulate an ECHONET Lite PV, battery and smart meter on "
+                             "loopback and read them beside the Modbus devices")
     parser.add_argument("--page-port", type=_port, default=None, metavar="PORT",
                         help="port of the household page on 127.0.0.1 (default: a free one)")
     broker = parser.add_argument_group("a real broker instead of the embedded one")

@@ -24,7 +24,7 @@ import tempfile
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from agent.demo_setup import RECEIVER_USER, SITE_ID, BrokerEndpoint, BrokerLogin, DemoFiles
 from agent.demo_view import JST, CloudView, Screen, ViewReceiver
@@ -92,6 +92,8 @@ async def _run(args: argparse.Namespace, out: TextIO, directory: Path) -> int:
         site = await stack.enter_async_context(
             run_site(config=HomeConfig(seed=args.seed), start=start, speed=args.speed))
         files = _write_files(args, directory, endpoint, site)
+        if args.echonet:
+            await _add_echonet(stack, files, site)
         view = CloudView(_screen(args, files, endpoint, label, kept=args.state_dir is not None),
                          files.cloud_dir, out=out, refresh=args.refresh)
         stack.callback(view.close)
@@ -168,6 +170,16 @@ def parse_login(text: str) -> BrokerLogin:
     if not Path(path).is_file():
         raise argparse.ArgumentTypeError(f"password file {path!r} does not exist")
     return BrokerLogin(username=name, password_file=Path(path))
+
+
+async def _add_echonet(stack: contextlib.AsyncExitStack, files: DemoFiles, site: Any) -> None:
+    """ECHONET Lite PV, battery and smart meter on loopback, following the same home."""
+    from agent.demo_echonet import start_echonet_site
+
+    echonet, snippet = await start_echonet_site(home=site.home)
+    stack.push_async_callback(echonet.aclose)
+    with files.config.open("a", encoding="utf-8") as config:
+        config.write("\n" + snippet)
 
 
 def _write_files(args: argparse.Namespace, directory: Path, endpoint: BrokerEndpoint,
