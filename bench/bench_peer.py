@@ -10,7 +10,8 @@ starts the simulators, a plain-TCP mosquitto with a ThingsBoard stand-in, and th
   with one key per point, and with the model's registers as one range split by
   ``maxRegistersPerRequest`` (16, its default, and 125, the Modbus maximum).
 
-``BENCH_PEER_SECONDS`` sets the measured window per configuration (default 30).
+``BENCH_PEER_SECONDS`` sets the measured window per peer configuration (default 30; ours is
+measured for twice that, at least a minute, so that its once-a-minute releases are counted).
 If the peer cannot be installed or run, the table says why and our side is still printed.
 """
 
@@ -76,6 +77,9 @@ def row(label: str, devices: int, r: dict[str, Any]) -> list[object]:
     if "error" in r:
         return [label, devices, "failed: " + r["error"][:120], "", "", "", "", ""]
     minutes = r["seconds"] / 60
+    if not devices:  # idle: nothing to poll
+        return [label, 0, "-", "-", f"{r['cpu'] / minutes:.2f}", "-", f"{r['rss_mb']:.0f}",
+                f"{r['messages'] / minutes:.1f}"]
     per_k = r["cpu"] / r["readings"] * 1000 if r["readings"] else float("nan")
     return [label, devices, f"{r['requests'] / r['seconds'] / devices:.1f}",
             f"{r['readings'] / r['seconds'] / devices:.1f}", f"{r['cpu'] / minutes:.2f}",
@@ -106,15 +110,21 @@ def main() -> None:
             if problem and label != "ours":
                 results[(label, devices)] = {"error": problem}
                 continue
+            # ours releases once a minute: measure at least a whole minute to see them
+            window = max(seconds * 2, 60.0) if label == "ours" else seconds
             try:
-                results[(label, devices)] = run(args, devices, seconds)
+                results[(label, devices)] = run(args, devices, window)
             except (subprocess.SubprocessError, OSError, ValueError) as exc:
                 results[(label, devices)] = {"error": f"{type(exc).__name__}: {exc}"}
-    print(f"Measured over {seconds:.0f} s per configuration after start-up; model 103 every "
-          "second per device; CPU = user + system of the subject process (/proc/<pid>/stat).\n")
+    idle = "thingsboard-gateway, no devices"
+    results[(idle, 0)] = {"error": problem} if problem else run(["--subject", "tb"], 0, seconds)
+    print(f"Measured over {seconds:.0f} s per peer configuration ({max(seconds * 2, 60):.0f} s "
+          "for ours) after start-up; model 103 every second per device; CPU = user + system "
+          "of the subject process (/proc/<pid>/stat).\n")
     print_table(["subject", "devices", "requests/device/s", "readings/device/s",
                  "CPU s/min", "CPU s/1,000 readings", "RSS MB", "messages/min"],
-                [row(label, d, results[(label, d)]) for label, _ in CONFIGS for d in DEVICES])
+                [*(row(label, d, results[(label, d)]) for label, _ in CONFIGS for d in DEVICES),
+                 row(idle, 0, results[(idle, 0)])])
     print("\nPeer ÷ ours (CPU per reading; Modbus requests per second):\n")
     print_table(["peer configuration", "devices", "CPU per reading", "requests"],
                 ratios(results))

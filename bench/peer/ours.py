@@ -4,7 +4,7 @@
 mapping and a :class:`drivers.device.ModbusDevice` polled every second with the read planner;
 readings go to the policy pipeline (minimiser feed, windows flushed each second, releases sealed
 with HPKE + Ed25519 and committed to the sqlite outbox), as in the daemon. Two finer grants
-than the factory ones (service 1min, support raw) make releases happen within a minute.
+than the factory ones (service 1min, support raw) make releases happen every minute.
 
 Prints one line a second: ``readings envelopes`` (totals), which the harness reads.
 """
@@ -15,9 +15,10 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import os
 import sys
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from agent.keys import ensure_device_key, generate_recipient_key
@@ -38,7 +39,9 @@ SITE = "s-bench"
 
 def pipeline(state: Path) -> Pipeline:
     state.mkdir(parents=True, exist_ok=True)
-    now = datetime.now(UTC)
+    # Opened and granted an hour ago: a window is released to a grant only if it started
+    # after the grant, so this makes the current minute's windows eligible at once.
+    now = datetime.now(UTC) - timedelta(hours=1)
     catalogue = load_catalogue()
     device_key = ensure_device_key(state / "device.key")
     ledger = Ledger.open(state / "ledger.json", catalogue, SITE, now, sign=device_key.sign)
@@ -86,6 +89,17 @@ def main() -> int:
     parser.add_argument("--state", type=Path, required=True)
     parser.add_argument("ports", type=int, nargs="+")
     args = parser.parse_args()
+    profile = os.environ.get("BENCH_PROFILE")  # a cProfile stats file, to see where CPU goes
+    if profile:
+        import cProfile
+        import signal
+
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+        with cProfile.Profile() as prof:
+            with contextlib.suppress(KeyboardInterrupt, SystemExit):
+                asyncio.run(run(args.ports, args.state))
+            prof.dump_stats(profile)
+        return 0
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run(args.ports, args.state))
     return 0
