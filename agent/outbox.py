@@ -96,6 +96,11 @@ class Outbox:
         self._clock = clock
         self._pending: list[tuple[object, ...]] = []
         self._acked: set[int] = set()
+        # Handed to the publisher by the last next_batch, and those of them the bound then
+        # dropped: if one is acknowledged after all, it arrived and is no longer a drop.
+        self._handed: set[int] = set()
+        self._dropped_handed: dict[int, str] = {}
+        self._arrived: list[str] = []
         self._tokens = 0.0
         self._refilled = clock()
         self.purged: dict[str, int] = {}
@@ -157,6 +162,7 @@ class Outbox:
     def ack(self, ids: Sequence[int]) -> None:
         """Mark envelopes as acknowledged by the broker; deleted with the next batch."""
         self._acked.update(ids)
+        self._arrived += [self._dropped_handed.pop(i) for i in ids if i in self._dropped_handed]
         if len(self._acked) >= self.config.batch_items:
             self.flush()
 
@@ -178,6 +184,7 @@ class Outbox:
                 raise
         self._pending.clear()
         self._acked.clear()
+        self._arrived.clear()
         self._seq_dirty = False
         if self.on_commit is not None:
             self.on_commit()
@@ -192,6 +199,8 @@ class Outbox:
             "INSERT INTO envelopes (topic, purpose, recipient, tier, kind, priority, created,"
             " size, payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", self._pending)
         c.executemany("DELETE FROM envelopes WHERE id = ?", [(i,) for i in self._acked])
+        c.executemany("UPDATE drops SET count = count - 1 WHERE purpose = ?",
+                      [(p,) for p in self._arrived])
         if self._seq_dirty:
             c.execute("INSERT INTO counters (name, value) VALUES ('seq_reserved', ?) "
                       "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
@@ -212,6 +221,8 @@ class Outbox:
                 if self._bytes <= self.config.max_bytes:
                     break
                 self._conn.execute("DELETE FROM envelopes WHERE id = ?", (row_id,))
+                if row_id in self._handed:
+                    self._dropped_handed[row_id] = purpose
                 self._bytes -= size
                 dropped[purpose] = dropped.get(purpose, 0) + 1
         self._conn.executemany(
@@ -236,6 +247,7 @@ class Outbox:
         room = min(limit - len(live), int(self._tokens))
         backlog = self._select("created < ?", horizon, room) if room > 0 else []
         self._tokens -= len(backlog)
+        self._handed, self._dropped_handed = {item.id for item in live + backlog}, {}
         return live + backlog
 
     def _select(self, where: str, arg: float, limit: int) -> list[OutboxItem]:
