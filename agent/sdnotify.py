@@ -24,10 +24,14 @@ class Notifier:
         return self._address is not None
 
     def send(self, *fields: str) -> None:
-        """Send ``KEY=value`` lines; errors are ignored (systemd may be restarting)."""
+        """Send ``KEY=value`` lines; errors and a full queue are ignored (systemd may be
+        restarting or busy; the next tick sends again)."""
         if self._address is None:
             return
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            # Never block the event loop: when the manager's queue is full (10 datagrams by
+            # default) a blocking send waits until it reads, freezing the whole daemon.
+            sock.setblocking(False)
             try:
                 sock.connect(self._address)
                 sock.sendall("\n".join(fields).encode())

@@ -57,8 +57,10 @@ class State:
     """The household page's service, once the page runs (``agent.web.HouseholdService``)."""
 
     def close(self) -> None:
-        self.outbox.close()
-        self.ledger.close()
+        try:
+            self.outbox.close()  # fails when the outbox's storage does; the ledger still closes
+        finally:
+            self.ledger.close()
 
 
 def open_state(config: AgentConfig, metrics: Metrics, *, now: datetime) -> State:

@@ -30,6 +30,7 @@ from drivers.profiles import Profile
 from drivers.registers import RegisterPoint, RegisterReader
 
 log = logging.getLogger(__name__)
+_PLAN_CACHE = 32  # distinct due sets remembered per device (a handful in practice)
 
 
 class TableReader(RegisterReader, Protocol):
@@ -95,6 +96,7 @@ class ModbusDevice:
         self._slack = slack
         self._next = [-math.inf] * len(self.points)
         self._stats = DeviceStats()
+        self._plans: dict[tuple[int, ...], tuple[list[_Batch], int, int]] = {}
 
     @classmethod
     def from_profile(cls, profile: Profile, *, name: str, reader: TableReader, unit: int,
@@ -136,6 +138,18 @@ class ModbusDevice:
         return readings
 
     def _plan(self, due: tuple[int, ...]) -> list[_Batch]:
+        # The same points fall due cycle after cycle; planning is the costliest step of a
+        # poll (an optimisation over the spans), so each distinct due set is planned once.
+        cached = self._plans.get(due)
+        if cached is None:
+            if len(self._plans) >= _PLAN_CACHE:
+                self._plans.clear()
+            cached = self._plans[due] = self._make_plan(due)
+        batches, minimum, naive = cached
+        self._stats = _replace(self._stats, polls=1, minimum=minimum, naive=naive)
+        return batches
+
+    def _make_plan(self, due: tuple[int, ...]) -> tuple[list[_Batch], int, int]:
         by_function: dict[str, list[int]] = defaultdict(list)
         for i in due:
             by_function[self.points[i].function].append(i)
@@ -149,8 +163,7 @@ class ModbusDevice:
                 served = tuple(i for i in indexes if any(
                     request.address <= a < request.end for a, _ in self.points[i].spans()))
                 batches.append(_Batch(function=function, request=request, points=served))
-        self._stats = _replace(self._stats, polls=1, minimum=minimum, naive=naive)
-        return batches
+        return batches, minimum, naive
 
     async def _read(self, batches: list[_Batch]) -> tuple[dict[str, dict[int, int]], set[int]]:
         """Run the batches; return the register images by function and the failed points."""

@@ -122,6 +122,27 @@ async def test_notify_ready_once_status_watchdog_and_stopping(
     assert notify.fields("STOPPING")[0][0] > ready[0][0]
 
 
+async def test_a_manager_that_does_not_read_its_socket_never_freezes_the_daemon(
+        tmp_path: Path, broker: Mosquitto) -> None:
+    metrics_port = free_port()
+    with _short_dir() as directory:
+        deaf = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        deaf.bind(str(directory / "notify"))  # bound, never read: its queue fills up
+        files = make_site(tmp_path / "gw", broker, site_id=SITE, devices=[])
+        set_metrics_listen(files, metrics_port)
+        # Pings every 0.1 s: the queue (10 datagrams) is full within a second.
+        daemon = await DaemonProcess.start(files, speed=None, start=None, env={
+            "NOTIFY_SOCKET": str(directory / "notify"), "WATCHDOG_USEC": "200000"})
+        try:
+            await daemon.wait_line("ready:")
+            await asyncio.sleep(2.0)
+            await metric(metrics_port, "hems_outbox_depth")  # the loop still answers
+        finally:
+            code = await daemon.terminate(limit=25)
+            deaf.close()
+    assert code == 0, daemon.output()
+
+
 async def test_a_secret_readable_by_others_exits_2_naming_the_file(tmp_path: Path) -> None:
     broker = Mosquitto(tmp_path / "broker", broker_users(SITE))  # never started
     files = make_site(tmp_path / "gw", broker, site_id=SITE, devices=[])
