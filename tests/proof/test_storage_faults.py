@@ -1,0 +1,151 @@
+"""Storage faults: the state directory on a 2 MiB tmpfs fills up, then turns read-only.
+
+Storage failure is fatal by design: the daemon must exit non-zero naming the reason, leave the
+consent ledger and the outbox intact (they verify and open cleanly), and once space (or write
+access) is back, a restart must succeed and drain what was committed, exactly once.
+
+Needs root (mount); skipped otherwise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+from collections.abc import AsyncIterator, Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from agent.config import load_config
+from agent.metrics import Metrics
+from agent.state import open_state
+from drivers.sim.server import run_site
+from tests.e2e.daemon_helpers import DaemonProcess, sim_devices, wait_for
+from tests.proof.fault_rig import (
+    check_exactly_once,
+    check_state,
+    logged,
+    outbox_depth,
+    quick_cloud,
+    received,
+    recipient_names,
+)
+from tests.support.mosquitto import Mosquitto
+from tests.support.site import SiteFiles, broker_users, make_site
+
+pytestmark = [pytest.mark.proof, pytest.mark.mosquitto]
+
+SITE = "site-disk-1"
+SPEED = 1440.0
+START = datetime.fromisoformat("2026-06-01T23:56:00+09:00")
+LEFT_FREE = 256 * 1024  # what the filler leaves of the 2 MiB
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> AsyncIterator[Mosquitto]:
+    mosquitto = Mosquitto(tmp_path / "broker", broker_users(SITE))
+    mosquitto.start()
+    yield mosquitto  # type: ignore[misc]
+    mosquitto.stop()
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    mount = tmp_path / "gw" / "state"
+    mount.mkdir(parents=True)
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m,mode=0700", "tmpfs",
+                           str(mount)], capture_output=True, check=False)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def _remount(mount: Path, mode: str) -> None:
+    subprocess.run(["mount", "-o", f"remount,{mode}", str(mount)], check=True)
+
+
+def _fill(mount: Path) -> Path:
+    """A file taking all but LEFT_FREE bytes of the filesystem."""
+    stat = os.statvfs(mount)
+    free = stat.f_bavail * stat.f_frsize
+    filler = mount / "filler"
+    filler.write_bytes(b"\0" * max(0, free - LEFT_FREE))
+    return filler
+
+
+def _install(files: SiteFiles) -> None:
+    at = START - timedelta(minutes=1)
+    state = open_state(load_config(files.config), Metrics(), now=at)
+    state.ledger.set_grant("support", "support_centre", "raw", source="installer", now=at)
+    state.close()
+
+
+async def _until_it_dies(files: SiteFiles, start: datetime, limit: float) -> DaemonProcess:
+    daemon = await DaemonProcess.start(files, speed=SPEED, start=start)
+    await daemon.wait_line("ready:")
+    code = await daemon.wait(limit)
+    assert code != 0, daemon.output()
+    return daemon
+
+
+async def _recover(files: SiteFiles, start: datetime, c: object) -> None:
+    """Restart; it must reach ready and drain everything committed."""
+    daemon = await DaemonProcess.start(files, speed=SPEED, start=start)
+    try:
+        await daemon.wait_line("ready:")
+        names = recipient_names(files)
+        await wait_for(lambda: set(logged(files)) <= set(received(c, names)),  # type: ignore[arg-type]
+                       "every committed release at the receiver", 90)
+        await wait_for(lambda: outbox_depth(files) == 0, "a drained outbox", 60)
+    finally:
+        code = await daemon.terminate()
+    assert code == 0, daemon.output()
+
+
+@pytest.mark.timeout(400)
+async def test_disk_full_and_read_only_state_are_fatal_clear_and_recoverable(
+        tmp_path: Path, broker: Mosquitto, small_disk: Path) -> None:
+    async with run_site(speed=SPEED, start=START) as site:
+        files = make_site(tmp_path / "gw", broker, site_id=SITE,
+                          devices=sim_devices(site, poll=0.05))
+        _install(files)
+        async with quick_cloud(files, broker, tmp_path / "seen.db") as c:
+            # 1. disk full, broker down so the outbox grows until the filesystem is full
+            broker.stop()
+            filler = _fill(small_disk)
+            full = await _until_it_dies(files, START, 120)
+            reason = full.output().lower()
+            assert "no space" in reason or "disk is full" in reason or "full" in reason, reason
+            check_state(files)
+            filler.unlink()
+            broker.start()
+            await _recover(files, START + timedelta(days=1), c)
+            # 2. the state directory turns read-only under a running daemon
+            daemon = await DaemonProcess.start(files, speed=SPEED, start=START + timedelta(days=2))
+            await daemon.wait_line("ready:")
+            await asyncio.sleep(2)
+            _remount(small_disk, "ro")
+            try:
+                code = await daemon.wait(60)
+            finally:
+                _remount(small_disk, "rw")
+            assert code != 0, daemon.output()
+            readonly = daemon.output().lower()
+            assert "read-only" in readonly or "readonly" in readonly, readonly
+            check_state(files)
+            await _recover(files, START + timedelta(days=3), c)
+    check_exactly_once(c, files)
+    print(f"\nstorage: disk full exit {full.proc.returncode}: {_last_error(full)}; read-only exit "
+          f"{code}: {_last_error(daemon)}")
+
+
+def _last_error(daemon: DaemonProcess) -> str:
+    errors = [line for line in daemon.lines if "error" in line.lower()]
+    return errors[-1] if errors else daemon.lines[-1]
