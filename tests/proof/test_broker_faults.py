@@ -108,6 +108,10 @@ async def test_a_day_offline_drops_in_order_counts_and_drains(
                 names = recipient_names(files)
                 drops = outbox_drops(files)
                 await wait_for(lambda: outbox_depth(files) == 0, "a drained outbox", 120)
+                # acknowledged by the broker is not yet at the receiver: wait for it
+                await wait_for(lambda: len(set(logged(files)) - set(received(c, names)))
+                               == sum(outbox_drops(files).values()),
+                               "everything not dropped at the receiver", 60)
                 counted = {p: await metric(metrics_port, "hems_outbox_dropped_total", purpose=p)
                            for p in drops}
             finally:
