@@ -138,7 +138,12 @@ class Stamper:
             held, self._held, self._held_count = self._held, [], 0
             for at, batch in held:
                 self._emit(at, batch)
-        self._emit(taken, readings)
+        # Stamped at hand-over, not when the poll began (``taken``): while the poll ran, a
+        # tick may have released the window ``taken`` falls in, and a reading stamped there
+        # would open that window again and have it released twice. A poll takes well under
+        # a second. (Held readings keep their instants: no tick runs before the clock is
+        # trusted, so none of their windows was released.)
+        self._emit(self._clock.monotonic(), readings)
 
     def _hold(self, taken: float, readings: Sequence[Reading]) -> None:
         self._held.append((taken, readings))

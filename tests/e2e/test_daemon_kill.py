@@ -116,6 +116,7 @@ def _check(files: SiteFiles, c: Cloud, names: dict[str, str], ready: int) -> Non
     assert sum(logged.values()) >= 20, "too few releases to prove anything"
     assert not set(logged) - set(received), "committed releases never arrived"
     assert max(logged.values()) == 1 and max(received.values()) == 1  # no window twice
-    assert {w[0] for w in received} == {"service", "improvement"}
+    # Day windows are released only by a life that spans midnight: improvement may be absent.
+    assert "service" in {w[0] for w in received} <= {"service", "improvement"}
     assert set(c.receiver.rejected) <= {"replay"}  # resent after a kill, dropped as seen
     assert _depth(files) == 0

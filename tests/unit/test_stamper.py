@@ -1,0 +1,45 @@
+"""The stamper in front of the policy engine: a poll that spans a window's release."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from agent.clock import SimulatedClock
+from agent.sources import Stamper
+from drivers.models import PointKind, Reading
+from policy.catalogue import load_catalogue
+from policy.ledger import Ledger
+from policy.minimise import Minimiser
+
+WINDOW = datetime(2026, 6, 1, 0, 0, tzinfo=UTC)  # a 30-minute window [00:00, 00:30)
+
+
+def _reading() -> Reading:
+    return Reading(device="inverter", point="pv.power", kind=PointKind.POWER, value=1200.0,
+                   unit="W", ts=WINDOW)
+
+
+def test_a_poll_that_spans_a_release_does_not_release_the_window_again(
+        tmp_path: Path) -> None:
+    catalogue = load_catalogue()
+    ledger = Ledger.open(tmp_path / "ledger.json", catalogue, "s-1", WINDOW - timedelta(hours=1))
+    minimiser = Minimiser(catalogue, tz="UTC")
+    mono = [0.0]
+    clock = SimulatedClock(WINDOW, 1.0, monotonic=lambda: mono[0])
+    stamper = Stamper(clock, minimiser.feed)
+
+    def flush(at: float) -> set[tuple[datetime, datetime]]:
+        mono[0] = at
+        now = clock.stamp(at)
+        assert now is not None
+        return {(r.start, r.end) for r in minimiser.flush(now, ledger.grants(now))}
+
+    mono[0] = 27 * 60.0
+    stamper(mono[0], [_reading()])
+    taken = 29 * 60 + 59.0  # a poll begins a second before the window ends...
+    assert flush(30 * 60 + 1.0) == {(WINDOW, WINDOW + timedelta(minutes=30))}  # ...a tick
+    mono[0] = 30 * 60 + 2.0
+    stamper(taken, [_reading()])  # ...and the poll's readings are handed over after it
+    assert flush(30 * 60 + 6.0) == set()  # the window is not released a second time
+    assert flush(61 * 60.0) == {(WINDOW + timedelta(minutes=30), WINDOW + timedelta(hours=1))}
