@@ -114,8 +114,12 @@ class Outbox:
                 "SELECT COALESCE(SUM(size), 0) FROM envelopes").fetchone()[0])
             # Numbers below the stored reservation may have been used before a crash.
             self._seq_reserved = self._counter("seq_reserved")
+            self._marks: dict[str, int] = dict(self._conn.execute(
+                "SELECT substr(name, 6), value FROM counters WHERE name LIKE 'mark:%'"
+            ).fetchall())
         self._seq_next = self._seq_reserved
         self._seq_dirty = False
+        self._marks_pending: dict[str, int] = {}
 
     @contextmanager
     def _db_errors(self, action: str) -> Iterator[None]:
@@ -148,9 +152,21 @@ class Outbox:
         self._seq_next += 1
         return value
 
+    def mark(self, key: str) -> int | None:
+        """The high-water mark committed for ``key`` (see :meth:`enqueue`), if any."""
+        return self._marks_pending.get(key, self._marks.get(key))
+
     def enqueue(self, payload: bytes, *, topic: str, purpose: str, recipient: str, tier: str,
-                kind: str, priority: int | None = None) -> None:
-        """Queue an envelope; it is committed with the next batch (see :meth:`flush`)."""
+                kind: str, priority: int | None = None,
+                mark: tuple[str, int] | None = None) -> None:
+        """Queue an envelope; it is committed with the next batch (see :meth:`flush`).
+
+        ``mark`` = (key, value) is committed in the same transaction as the envelope: the
+        pipeline records there the end of the last window released per purpose, recipient and
+        tier, so after a crash it never releases a window twice.
+        """
+        if mark is not None:
+            self._marks_pending[mark[0]] = mark[1]
         if priority is None:
             priority = (CONTROL_PRIORITY if kind in _CONTROL_KINDS
                         else self.config.priorities.get(purpose, 0))
@@ -168,7 +184,7 @@ class Outbox:
 
     def flush(self) -> None:
         """Commit pending enqueues and acks in one transaction; returns after the commit."""
-        if not self._pending and not self._acked and not self._seq_dirty:
+        if not (self._pending or self._acked or self._seq_dirty or self._marks_pending):
             return
         with self._db_errors("commit"):
             self._conn.execute("BEGIN IMMEDIATE")
@@ -186,6 +202,8 @@ class Outbox:
         self._acked.clear()
         self._arrived.clear()
         self._seq_dirty = False
+        self._marks.update(self._marks_pending)
+        self._marks_pending.clear()
         if self.on_commit is not None:
             self.on_commit()
 
@@ -205,6 +223,9 @@ class Outbox:
             c.execute("INSERT INTO counters (name, value) VALUES ('seq_reserved', ?) "
                       "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
                       (self._seq_reserved,))
+        c.executemany("INSERT INTO counters (name, value) VALUES (?, ?) "
+                      "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                      [(f"mark:{k}", v) for k, v in self._marks_pending.items()])
         self._bytes = self._sum_bytes()
         if self._bytes > self.config.max_bytes:
             self._enforce_bound()

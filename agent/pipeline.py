@@ -59,6 +59,8 @@ class Pipeline:
             ("hems_readings_total", "counter", "Readings handed to the policy engine"),
             ("hems_releases_total", "counter", "Releases sealed into the outbox, per purpose"),
             ("hems_release_bytes_total", "counter", "Envelope bytes released, per purpose"),
+            ("hems_releases_repeated_total", "counter",
+             "Windows not released again: they end before the last one sent (clock behind)"),
             ("hems_releases_unroutable_total", "counter",
              "Releases with no configured key for their recipient (not sent)"),
             ("hems_consent_changes_total", "counter", "Consent changes applied, per source"),
@@ -74,7 +76,8 @@ class Pipeline:
     def tick(self, now: datetime) -> int:
         """Apply expiries, close windows that ended, seal and queue their releases."""
         self.apply_changes(self.ledger.expire(now))
-        releases = self.minimiser.flush(now, self.ledger.grants(now))
+        releases = [r for r in self.minimiser.flush(now, self.ledger.grants(now))
+                    if self._not_yet_released(r)]
         queued = [(r, size) for r in releases if (size := self._queue_release(r)) is not None]
         if queued:
             # Logged only once committed: the release log never lists what a power cut took.
@@ -109,6 +112,17 @@ class Pipeline:
         for purpose, count in self.outbox.purged.items():
             self.metrics.set("hems_outbox_purged_total", count, purpose=purpose)
 
+    def _not_yet_released(self, release: Release) -> bool:
+        """False for a window that ends at or before one already released for the same
+        purpose, recipient and tier (after a restart with a clock that is behind)."""
+        mark = self.outbox.mark(_mark_key(release))
+        if mark is None or int(release.end.timestamp()) > mark:
+            return True
+        self.metrics.inc("hems_releases_repeated_total", purpose=release.purpose)
+        log.warning("not releasing a %s window of %s again: it ends before the last one sent",
+                    release.tier.value, release.purpose)
+        return False
+
     def _queue_release(self, release: Release) -> int | None:
         """Seal and queue one release; its envelope size, or None if it has no recipient key."""
         key = self.recipients.get(release.recipient)
@@ -127,7 +141,8 @@ class Pipeline:
         payload = seal(header, release.to_dict(), recipient=key, device_key=self.device_key)
         self.outbox.enqueue(payload, topic=topic_for(self.site_id, release.purpose, "data"),
                             purpose=release.purpose, recipient=release.recipient,
-                            tier=release.tier.value, kind="data")
+                            tier=release.tier.value, kind="data",
+                            mark=(_mark_key(release), int(release.end.timestamp())))
         self.metrics.inc("hems_releases_total", purpose=release.purpose)
         self.metrics.inc("hems_release_bytes_total", len(payload), purpose=release.purpose)
         return len(payload)
@@ -156,3 +171,7 @@ class Pipeline:
             self._unroutable.add((purpose, recipient))
             log.warning("no key configured for recipient %s: %s releases to it are not sent",
                         recipient, purpose)
+
+
+def _mark_key(release: Release) -> str:
+    return f"{release.purpose}/{release.recipient}/{release.tier.value}"
