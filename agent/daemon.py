@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import signal
 import time
@@ -147,7 +148,8 @@ class Daemon:
         from agent.web import HouseholdService, WebSettings, create_app, serve
 
         web = self.config.web
-        settings = WebSettings.from_config(web, hostnames=web.hostnames)
+        settings = dataclasses.replace(WebSettings.from_config(web, hostnames=web.hostnames),
+                                       clock=lambda: datetime.now(UTC))
         household = HouseholdService(
             ledger=state.ledger, release_log=state.release_log, outbox=state.outbox,
             on_consent_change=lambda change: state.pipeline.apply_changes([change]),

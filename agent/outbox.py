@@ -299,8 +299,9 @@ class Outbox:
             count = self._conn.execute(f"DELETE FROM envelopes WHERE {where}", args).rowcount
             self._bytes = self._sum_bytes()
         self.purged[purpose] = self.purged.get(purpose, 0) + count
-        log.info("outbox purge for purpose %s%s: removed %d queued envelopes", purpose,
-                 f" (tiers {', '.join(tiers)})" if tiers is not None else "", count)
+        log.log(logging.INFO if count else logging.DEBUG,
+                "outbox purge for purpose %s%s: removed %d queued envelopes", purpose,
+                f" (tiers {', '.join(tiers)})" if tiers is not None else "", count)
         return int(count)
 
     def stats(self) -> OutboxStats:

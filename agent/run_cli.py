@@ -56,8 +56,10 @@ def main(args: argparse.Namespace) -> int:
         cause = first_leaf(exc)
         if isinstance(cause, OutboxError):
             log.critical("outbox storage failed: %s", cause)
+        elif isinstance(cause, TimeoutError):
+            log.critical("cannot run: a task did not start or stop in time")
         elif isinstance(cause, AgentError | PolicyError | OSError):
-            log.critical("cannot run: %s", cause)
+            log.critical("cannot run: %s", cause or type(cause).__name__)
         else:
             log.critical("unexpected failure", exc_info=cause)
         return 1

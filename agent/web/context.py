@@ -32,10 +32,11 @@ class PageContext:
     def __init__(self, service: HouseholdService, settings: WebSettings) -> None:
         self.service = service
         self.settings = settings
-        self.sessions = SessionStore(key=settings.session_key, clock=service.now,
+        clock = settings.clock or service.now
+        self.sessions = SessionStore(key=settings.session_key, clock=clock,
                                      idle=settings.session_idle,
                                      absolute=settings.session_absolute)
-        self.throttle = LoginThrottle(clock=service.now, max_failures=settings.max_failures,
+        self.throttle = LoginThrottle(clock=clock, max_failures=settings.max_failures,
                                       lockout=settings.lockout)
         self.login_lock = asyncio.Lock()
         self.cookie = "__Host-hems_session" if settings.tls else "hems_session"

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import ipaddress
 import secrets
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from agent.config import Web
 from agent.web.errors import WebError
@@ -34,6 +34,10 @@ class WebSettings:
     max_failures: int = 10
     lockout: timedelta = timedelta(minutes=15)
     default_lang: str = "ja"
+    clock: Callable[[], datetime] | None = None
+    """Clock of sessions and the login back-off. ``None``: the household service's clock. The
+    daemon passes real time here, so sessions last their real length even when consent and
+    windows run on simulated time (demos)."""
 
     @property
     def scheme(self) -> str:
