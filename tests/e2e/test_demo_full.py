@@ -10,8 +10,11 @@ import re
 import signal
 import subprocess
 import sys
+import time
+import urllib.parse
 import urllib.request
 from datetime import datetime
+from http.cookiejar import CookieJar
 from pathlib import Path
 
 HEMS_AGENT = Path(sys.executable).parent / "hems-agent"
@@ -49,6 +52,22 @@ def _finish(proc: subprocess.Popen[str], timeout: float) -> tuple[str, str]:
             proc.wait()
 
 
+def _session_outlives_simulated_time(url: str, code: str) -> None:
+    """Log in; three real seconds later (three simulated hours) the session still holds."""
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(CookieJar()))
+    with opener.open(url + "login", timeout=10) as response:
+        token = re.search(r'name="csrf" value="([^"]+)"', response.read().decode())
+    assert token is not None
+    form = urllib.parse.urlencode({"csrf": token.group(1), "code": code}).encode()
+    login = urllib.request.Request(url + "login", data=form, headers={"Origin": url.rstrip("/")})
+    with opener.open(login, timeout=30) as response:
+        assert response.status == 200
+    time.sleep(3)
+    with opener.open(url, timeout=10) as response:
+        assert response.url == url, "logged out after three real seconds"
+        assert 'name="purpose"' in response.read().decode()
+
+
 def test_demo_serves_the_page_and_the_cloud_receives_service_data() -> None:
     proc = _start("--duration", "30")
     head, page = _read_until(proc, PAGE)
@@ -56,6 +75,7 @@ def test_demo_serves_the_page_and_the_cloud_receives_service_data() -> None:
     with urllib.request.urlopen(url + "login", timeout=10) as response:
         assert response.status == 200
         assert "<form" in response.read().decode()
+    _session_outlives_simulated_time(url, code)
     rest, err = _finish(proc, timeout=60)
     out = head + rest
     assert proc.returncode == 0, err
