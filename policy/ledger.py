@@ -22,7 +22,7 @@ from tinydb import TinyDB
 
 from policy.catalogue import Catalogue, Purpose, Recipient, canonical_json, material_change
 from policy.chain import check_chain, check_meta, load_catalogue_snapshot
-from policy.errors import ConsentError
+from policy.errors import ConsentError, LedgerIntegrityError
 from policy.records import (
     GENESIS,
     ConsentChange,
@@ -333,10 +333,14 @@ class Ledger:
     def _load(self) -> bool:
         docs = self._read_records()
         metas = self._db.table("meta").all()
-        cats = {d["hash"]: d["content"] for d in self._db.table("catalogues").all()}
+        source = str(self._path)
+        try:
+            cats = {d["hash"]: d["content"] for d in self._db.table("catalogues").all()}
+        except (KeyError, TypeError) as exc:
+            raise LedgerIntegrityError(source, "catalogues",
+                                       f"a stored catalogue is damaged (field {exc})") from exc
         if not docs and not metas:
             return False
-        source = str(self._path)
         check_chain(docs, source, self._verify)
         meta = check_meta(metas[0] if metas else None, docs, source, self._verify)
         if meta["subject"] != self._subject:

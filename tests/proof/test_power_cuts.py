@@ -103,7 +103,7 @@ class Lives:
             await asyncio.sleep(self.rng.uniform(0.05, 1.5))
         else:
             await daemon.wait_line("ready:")  # the ledger loaded after the previous kill
-            self.tally["ready"] += 1
+            self.tally["reached ready"] += 1
             if kind == "page":
                 await self._page_change(life)
                 await asyncio.sleep(self.rng.uniform(0.0, 0.05))
