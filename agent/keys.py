@@ -230,14 +230,28 @@ def ensure_device_key(path: Path) -> ed25519.Ed25519PrivateKey:
 
 def write_private_file(path: Path, data: bytes) -> None:
     """Write ``data`` atomically with mode 0600 (temp file, fsync, rename)."""
+    write_file_atomic(path, data, mode=0o600)
+
+
+def write_file_atomic(path: Path, data: bytes, *, mode: int) -> None:
+    """Write ``data`` to ``path`` so a power cut leaves the old or the new file, never a torn
+    one: a temp file with ``mode``, fsync, rename, then fsync of the directory."""
     tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
-        os.write(fd, data)
+        os.fchmod(fd, mode)  # a temp file left by a crash keeps its old mode otherwise
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
         os.fsync(fd)
     finally:
         os.close(fd)
     os.replace(tmp, path)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
 
 
 def _read(path: Path) -> bytes:

@@ -372,15 +372,10 @@ def _chown(plan: Plan, config: AgentConfig) -> None:
 
 
 def _write_public(path: Path, data: bytes) -> None:
-    """Atomic write, mode 0644 (temp file, fsync, rename)."""
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+    """Atomic write, mode 0644 (configuration, public keys, certificates)."""
+    from agent.keys import write_file_atomic
+
+    write_file_atomic(path, data, mode=0o644)
 
 
 def to_toml(raw: dict[str, Any]) -> str:
