@@ -331,14 +331,15 @@ class Ledger:
         return sorted(((doc.doc_id, dict(doc)) for doc in docs), key=lambda d: d[0])
 
     def _load(self) -> bool:
-        docs = self._read_records()
-        metas = self._db.table("meta").all()
         source = str(self._path)
         try:
+            docs = self._read_records()
+            metas = self._db.table("meta").all()
             cats = {d["hash"]: d["content"] for d in self._db.table("catalogues").all()}
-        except (KeyError, TypeError) as exc:
-            raise LedgerIntegrityError(source, "catalogues",
-                                       f"a stored catalogue is damaged (field {exc})") from exc
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            # a damaged table name, document id or field: the file is not what was written
+            raise LedgerIntegrityError(source, "(file structure)",
+                                       f"damaged: {type(exc).__name__}: {exc}") from exc
         if not docs and not metas:
             return False
         check_chain(docs, source, self._verify)

@@ -27,3 +27,11 @@ def test_ledger_with_a_damaged_field_name_is_an_integrity_error() -> None:
     catalogue = data["catalogues"]["1"]
     catalogue["c\x00ntent"] = catalogue.pop("content")
     f.check_ledger(json.dumps(data).encode())
+
+
+def test_ledger_with_a_damaged_document_id_is_an_integrity_error() -> None:
+    """Found by the fuzzer: a flipped byte in a document id (TinyDB parses ids with int())
+    must give the ledger's own error, not a ValueError."""
+    data = json.loads(f.ledger_bytes()[0])
+    data["catalogues"]["1q"] = data["catalogues"].pop("1")
+    f.check_ledger(json.dumps(data).encode())
