@@ -5,7 +5,8 @@ poller need nothing SunSpec-specific. Each point's decoder reads its registers a
 its scale-factor register (listed in ``extra`` so the poller reads it too); values come out in
 SI units with the canonical signs. The sign conventions of the SunSpec models already match:
 meter ``W`` (201-204) is positive when importing, battery ``W`` (802) positive when discharging,
-DER ``W`` (701) positive when generating. Enumerations become their symbol names (``"MPPT"``),
+DER ``W`` (701) positive when generating. Enumerations become their symbol names (``"MPPT"``;
+a value the model does not define is garbage, an error reading),
 bitfields the comma-separated names of the set flags (``""`` when none is set).
 
 Rules are data, in priority order: where several models provide a point, the first rule whose
@@ -125,7 +126,10 @@ class SunSpecDecoder:
         if isinstance(value, str):
             return value.strip() or None
         if self.point.type.startswith("enum"):
-            return self.point.symbol(int(value)) or f"UNKNOWN_{int(value)}"
+            symbol = self.point.symbol(int(value))
+            if symbol is None:  # not a value the model defines: garbage, not a state
+                raise ValueError(f"{self.point.name}: {int(value)} is not a value of the model")
+            return symbol
         if self.point.type.startswith("bitfield"):
             return ",".join(_flag_names(self.point, int(value)))
         if self.point.sf is not None:

@@ -174,7 +174,8 @@ def der_device() -> Image:
                     ("PF_SF",): u16(-3), ("InvSt",): u16(3), ("TotWhInj",): [0, 0, 0, 9000],
                     ("TotWh_SF",): u16(0)})
     image.add(702, {("WMaxRtg",): u16(6000), ("W_SF",): u16(0)})
-    image.add(802, {("SoH",): u16(0xFFFF), ("SoH_SF",): u16(0), ("WHRtg",): u16(0xFFFF)})
+    image.add(802, {("SoH",): u16(0xFFFF), ("SoH_SF",): u16(0), ("WHRtg",): u16(0xFFFF),
+                    ("ChaSt",): u16(4)})
     image.add(713, {("WHRtg",): u16(100), ("WH_SF",): u16(2), ("SoH",): u16(97),
                     ("Pct_SF",): u16(0)})
     ports = [(0, 1000), (1, 500), (0, 2000)]  # (PrtTyp, DCW): PV, ESS, PV
@@ -211,6 +212,15 @@ def test_without_blocks_first_rule_wins_and_counted_ports_are_unknown() -> None:
     points = by_name(map_points(image.device()))
     assert points["battery.soh"].address == image.models[3].start + 2 + 11  # 802 SoH
     assert not any(name.startswith("pv.mppt.") for name in points)
+
+
+def test_an_enumeration_value_the_model_does_not_define_is_an_error() -> None:
+    image = der_device()
+    points = by_name(map_points(image.device(), image.blocks()))
+    state = points["battery.state"]
+    assert state.decode(image.registers) == "CHARGING"
+    with pytest.raises(ValueError, match="not a value of the model"):
+        state.decode({**image.registers, state.address: 4242})
 
 
 def test_garbage_and_missing_registers_raise_value_error() -> None:
