@@ -39,6 +39,8 @@ class DaemonOptions:
 
     tick_interval: float = 5.0
     shutdown_timeout: float = 20.0
+    drain_on_stop: float = 2.0
+    """While stopping, how long the uplink may go on sending what is queued (if connected)."""
     speed: float = 1.0
     """Simulated time (demos, tests): stamps run this many times faster than real time."""
     start: datetime | None = None
@@ -99,7 +101,18 @@ class Daemon:
                 state.pipeline.tick(self._now())  # windows that ended are still released
                 await _cancel([flusher])  # commits what is pending
                 await _cancel(side)
+                await self._last_uploads(state)
                 await _cancel([uplink])  # leaves `async with client`: DISCONNECT is sent
+
+    async def _last_uploads(self, state: State) -> None:
+        """Give a connected uplink a moment to send the windows released while stopping."""
+        if not state.publisher.connected.is_set():
+            return
+        state.publisher.notify()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.options.drain_on_stop):
+                while state.outbox.unacknowledged() > 0:  # noqa: ASYNC110 (bounded, 50 ms)
+                    await asyncio.sleep(0.05)
 
     def _start_pollers(self, group: asyncio.TaskGroup, state: State,
                        ready: list[asyncio.Event]) -> list[asyncio.Task[None]]:

@@ -304,6 +304,13 @@ class Outbox:
                 f" (tiers {', '.join(tiers)})" if tiers is not None else "", count)
         return int(count)
 
+    def unacknowledged(self) -> int:
+        """Committed envelopes the broker has not acknowledged yet (acks not yet committed
+        count as acknowledged)."""
+        with self._db_errors("read"):
+            depth = int(self._conn.execute("SELECT COUNT(*) FROM envelopes").fetchone()[0])
+        return max(0, depth - len(self._acked)) + len(self._pending)
+
     def stats(self) -> OutboxStats:
         """Depth, stored bytes, pending (uncommitted) items, oldest age and drops."""
         with self._db_errors("read"):

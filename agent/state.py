@@ -8,9 +8,11 @@ start-up and reported with the file it concerns.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -18,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from agent.catalogue_store import newest_catalogue
 from agent.config import AgentConfig
-from agent.errors import ConfigError, KeyFileError
+from agent.errors import ConfigError, KeyFileError, OutboxError
 from agent.keys import (
     RecipientPublicKey,
     device_history_verifier,
@@ -67,6 +69,7 @@ def open_state(config: AgentConfig, metrics: Metrics, *, now: datetime) -> State
     """Open keys and state files; raises ConfigError/KeyFileError/PolicyError/OutboxError."""
     state_dir = config.state_dir
     state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    check_writable(state_dir)
     device_key = load_device_key(config.device_key_file)
     recipients = load_recipients(config)
     catalogue = newest_catalogue(load_catalogue(config.catalogue), state_dir)
@@ -123,3 +126,20 @@ def broker_config(config: AgentConfig) -> BrokerConfig:
                         password=password, client_cert=broker.client_cert,
                         client_key=broker.client_key, protocol=broker.protocol,
                         keepalive=broker.keepalive)
+
+
+def check_writable(state_dir: Path) -> None:
+    """Fail at start-up, naming the cause, when the state directory cannot take a write (a
+    read-only remount after SD card errors, a full disk, wrong ownership)."""
+    probe = state_dir / ".write-check"
+    try:
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, b"\0")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        probe.unlink()
+    except OSError as exc:
+        raise OutboxError(f"state directory {state_dir} cannot be written: "
+                          f"{exc.strerror or exc}") from exc

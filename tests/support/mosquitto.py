@@ -109,6 +109,9 @@ class Mosquitto:
             f"user {_user()}\nper_listener_settings false\nallow_anonymous false\n"
             f"password_file {password_file}\nacl_file {directory / 'acl'}\n"
             f"persistence true\npersistence_location {directory}/\nautosave_interval 1\n"
+            # a receiver that is away while gateways drain an outage backlog must not lose
+            # it to the default queue of 1,000 messages per client (see docs/broker.md)
+            f"max_queued_messages 1000000\n"
             f"log_dest file {self.log}\nlog_type all\n"
             f"listener {self.port} 127.0.0.1\ncertfile {cert}\nkeyfile {key}\n"
             f"require_certificate false\n",
