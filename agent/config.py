@@ -172,6 +172,20 @@ class AgentConfig(_Model):
             return [{"transport": "tcp", **d} if isinstance(d, dict) else d for d in value]
         return value
 
+    @field_validator("metrics_listen")
+    @classmethod
+    def _metrics_listen(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        host, sep, port = value.rpartition(":")
+        if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError("must be ADDRESS:PORT, e.g. 127.0.0.1:9105, or empty to turn off")
+        try:
+            ipaddress.ip_address(host.strip("[]"))
+        except ValueError as exc:
+            raise ValueError(f"{host!r} is not an IP address") from exc
+        return value
+
     @field_validator("timezone")
     @classmethod
     def _tz(cls, value: str) -> str:

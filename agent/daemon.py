@@ -65,7 +65,6 @@ class Daemon:
             self.clock = SimulatedClock(start, self.options.speed)
         else:
             self.clock = TrustedClock(make_sync_check(config.clock.sync_check))
-        self._last_ping = 0.0
         self._last_upload: float | None = None
         self._published = 0
 
@@ -98,7 +97,8 @@ class Daemon:
             async with asyncio.timeout(self.options.shutdown_timeout):
                 await _cancel(pollers)
                 await _cancel([ticker])
-                state.pipeline.tick(self._now())  # windows that ended are still released
+                if self.clock.synchronised:  # windows that ended are still released
+                    state.pipeline.tick(self._now())
                 await _cancel([flusher])  # commits what is pending
                 await _cancel(side)
                 await self._last_uploads(state)

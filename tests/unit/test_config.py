@@ -118,3 +118,13 @@ def test_check_config_command_exit_codes(tmp_path: Path) -> None:
                          capture_output=True, text=True, env=env, check=False)
     assert bad.returncode == 2
     assert "brokr: unknown key" in bad.stderr
+
+
+def test_metrics_listen_is_checked_and_can_be_turned_off(tmp_path: Path) -> None:
+    bad = _write(tmp_path, GOOD.replace('site_id = "site-0001"\n',
+                                        'site_id = "site-0001"\nmetrics_listen = "localhost"\n'))
+    with pytest.raises(ConfigError, match="metrics_listen: must be ADDRESS:PORT"):
+        load_config(bad)
+    off = _write(tmp_path, GOOD.replace('site_id = "site-0001"\n',
+                                        'site_id = "site-0001"\nmetrics_listen = ""\n'))
+    assert load_config(off).metrics_listen is None
