@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import ipaddress
 import re
-import stat
 import tomllib
 from pathlib import Path
 from typing import Annotated, Literal
@@ -288,13 +287,15 @@ def _loc(part: int | str) -> str:
 
 def check_secret_permissions(config: AgentConfig, path: Path) -> None:
     """Refuse secrets that group or others can read (or that do not exist)."""
+    from agent.keys import exposed_mode
+
     for secret in config.secret_files():
         try:
-            mode = secret.stat().st_mode
+            mode = exposed_mode(secret)
         except OSError as exc:
             raise ConfigError(f"{path}: secret file {secret}: {exc.strerror}") from exc
-        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        if mode is not None:
             raise ConfigError(
                 f"{path}: secret file {secret} is readable by others (mode "
-                f"{stat.S_IMODE(mode):04o}); run: chmod 600 {secret}"
+                f"{mode:04o}); run: chmod 600 {secret}"
             )

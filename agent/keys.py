@@ -261,15 +261,24 @@ def _read(path: Path) -> bytes:
         raise KeyFileError(f"{path}: cannot read key file ({exc.strerror})") from exc
 
 
+def exposed_mode(path: Path) -> int | None:
+    """The permission bits of a secret file if group or others can access it, else None.
+
+    Raises OSError when the file cannot be examined (missing, unreadable directory).
+    """
+    mode = path.stat().st_mode
+    return stat.S_IMODE(mode) if mode & (stat.S_IRWXG | stat.S_IRWXO) else None
+
+
 def _read_private(path: Path) -> bytes:
     try:
-        mode = path.stat().st_mode
+        mode = exposed_mode(path)
     except OSError as exc:
         raise KeyFileError(f"{path}: cannot read key file ({exc.strerror})") from exc
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+    if mode is not None:
         raise KeyFileError(
             f"{path}: private key is accessible by group or others (mode "
-            f"{stat.S_IMODE(mode):04o}); run `chmod 600 {path}`"
+            f"{mode:04o}); run `chmod 600 {path}`"
         )
     return _read(path)
 

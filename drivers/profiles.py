@@ -20,8 +20,6 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     ValidationError,
     field_validator,
@@ -29,6 +27,7 @@ from pydantic import (
 )
 
 from drivers import codec
+from drivers.datafiles import Frozen, Source
 from drivers.errors import ProfileError
 from drivers.models import DeviceIdentity
 from drivers.points import spec
@@ -42,21 +41,7 @@ DType = Literal["int16", "uint16", "int32", "uint32", "int64", "uint64", "float3
                 "string"]
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class Source(_Frozen):
-    """The public document the register map was taken from."""
-
-    publisher: str = Field(min_length=1)
-    title: str = Field(min_length=1)
-    version: str = Field(min_length=1)
-    url: str = Field(pattern=r"^https?://\S+$")
-    notes: str = ""
-
-
-class Location(_Frozen):
+class Location(Frozen):
     """Where a value lives: shared by identification fields and registers."""
 
     address: int = Field(ge=0, le=0xFFFF)
@@ -82,7 +67,7 @@ class Location(_Frozen):
         return codec.register_count(self.type, self.length)
 
 
-class Identify(_Frozen):
+class Identify(Frozen):
     """How a scan recognises the family: a device-type register and the model per code."""
 
     device_type: Location
@@ -126,7 +111,7 @@ class Register(Location):
         return self
 
 
-class Profile(_Frozen):
+class Profile(Frozen):
     """A device family's register map."""
 
     format: Literal[1]

@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
+from drivers.datafiles import Frozen, Source
 from drivers.errors import ProfileError
 from drivers.models import PointKind
 from drivers.points import spec
@@ -36,21 +37,7 @@ def _code(text: str) -> int:
         raise ValueError(f"{text!r} is not a code (write 0xNN)") from None
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class Source(_Frozen):
-    """The public document an EPC table was taken from."""
-
-    publisher: str = Field(min_length=1)
-    title: str = Field(min_length=1)
-    version: str = Field(min_length=1)
-    url: str = Field(pattern=r"^https?://\S+$")
-    notes: str = ""
-
-
-class EpcSpec(_Frozen):
+class EpcSpec(Frozen):
     """One property: how to decode it and which canonical point it feeds (if any)."""
 
     epc: str
@@ -101,7 +88,7 @@ class EpcSpec(_Frozen):
         return spec(self.point).unit if self.point else ""
 
 
-class ClassTable(_Frozen):
+class ClassTable(Frozen):
     """The EPC table of one device class."""
 
     format: Literal[1]
