@@ -189,11 +189,11 @@ async def _mqtt_steps(config: AgentConfig, host: str, port: int, tls: bool, dead
 def _client(config: AgentConfig, host: str, port: int, tls: bool, deadline: float) -> Any:
     import aiomqtt
 
-    from agent.uplink import BrokerConfig, tls_context
+    from agent.uplink import BrokerConfig, read_password, tls_context
 
     password = None
     if config.broker.password_file is not None:
-        password = config.broker.password_file.read_text(encoding="utf-8").strip()
+        password = read_password(config.broker.password_file)
     context = None
     if tls:
         context = tls_context(BrokerConfig(

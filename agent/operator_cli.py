@@ -24,7 +24,6 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from agent.errors import AgentError
 
@@ -149,18 +148,19 @@ async def publish(args: argparse.Namespace, payload: bytes) -> None:
     import aiomqtt
 
     from agent.downlink import control_topic
-    from agent.uplink import BrokerConfig, connect, tls_context
+    from agent.uplink import BrokerConfig, connect, endpoint, read_password, tls_context
 
-    url = urlsplit(args.broker)
-    if url.scheme != "mqtts" or not url.hostname:
-        raise AgentError(f"--broker {args.broker!r}: expected mqtts://HOST[:PORT]")
+    try:
+        host, port = endpoint(args.broker)
+    except ValueError:
+        raise AgentError(f"--broker {args.broker!r}: expected mqtts://HOST[:PORT]") from None
     password = None
     if args.password_file is not None:
         try:
-            password = args.password_file.read_text(encoding="utf-8").strip()
+            password = read_password(args.password_file)
         except OSError as exc:
             raise AgentError(f"--password-file: {exc}") from exc
-    config = BrokerConfig(host=url.hostname, port=url.port or 8883, ca_file=args.ca,
+    config = BrokerConfig(host=host, port=port, ca_file=args.ca,
                           client_id=args.client_id, username=args.username, password=password,
                           session_expiry=0)
     async with connect(config, tls_context(config)) as client:

@@ -18,7 +18,6 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
-from urllib.parse import urlsplit
 
 from agent.errors import AgentError, ReceiverError
 
@@ -56,19 +55,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 def broker_config(args: argparse.Namespace) -> BrokerConfig:
     """Translate the command line into a :class:`agent.uplink.BrokerConfig`."""
-    from agent.uplink import BrokerConfig
+    from agent.uplink import BrokerConfig, endpoint, read_password
 
-    url = urlsplit(args.broker)
-    if url.scheme != "mqtts" or not url.hostname:
-        raise ReceiverError(f"--broker {args.broker!r}: expected mqtts://HOST[:PORT]")
+    try:
+        host, port = endpoint(args.broker)
+    except ValueError:
+        raise ReceiverError(f"--broker {args.broker!r}: expected mqtts://HOST[:PORT]") from None
     password = None
     if args.password_file is not None:
         try:
-            password = args.password_file.read_text(encoding="utf-8").strip()
+            password = read_password(args.password_file)
         except OSError as exc:
             raise ReceiverError(f"--password-file: {exc}") from exc
     client_id = args.client_id or f"hems-receiver-{socket.gethostname()}-{args.group}"
-    return BrokerConfig(host=url.hostname, port=url.port or 8883, ca_file=args.ca,
+    return BrokerConfig(host=host, port=port, ca_file=args.ca,
                         client_id=client_id[:64], username=args.username, password=password,
                         client_cert=args.client_cert, client_key=args.client_key,
                         protocol=args.mqtt_version)

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
@@ -32,7 +31,7 @@ from agent.metrics import Metrics
 from agent.outbox import Outbox, OutboxConfig
 from agent.paths import LEDGER_FILE, OUTBOX_FILE, RELEASE_LOG_FILE
 from agent.pipeline import Pipeline
-from agent.uplink import BrokerConfig, Publisher
+from agent.uplink import BrokerConfig, Publisher, endpoint, read_password
 from policy.catalogue import Catalogue, load_catalogue
 from policy.ledger import Ledger
 from policy.minimise import Minimiser
@@ -111,17 +110,20 @@ def load_recipients(config: AgentConfig) -> dict[str, RecipientPublicKey]:
 def broker_config(config: AgentConfig) -> BrokerConfig:
     """The publisher's view of the configured broker (the password read from its file)."""
     broker = config.broker
-    url = urlsplit(broker.url)
-    if broker.ca_file is None or url.hostname is None:
+    try:
+        host, port = endpoint(broker.url)
+    except ValueError as exc:
+        raise ConfigError(f"broker.url {broker.url}: TLS with a pinned CA is required") from exc
+    if broker.ca_file is None:
         raise ConfigError(f"broker.url {broker.url}: TLS with a pinned CA is required")
     password = None
     if broker.password_file is not None:
         try:
-            password = broker.password_file.read_text(encoding="utf-8").strip()
+            password = read_password(broker.password_file)
         except OSError as exc:
             raise ConfigError(f"broker.password_file {broker.password_file}: "
                               f"{exc.strerror}") from exc
-    return BrokerConfig(host=url.hostname, port=url.port or 8883, ca_file=broker.ca_file,
+    return BrokerConfig(host=host, port=port, ca_file=broker.ca_file,
                         client_id=f"hems-{config.site_id}", username=broker.username,
                         password=password, client_cert=broker.client_cert,
                         client_key=broker.client_key, protocol=broker.protocol,

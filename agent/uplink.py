@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
@@ -48,6 +49,23 @@ class BrokerConfig:
     session_expiry: int = 7 * 24 * 3600
     backoff_initial: float = 0.5
     backoff_max: float = 60.0
+
+
+def endpoint(url: str) -> tuple[str, int]:
+    """Host and port of an ``mqtts://HOST[:PORT]`` URL (port 8883 by default).
+
+    Raises ValueError for any other scheme, a missing host or a bad port.
+    """
+    parts = urlsplit(url)
+    if parts.scheme != "mqtts" or not parts.hostname:
+        raise ValueError(f"{url!r}: expected mqtts://HOST[:PORT]")
+    return parts.hostname, parts.port or 8883
+
+
+def read_password(path: Path) -> str:
+    """The broker password kept in ``path``, without surrounding whitespace (OSError if it
+    cannot be read)."""
+    return path.read_text(encoding="utf-8").strip()
 
 
 def tls_context(config: BrokerConfig) -> ssl.SSLContext:
