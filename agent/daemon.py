@@ -23,6 +23,7 @@ from typing import Any
 from agent.clock import SimulatedClock, TrustedClock, make_sync_check
 from agent.config import AgentConfig
 from agent.metrics import Metrics, serve_metrics
+from agent.outbox import OutboxStats
 from agent.sdnotify import Notifier, watchdog_interval
 from agent.sources import Stamper, plan_buses, run_bus
 from agent.sources_echonet import start_echonet_pollers
@@ -180,7 +181,7 @@ class Daemon:
         """The loop that proves progress: pipeline ticks, metrics, status and watchdog."""
         async with asyncio.timeout(60):
             await asyncio.gather(*(event.wait() for event in ready))
-        self.notifier.ready(self._status(state))
+        self.notifier.ready(self._status(state, state.outbox.stats()))
         log.info("ready: %d tasks started, %d recipients", len(ready), len(state.recipients))
         interval = self.options.tick_interval
         if self.options.speed > 1.0:
@@ -194,8 +195,9 @@ class Daemon:
             self.clock.check()
             if self.clock.synchronised:
                 state.pipeline.tick(self._now())
-            self._update_metrics(state)
-            self.notifier.status(self._status(state))
+            stats = state.outbox.stats()  # one query a tick, for the metrics and the status
+            self._update_metrics(state, stats)
+            self.notifier.status(self._status(state, stats))
             if watchdog is not None:
                 self.notifier.watchdog()
             await asyncio.sleep(interval)
@@ -204,8 +206,7 @@ class Daemon:
         stamp = self.clock.stamp(self.clock.monotonic())
         return stamp if stamp is not None else datetime.now(UTC)
 
-    def _update_metrics(self, state: State) -> None:
-        stats = state.outbox.stats()
+    def _update_metrics(self, state: State, stats: OutboxStats) -> None:
         m = self.metrics
         m.set("hems_outbox_depth", stats.depth)
         m.set("hems_outbox_bytes", stats.bytes)
@@ -222,8 +223,7 @@ class Daemon:
             m.set("hems_last_upload_timestamp_seconds", self._last_upload)
         m.set("hems_clock_synchronised", 1.0 if self.clock.synchronised else 0.0)
 
-    def _status(self, state: State) -> str:
-        stats = state.outbox.stats()
+    def _status(self, state: State, stats: OutboxStats) -> str:
         up = "connected" if state.publisher.connected.is_set() else "offline"
         clock = "" if self.clock.synchronised else ", waiting for clock sync"
         devices = (len(self.config.devices) + len(self.config.echonet_devices)
