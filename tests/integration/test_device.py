@@ -42,7 +42,7 @@ def raw_image() -> dict[int, int]:
         5018: 2321,  # 232.1 V
         5035: 500,  # 50.0 Hz
         12999: 0x0040,  # running
-        13001: 1219, 13002: 0,  # 121.9 kWh
+        13001: 57, 13002: 1219, 13003: 0,  # today 5.7 kWh; total 121.9 kWh (wire 13002)
         13007: 0xFE70, 13008: 0xFFFF,  # load power -400 W (int32, low word first)
         13009: 2500, 13010: 0,  # exporting 2500 W
         13022: 873,  # SOC 87.3 %

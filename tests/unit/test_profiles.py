@@ -60,7 +60,7 @@ def test_sungrow_decodes_low_word_first_and_scales_to_si() -> None:
     pv_energy = points["pv.energy"]
     regs = codec.encode(1234, "uint32", word_order="little")
     assert regs == [1234, 0]
-    assert pv_energy.decode(image_for(13001, regs)) == pytest.approx(123_400.0)
+    assert pv_energy.decode(image_for(13002, regs)) == pytest.approx(123_400.0)
     # exporting 2500 W: the document's export power is +2500, canonical grid.power is -2500
     grid = points["grid.power"]
     assert grid.decode(image_for(13009, codec.encode(2500, "int32", word_order="little"))) \
@@ -68,6 +68,17 @@ def test_sungrow_decodes_low_word_first_and_scales_to_si() -> None:
     assert points["battery.soc"].decode({13022: 873}) == pytest.approx(87.3)
     assert points["inverter.temperature"].decode({5007: 0xFFEC}) == pytest.approx(-2.0)
     assert points["inverter.rated_power"].decode({5000: 100}) == pytest.approx(10_000.0)
+
+
+def test_sungrow_total_pv_generation_is_document_register_13003() -> None:
+    # SunGather registers-sungrow.yaml: daily_pv_generation 13002 U16, total_pv_generation
+    # 13003 U32 (document numbers); modbus_sungrow.yaml: "address: 13002 # reg 13003", uint32,
+    # swap word, scale 0.1. The daily counter (wire 13001) must not be part of the total.
+    pv_energy = {p.point: p for p in sungrow().points()}["pv.energy"]
+    assert (pv_energy.address, pv_energy.count) == (13002, 2)
+    image = {13001: 57, 13002: 0x4E20, 13003: 0x0001}  # today 5.7 kWh; total 85536 x 0.1 kWh
+    assert pv_energy.decode(image) == pytest.approx(8_553_600.0)
+    assert "battery.power" not in {p.point for p in sungrow().points()}  # unsigned magnitude
 
 
 def test_sungrow_identifies_a_device_by_its_type_code() -> None:
