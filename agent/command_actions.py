@@ -236,9 +236,9 @@ def diagnostics(state: State, extra: dict[str, Any]) -> dict[str, Any]:
 
 
 def _doctor_checks(state: State) -> list[dict[str, Any]]:
-    from agent import doctor
+    from agent.doctor_host import clock_check, watchdog_check
 
-    checks = [doctor.clock_check(state.config), doctor.watchdog_check(None)]
+    checks = [clock_check(state.config), watchdog_check(None)]
     return [asdict(check) for check in checks]
 
 

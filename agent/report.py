@@ -33,7 +33,7 @@ _READINGS = ("pv.power", "pv.energy", "battery.soc", "battery.power", "grid.powe
 def gather(path: Path, *, test_uplink: bool = True, deadline: float = 3.0) -> Doc:
     """Collect the report (devices are read and the uplink tested now)."""
     from agent.config import load_config
-    from agent.doctor import uplink_test
+    from agent.doctor_uplink import uplink_test
     from agent.scan_range import probe_devices
 
     config = load_config(path)
@@ -92,11 +92,11 @@ def _keys(config: Any) -> Doc:
 
 def _consent(config: Any) -> Doc:
     """Catalogue version and the latest record per purpose × recipient, read-only."""
-    from agent.doctor import LEDGER_NAME
+    from agent.paths import LEDGER_FILE
     from policy.catalogue import load_catalogue
 
     catalogue = load_catalogue(config.catalogue)
-    path = config.state_dir / LEDGER_NAME
+    path = config.state_dir / LEDGER_FILE
     latest: dict[tuple[str, str], Doc] = {}
     if path.exists():
         records = json.loads(path.read_text(encoding="utf-8")).get("records", {})

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.doctor import Check, Status, run_checks
+from agent.doctor import run_checks
+from agent.doctor_check import Check, Status
 from agent.scan_range import implausible
 from drivers.sim.server import Site, run_site
 from tests.integration.test_provision_helpers import PASSWORDS, Gateway, base_args, cli

@@ -20,7 +20,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from agent.doctor import verify_ledger
+from agent.doctor_state import verify_ledger
 from agent.receiver import CatalogueRules, Receiver, ReplayStore, load_device_registry
 from agent.uplink import BrokerConfig
 from tests.e2e.daemon_helpers import Cloud, release_log
