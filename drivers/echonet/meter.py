@@ -2,7 +2,8 @@
 
 Cumulative counts are scaled with the meter's 0xD3 coefficient and 0xE1 unit
 (:class:`drivers.echonet.tables.MeterContext`). Meters keep Japan Standard Time; timestamps are
-converted to UTC here. 0xFFFFFFFE ("no data") becomes ``None``, never a number.
+converted to UTC here. 0xFFFFFFFE ("no data") becomes ``None``, never a number; the counts
+have no overflow code, so 0xFFFFFFFF is an error reading, not a missing one.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ JST = timezone(timedelta(hours=9), "JST")
 HISTORY_SLOTS = 48
 _HISTORY_LEN = 2 + 4 * HISTORY_SLOTS
 _FIXED_LEN = 11
+DAY_NOT_SET = 0x00FF  # 0xE2/0xE4 day before any 0xE5 was set: the values belong to no day
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -52,10 +54,13 @@ def decode_fixed_time(entry: EpcSpec, edt: bytes, meter: MeterContext) -> TimedV
 def decode_history(entry: EpcSpec, edt: bytes, meter: MeterContext,
                    today: date) -> list[TimedValue]:
     """0xE2/0xE4: days back (0 = today, JST ``today``), then 48 half-hourly cumulative counts,
-    the first at 00:00 of that day."""
+    the first at 00:00 of that day. Day 0x00FF (no day set in 0xE5 yet) gives no values: they
+    cannot be placed in time."""
     if len(edt) != _HISTORY_LEN:
         raise ValueError(f"EPC {entry.epc}: expected {_HISTORY_LEN} bytes, got {len(edt)}")
     days_back = int.from_bytes(edt[0:2], "big")
+    if days_back == DAY_NOT_SET:
+        return []
     if days_back > 99:
         raise ValueError(f"EPC {entry.epc}: day {days_back} is outside 0..99")
     start = datetime.combine(today - timedelta(days=days_back), datetime.min.time(), JST)

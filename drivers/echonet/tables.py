@@ -5,6 +5,12 @@ Machine Readable Appendix) and lists, per EPC, the wire type, valid range, scali
 canonical point it feeds. :func:`decode_value` turns an EDT into a canonical value:
 ``None`` for the specification's "no data" / overflow / underflow codes (the reading is
 ``MISSING``), ``ValueError`` for anything else out of range or the wrong size (``ERROR``).
+
+Which raw values are codes follows the Machine Readable Appendix: the overflow code is the
+type's maximum (0xFF.., or 0x7F.. when signed) and the underflow code is 0xFF..FE (unsigned) or
+0x80.. (signed), unless the property says it has none (``range_codes: false``, as the smart
+meter's cumulative counts); a property's own "no data" codes (``no_data``, e.g. 0x7FFFFFFE for
+the meter's instantaneous power) are listed with it.
 """
 
 from __future__ import annotations
@@ -51,13 +57,19 @@ class EpcSpec(Frozen):
     multiplier: float = 1.0
     interval: float | None = Field(default=None, gt=0)  # None: not polled (pushed or history)
     values: dict[str, str] = Field(default_factory=dict)  # enumerations: code -> text
+    no_data: tuple[str, ...] = ()  # the property's own "no data" codes, e.g. "0xFFFFFFFE"
+    range_codes: bool = True  # the type's overflow/underflow codes apply (see module doc)
 
     @model_validator(mode="after")
     def _consistent(self) -> EpcSpec:
         if not 0x80 <= self.code <= 0xFF:
             raise ValueError(f"EPC {self.epc} is not 0x80..0xFF")
-        for key in self.values:
+        for key in (*self.values, *self.no_data):
             _code(key)
+        for key in self.no_data:
+            if self.min is not None and self.max is not None \
+                    and self.min <= self._raw(key) <= self.max:
+                raise ValueError(f"EPC {self.epc}: no-data code {key} is inside the valid range")
         if (self.point is None) == (self.role is None):
             raise ValueError(f"EPC {self.epc}: give exactly one of point or role")
         if self.point is not None:
@@ -71,6 +83,21 @@ class EpcSpec(Frozen):
     def code(self) -> int:
         """The EPC as a number."""
         return _code(self.epc)
+
+    def _raw(self, code: str) -> int:
+        """A hex code as the raw value it stands for (two's complement when signed)."""
+        value = _code(code)
+        bits = 8 * _SIZES[self.type]
+        if self.type.startswith("int") and value >= 1 << (bits - 1):
+            value -= 1 << bits
+        return value
+
+    def sentinels(self) -> frozenset[int]:
+        """Raw values that mean overflow, underflow or "no data" for this property."""
+        codes = {self._raw(c) for c in self.no_data}
+        if self.range_codes:
+            codes |= range_codes(self.type)
+        return frozenset(codes)
 
     @property
     def size(self) -> int:
@@ -134,14 +161,15 @@ class MeterContext:
     unit_kwh: float | None = None
 
 
-def no_data_codes(wire: str) -> frozenset[int]:
-    """Raw values the APPENDIX reserves for overflow, underflow and "no data"."""
+def range_codes(wire: str) -> frozenset[int]:
+    """The APPENDIX overflow and underflow codes of a wire type: unsigned 0xFF..FF and
+    0xFF..FE, signed 0x7F..FF and 0x80..00 (the MRA's ``overflowCode``/``underflowCode``)."""
     bits = 8 * _SIZES[wire]
     if wire.startswith("u"):
         top = (1 << bits) - 1
         return frozenset({top, top - 1})
     high = (1 << (bits - 1)) - 1
-    return frozenset({high, high - 1, -(high + 1)})
+    return frozenset({high, -(high + 1)})
 
 
 def raw_number(entry: EpcSpec, edt: bytes) -> int | None:
@@ -158,7 +186,7 @@ def checked(entry: EpcSpec, raw: int) -> int | None:
     high = entry.max if entry.max is not None else 1 << 63
     if low <= raw <= high:
         return raw
-    if raw in no_data_codes(entry.type):
+    if raw in entry.sentinels():
         return None
     raise ValueError(f"EPC {entry.epc}: {raw} is outside {entry.min}..{entry.max}")
 

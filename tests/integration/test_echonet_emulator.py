@@ -139,6 +139,22 @@ async def test_no_data_and_out_of_range_values_are_never_numbers(
     assert bat.stats.point_errors == 1
 
 
+async def test_meter_counts_have_no_overflow_code_and_a_zero_coefficient_means_one(
+        net: Net) -> None:
+    # MRA 0x0288: cumulative counts have no overflow code (0xFFFFFFFF is garbage: ERROR);
+    # 0xD3 ranges 0-999999, and 0 is read as the initial value 1.
+    meter_object = emu.smart_meter(0x01, coefficient=0, unit=0x02)
+    meter_object.values[0xE3] = bytes.fromhex("FFFFFFFF")
+    async with emu.EchonetNode(net.addr(5), [meter_object], port=net.port), \
+            _client(net) as client:
+        meter = await EchonetDevice.open(client, name="m", address=net.addr(5), eoj=METER)
+        points = _by_point(await meter.poll(0.0))
+    assert meter.meter is not None and meter.meter.coefficient == 1
+    assert points["grid.energy_import"].value == pytest.approx(651_390.0)  # 65139 x 0.01 kWh
+    assert (points["grid.energy_export"].quality, points["grid.energy_export"].value) == \
+        (Quality.ERROR, None)
+
+
 async def test_a_slow_node_does_not_hold_up_the_others(
         net: Net, home: tuple[emu.EchonetNode, emu.EchonetNode]) -> None:
     _, meter_node = home

@@ -59,8 +59,53 @@ def test_battery_sign_is_positive_when_discharging() -> None:
 def test_meter_instantaneous_power_and_sentinels() -> None:
     assert decode_value(METER[0xE7], bytes.fromhex("00000278")) == 632.0
     assert decode_value(METER[0xE7], bytes.fromhex("FFFFFF38")) == -200.0  # exporting
+    # futomi/node-wisunrb README, echonet-data example: EPC E7, EDT FFFFFDF4 -> -524 W.
+    assert decode_value(METER[0xE7], bytes.fromhex("FFFFFDF4")) == -524.0
+    # MRA 0x0288 0xE7: -2147483647..2147483645 W, 0x7FFFFFFE no data; 0x7FFFFFFF overflow and
+    # 0x80000000 underflow are the signed long codes.
+    assert decode_value(METER[0xE7], bytes.fromhex("80000001")) == -2147483647.0
+    assert decode_value(METER[0xE7], bytes.fromhex("7FFFFFFD")) == 2147483645.0
     for code in ("7FFFFFFE", "7FFFFFFF", "80000000"):
         assert decode_value(METER[0xE7], bytes.fromhex(code)) is None
+
+
+def test_meter_cumulative_codes_follow_the_mra() -> None:
+    # MRA 0x0288 0xE0/0xE3: 0..99,999,999 (0x05F5E0FF), overflowCode/underflowCode false,
+    # 0xFFFFFFFE no data. So 0xFFFFFFFF is garbage (ERROR), not a missing value.
+    assert decode_value(METER[0xE0], bytes.fromhex("05F5E0FF"), CTX) == 9_999_999_900.0
+    assert decode_value(METER[0xE0], bytes.fromhex("FFFFFFFE"), CTX) is None
+    for code in ("FFFFFFFF", "05F5E100"):
+        with pytest.raises(ValueError, match=r"outside 0\.\.99999999"):
+            decode_value(METER[0xE0], bytes.fromhex(code), CTX)
+    # 0xD3 coefficient: MRA number_0-999999, OpenECHO 0x00000000-0x000F423F.
+    assert METER[0xD3].min == 0 and METER[0xD3].max == 0x000F423F
+
+
+def test_sentinels_are_per_property() -> None:
+    assert METER[0xE0].sentinels() == {0xFFFFFFFE}
+    assert METER[0xE7].sentinels() == {0x7FFFFFFE, 0x7FFFFFFF, -0x80000000}
+    assert PV[0xE0].sentinels() == {0xFFFF, 0xFFFE}  # unsigned overflow, underflow
+    assert BATTERY[0xD3].sentinels() == {0x7FFFFFFF, -0x80000000}
+    bad = {**METER[0xE0].model_dump(), "no_data": ["0x00000010"]}
+    with pytest.raises(ValueError, match="no-data code 0x00000010 is inside the valid range"):
+        type(METER[0xE0]).model_validate(bad)
+
+
+def test_pv_and_battery_ranges_from_openecho() -> None:
+    # OpenECHO HouseholdSolarPowerGeneration.java: 0xE0 0x0000-0xFFFD W; 0xE1/0xE3
+    # 0x00000000-0x3B9AC9FF in 0.001 kWh.
+    assert decode_value(PV[0xE0], bytes.fromhex("FFFD")) == 65533.0
+    assert decode_value(PV[0xE3], bytes.fromhex("3B9AC9FF")) == 999_999_999.0
+    with pytest.raises(ValueError, match="outside"):
+        decode_value(PV[0xE1], bytes.fromhex("3B9ACA00"))
+    # OpenECHO Battery.java 0xD3: 0x00000001-0x3B9AC9FF charging (positive),
+    # 0xFFFFFFFF-0xC4653601 discharging (negative); canonical battery.power is the opposite.
+    assert decode_value(BATTERY[0xD3], bytes.fromhex("3B9AC9FF")) == -999_999_999.0
+    assert decode_value(BATTERY[0xD3], bytes.fromhex("FFFFFFFF")) == 1.0
+    assert decode_value(BATTERY[0xD3], bytes.fromhex("C4653601")) == 999_999_999.0
+    # EL-WebAPI storageBattery 0xA8/0xA9: kWh 0..999999.999, minimumDigit 0.001 -> Wh.
+    assert decode_value(BATTERY[0xA8], bytes.fromhex("3B9AC9FF")) == 999_999_999.0
+    assert decode_value(BATTERY[0xA9], bytes.fromhex("000004D2")) == 1234.0
 
 
 @pytest.mark.parametrize(("code", "kwh"), [("00", 1.0), ("01", 0.1), ("03", 0.001),
@@ -104,6 +149,15 @@ def test_history_has_48_half_hours_and_no_data_slots() -> None:
     assert reading.quality == "missing" and reading.value is None
     with pytest.raises(ValueError, match="expected 194 bytes"):
         meter.decode_history(METER[0xE2], edt[:-1], CTX, today=date(2026, 5, 21))
+
+
+def test_history_before_any_day_is_set_has_no_values() -> None:
+    # MRA 0x0288 0xE2/0xE4: the day is an unsigned short 0-99, or 0x00FF (default value).
+    edt = bytes.fromhex("00FF") + bytes.fromhex("FFFFFFFE") * 48
+    assert meter.decode_history(METER[0xE4], edt, CTX, today=date(2026, 5, 21)) == []
+    with pytest.raises(ValueError, match=r"day 100 is outside 0\.\.99"):
+        meter.decode_history(METER[0xE4], bytes.fromhex("0064") + edt[2:], CTX,
+                             today=date(2026, 5, 21))
 
 
 def test_bad_table_file_is_named(tmp_path: Path) -> None:
