@@ -21,8 +21,8 @@ from agent.config_echonet import BrouteConfig, EchonetDeviceConfig, EchonetSetti
 from agent.errors import ConfigError
 
 DEFAULT_PATH = Path("/etc/hems-agent/agent.toml")
-_NAME = r"^[a-z0-9][a-z0-9_-]{0,62}$"
-_SITE = r"^[a-z0-9][a-z0-9_-]{2,63}$"  # also an MQTT topic segment
+NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+SITE_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{2,63}$"  # also an MQTT topic segment
 
 
 class _Model(BaseModel):
@@ -32,7 +32,7 @@ class _Model(BaseModel):
 class TcpDevice(_Model):
     """A Modbus TCP device (or a Modbus TCP gateway in front of RS-485 devices)."""
 
-    name: Annotated[str, Field(pattern=_NAME)]
+    name: Annotated[str, Field(pattern=NAME_PATTERN)]
     transport: Literal["tcp"] = "tcp"
     host: Annotated[str, Field(min_length=1, max_length=253)]
     port: Annotated[int, Field(ge=1, le=65535)] = 502
@@ -45,9 +45,9 @@ class TcpDevice(_Model):
 class RtuDevice(_Model):
     """A Modbus RTU device on a configured serial bus."""
 
-    name: Annotated[str, Field(pattern=_NAME)]
+    name: Annotated[str, Field(pattern=NAME_PATTERN)]
     transport: Literal["rtu"]
-    bus: Annotated[str, Field(pattern=_NAME)]
+    bus: Annotated[str, Field(pattern=NAME_PATTERN)]
     unit: Annotated[int, Field(ge=1, le=247)]
     profile: str = "sunspec"
     poll_interval: Annotated[float, Field(gt=0, le=3600)] = 5.0
@@ -57,7 +57,7 @@ class RtuDevice(_Model):
 class SerialBus(_Model):
     """One RS-485 line: requests on it are serialised."""
 
-    name: Annotated[str, Field(pattern=_NAME)]
+    name: Annotated[str, Field(pattern=NAME_PATTERN)]
     port: Annotated[str, Field(pattern=r"^/dev/[A-Za-z0-9_./-]+$")]
     baud: Literal[1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200] = 9600
     parity: Literal["N", "E", "O"] = "N"
@@ -68,7 +68,7 @@ class SerialBus(_Model):
 class Recipient(_Model):
     """A recipient's HPKE public key: only this recipient can read its purposes' data."""
 
-    id: Annotated[str, Field(pattern=_NAME)]
+    id: Annotated[str, Field(pattern=NAME_PATTERN)]
     key_file: Path
     display_name: Annotated[str, Field(max_length=120)] | None = None
     """The real company behind a generic recipient (e.g. the installer), shown on the page."""
@@ -138,14 +138,14 @@ class Clock(_Model):
 class OperatorKey(_Model):
     """An operator's Ed25519 public key (PEM), pinned at provisioning; commands name its id."""
 
-    id: Annotated[str, Field(pattern=_NAME)]
+    id: Annotated[str, Field(pattern=NAME_PATTERN)]
     key_file: Path
 
 
 class AgentConfig(_Model):
     """The whole configuration, as validated."""
 
-    site_id: Annotated[str, Field(pattern=_SITE)]
+    site_id: Annotated[str, Field(pattern=SITE_ID_PATTERN)]
     timezone: str = "Asia/Tokyo"
     state_dir: Path = Path("/var/lib/hems-agent")
     catalogue: Path | None = None

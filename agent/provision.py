@@ -31,15 +31,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agent import provision_prompts as inputs
+from agent import provision_inputs as inputs
 from agent.config import DEFAULT_PATH
 from agent.paths import ROTATED_KEYS_FILE
-
-if TYPE_CHECKING:
-    from agent.config import AgentConfig
-from agent.provision_prompts import (
+from agent.provision_checks import (
     ConsentInput,
-    Prompter,
     ProvisionError,
     RecipientInput,
     check_broker_url,
@@ -48,6 +44,11 @@ from agent.provision_prompts import (
     check_timezone,
     fingerprint,
 )
+from agent.provision_devices import devices
+from agent.provision_prompts import Prompter
+
+if TYPE_CHECKING:
+    from agent.config import AgentConfig
 
 DEFAULT_STATE = Path("/var/lib/hems-agent")
 DEFAULT_OWNER = "hems-agent"
@@ -163,7 +164,7 @@ def make_plan(args: argparse.Namespace, ask: Prompter | None) -> Plan:
     password = inputs.credentials(args, broker, conf, files, private, ask)
     web = _web(args, raw, conf, ask)
     recipients = inputs.recipients(args, raw, conf, files, ask)
-    inputs.devices(args, raw, ask)
+    devices(args, raw, ask)
     plan = Plan(path=path, raw=raw, password=password, files=files, private=private,
                 recipients=recipients, consents=inputs.consents(args, raw),
                 reference=args.consent_ref, rotate=args.rotate_keys,

@@ -118,7 +118,7 @@ def ok(doc: Doc) -> bool:
 
 
 def _fp(key_id: str) -> str:
-    from agent.provision_prompts import fingerprint
+    from agent.provision_checks import fingerprint
 
     return fingerprint(key_id)
 

@@ -12,7 +12,7 @@ import pexpect
 import pytest
 
 from agent.config import load_config
-from agent.provision_prompts import fingerprint
+from agent.provision_checks import fingerprint
 from drivers.sim.server import Site, run_site
 from tests.conftest import free_port
 from tests.integration.test_provision_helpers import Gateway, recipient_file
