@@ -82,7 +82,7 @@ def open_state(config: AgentConfig, metrics: Metrics, *, now: datetime) -> State
     outbox = Outbox(state_dir / OUTBOX_FILE,
                     OutboxConfig(max_bytes=config.outbox.max_bytes,
                                  backlog_rate=config.outbox.drain_rate, priorities=priorities))
-    publisher = Publisher(broker_config(config), outbox)
+    publisher = Publisher(broker_config(config), outbox, metrics=metrics)
     outbox.on_commit = publisher.notify
     via_company = frozenset(r.id for p in catalogue.spec.purposes for r in p.recipients
                             if r.kind in _VIA_COMPANY_KINDS)

@@ -5,7 +5,9 @@ capped exponential backoff and jitter. Each connection is a fresh client with a 
 session (clean start off, session expiry set). Every network await has a deadline: the client
 ``timeout`` (a few seconds) bounds connect, publish and disconnect. A publish whose PUBACK does
 not arrive in time is "unknown, send again": it stays in the outbox and is resent on the next
-connection; receivers dedupe by (site, seq). An envelope leaves the outbox only on its PUBACK.
+connection; receivers dedupe by (site, seq). An envelope leaves the outbox only on a PUBACK
+that accepts it: on MQTT v5 a PUBACK with a failure reason code (an ACL denying the topic, a
+quota) holds that topic back and retries it later (``agent/uplink_acks.py``).
 """
 
 from __future__ import annotations
@@ -26,9 +28,15 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from agent.errors import UplinkError
+from agent.metrics import Metrics
 from agent.outbox import Outbox, OutboxItem
+from agent.uplink_acks import FAILURE, AckCodes, Refusals
 
 log = logging.getLogger(__name__)
+
+# Envelopes of held topics read past per batch so that other topics behind them still go out
+# (the outbox cannot leave topics out of a batch); bounds the read while a topic is held.
+MAX_LOOKAHEAD = 4096
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -49,6 +57,9 @@ class BrokerConfig:
     session_expiry: int = 7 * 24 * 3600
     backoff_initial: float = 0.5
     backoff_max: float = 60.0
+    # A topic the broker refuses (v5 reason code) is retried after this, doubling to the max.
+    refusal_backoff_initial: float = 10.0
+    refusal_backoff_max: float = 600.0
 
 
 def endpoint(url: str) -> tuple[str, int]:
@@ -140,7 +151,8 @@ class Publisher:
     """Publishes committed outbox envelopes; run :meth:`run` as a long-lived task."""
 
     def __init__(self, config: BrokerConfig, outbox: Outbox, *, batch: int = 50,
-                 idle_wait: float = 1.0, rng: Callable[[], float] = random.random) -> None:
+                 idle_wait: float = 1.0, rng: Callable[[], float] = random.random,
+                 metrics: Metrics | None = None) -> None:
         self.config = config
         self.outbox = outbox
         self.batch = batch
@@ -151,6 +163,9 @@ class Publisher:
         self._rng = rng
         self._wake = asyncio.Event()
         self._context = tls_context(config)
+        self.refusals = Refusals(initial=config.refusal_backoff_initial,
+                                 maximum=config.refusal_backoff_max, rng=rng, metrics=metrics)
+        self._lookahead = 0
 
     def notify(self) -> None:
         """Wake the publisher: the outbox committed new envelopes (use as ``on_commit``)."""
@@ -175,27 +190,39 @@ class Publisher:
                 await asyncio.sleep(delay)
 
     async def _drain(self, client: aiomqtt.Client) -> None:
+        acks = AckCodes(client)
         while True:
-            items = self.outbox.next_batch(self.batch)
+            items = self._next_items()
             if not items:
                 self._wake.clear()
-                # Wakes on commit, or after idle_wait to pick up paced backlog.
+                # Wakes on commit, after idle_wait to pick up paced backlog, or when a held
+                # topic may be tried again.
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(self.idle_wait):
+                    async with asyncio.timeout(self.refusals.wait(self.idle_wait)):
                         await self._wake.wait()
                 continue
+            timeout = self.config.timeout
             async with asyncio.TaskGroup() as group:
-                tasks = [group.create_task(self._publish(client, item)) for item in items]
-            acked = [item.id for item, task in zip(items, tasks, strict=True) if task.result()]
+                tasks = [group.create_task(acks.publish(client, item, timeout))
+                         for item in items]
+            codes = [task.result() for task in tasks]
+            acked = [item.id for item, code in zip(items, codes, strict=True)
+                     if code is not None and code[0] < FAILURE]
             self.outbox.ack(acked)
             self.published += len(acked)
-            if len(acked) < len(items):
-                raise UplinkError(f"{len(items) - len(acked)} of {len(items)} publishes not "
-                                  "acknowledged; they will be sent again")
+            self.refusals.record(items, codes)
+            lost = codes.count(None)
+            if lost:
+                raise UplinkError(f"{lost} of {len(items)} publishes not acknowledged; they "
+                                  "will be sent again")
 
-    async def _publish(self, client: aiomqtt.Client, item: OutboxItem) -> bool:
-        try:
-            await client.publish(item.topic, item.payload, qos=1, timeout=self.config.timeout)
-        except aiomqtt.MqttError:
-            return False
-        return True
+    def _next_items(self) -> list[OutboxItem]:
+        """The next batch, without the envelopes of held topics (one probe each when due).
+
+        Held envelopes that rank first would fill every batch the outbox hands out, so the read
+        goes past them: twice as far as the held ones seen last time, up to MAX_LOOKAHEAD.
+        """
+        items = self.outbox.next_batch(self.batch + self._lookahead)
+        chosen = self.refusals.select(items)
+        self._lookahead = min(MAX_LOOKAHEAD, 2 * (len(items) - len(chosen)))
+        return chosen[:self.batch]

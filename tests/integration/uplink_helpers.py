@@ -57,7 +57,8 @@ def broker_config(broker: Mosquitto, user: str, client_id: str | None = None) ->
     return BrokerConfig(host="127.0.0.1", port=broker.port, ca_file=broker.ca,
                         client_id=client_id or f"{user}-client", username=user,
                         password=PASSWORDS[user], timeout=2.0, backoff_initial=0.05,
-                        backoff_max=0.5)
+                        backoff_max=0.5, refusal_backoff_initial=0.05,
+                        refusal_backoff_max=0.5)
 
 
 def data_topic(site: str, purpose: str = "service") -> str:

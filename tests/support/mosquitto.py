@@ -156,5 +156,9 @@ class Mosquitto:
         self.stop()
         self.start()
 
+    def write_acl(self, text: str) -> None:
+        """Replace the ACL file; the broker reads it at its next start (or restart)."""
+        (self.dir / "acl").write_text(text, encoding="utf-8")
+
     def log_text(self) -> str:
         return self.log.read_text(encoding="utf-8", errors="replace") if self.log.exists() else ""
