@@ -142,8 +142,7 @@ def new_login(directory: Path, username: str) -> BrokerLogin:
 def write_site(directory: Path, *, broker: BrokerEndpoint, devices: list[dict[str, object]],
                page_port: int) -> DemoFiles:
     """Keys (reused if present), the device registry, a pairing code and agent.toml."""
-    from agent.provision import new_pairing_code
-    from agent.web.security import hash_pairing_code
+    from agent.provision_secrets import write_pairing_code
 
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     device_key = ensure_device_key(directory / "device.key")
@@ -151,9 +150,7 @@ def write_site(directory: Path, *, broker: BrokerEndpoint, devices: list[dict[st
     registry = directory / "devices.json"
     registry.write_text(json.dumps(
         {SITE_ID: device_public_pem(device_key.public_key()).decode()}), encoding="utf-8")
-    code = new_pairing_code()
-    pairing = directory / "pairing.hash"
-    write_private_file(pairing, hash_pairing_code(code).encode("ascii") + b"\n")
+    code = write_pairing_code(directory / "pairing.hash")
     config = directory / "agent.toml"
     config.write_text(agent_toml(directory, broker, devices, page_port), encoding="utf-8")
     return DemoFiles(directory=directory, config=config, pairing_code=code,

@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 from agent.config import DEFAULT_PATH
-from agent.paths import ROTATED_KEYS_FILE
 
 Doc = dict[str, Any]
 _READINGS = ("pv.power", "pv.energy", "battery.soc", "battery.power", "grid.power",
@@ -75,10 +74,10 @@ def _device(probe: Any) -> Doc:
 
 def _keys(config: Any) -> Doc:
     from agent import keys
+    from agent.provision_secrets import rotation_history
 
     device = keys.load_device_key(config.device_key_file).public_key()
-    rotated_file = config.state_dir / ROTATED_KEYS_FILE
-    rotated = json.loads(rotated_file.read_text()) if rotated_file.exists() else {"keys": []}
+    rotated = rotation_history(config.state_dir)
     return {
         "device": {"key_id": keys.device_key_id(device),
                    "public_key": keys.device_public_pem(device).decode()},
