@@ -32,6 +32,7 @@ from drivers.planner import MAX_REGISTERS, CostModel
 log = logging.getLogger(__name__)
 
 Function = Literal["holding", "input"]
+_FUNCTION_CODES = {"holding": 0x03, "input": 0x04}
 
 # pymodbus runs its own response timer; ours (asyncio.timeout) must always fire first so that
 # one deadline governs connect + request, hence the margin.
@@ -160,6 +161,11 @@ class Bus:
             raise DeviceProtocolError(f"{what}: garbled reply: {exc}") from exc
         except ModbusException as exc:
             raise DeviceProtocolError(f"{what}: {exc}") from exc
+        if response.function_code & 0x7F != _FUNCTION_CODES[function]:
+            # RTU carries no transaction id: an intact frame of another function (crosstalk,
+            # a stray reply) has the right unit and a valid CRC, but not our registers
+            self.close()
+            raise DeviceProtocolError(f"{what}: answer to function {response.function_code}")
         if response.isError():
             code = getattr(response, "exception_code", None)
             raise DeviceProtocolError(f"{what}: exception code {code}", exception_code=code)
