@@ -47,7 +47,8 @@ class Plan:
 
 
 def apply_plan(plan: Plan) -> dict[str, Any]:
-    """Write everything (see the module docstring); returns what the installer must see."""
+    """Write everything (the layout is in :mod:`agent.provision`); returns what the installer
+    must see."""
     from agent import keys
     from agent.config import load_config
     from agent.errors import AgentError
