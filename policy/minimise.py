@@ -12,7 +12,7 @@ and expiry take effect at once and data from before a grant is never released un
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -30,6 +30,7 @@ from policy.aggregate import (
 )
 from policy.catalogue import Catalogue
 from policy.errors import PolicyError
+from policy.minimise_state import Held, dump, load
 from policy.records import Grant
 from policy.release import Record, Release
 from policy.shape import Carry, raw_record, record
@@ -68,7 +69,9 @@ class Minimiser:
 
     def __init__(self, catalogue: Catalogue, tz: str = "Asia/Tokyo") -> None:
         self._catalogue = catalogue
+        self._tz = tz
         self._windows = Windows(tz)
+        self._tiers: frozenset[Tier] = frozenset()
         self._series: dict[tuple[str, str], Series] = {}
         self._open: dict[Tier, dict[int, tuple[int, dict[tuple[str, str], Bucket]]]] = {}
         self._raw: list[ReadingLike] = []
@@ -76,6 +79,8 @@ class Minimiser:
         self._carry: Carry = {}
         self._allowed: dict[tuple[str, tuple[str, str]], bool] = {}
         self.stats: dict[str, int] = {"fed": 0, "dropped": 0, "late": 0, "bad_value": 0}
+        self.on_clear: Callable[[], None] | None = None
+        """Called by :meth:`clear` (the agent deletes its saved snapshot there)."""
 
     def set_catalogue(self, catalogue: Catalogue) -> None:
         """Switch to a new catalogue version (allow-lists are re-derived)."""
@@ -126,6 +131,7 @@ class Minimiser:
         now_s = int(now.timestamp())
         active = [g for g in grants.values() if self._usable(g, now)]
         tiers = {g.tier for g in active}
+        self._tiers = frozenset(tiers)
         self._keep_raw = Tier.RAW in tiers
         for tier in [t for t in self._open if t not in tiers]:
             del self._open[tier]  # nobody may receive it any more: forget the partial windows
@@ -148,6 +154,39 @@ class Minimiser:
         self._raw.clear()
         self._carry.clear()
         self.stats = dict.fromkeys(self.stats, 0)
+        if self.on_clear is not None:
+            self.on_clear()
+
+    def snapshot(self, *, site: str, taken: datetime) -> dict[str, Any]:
+        """Everything held, JSON-able, for :meth:`restore` after a restart (no I/O here).
+
+        Call it after :meth:`flush`, with ``taken`` the flush's ``now``: windows that ended
+        are then already released, and what is saved is what is still open."""
+        held = Held(series=self._series, open=self._open, raw=self._raw,
+                    keep_raw=self._keep_raw, carry=self._carry, tiers=self._tiers,
+                    stats=self.stats)
+        return dump(held, site=site, catalogue=self._catalogue, tz=self._tz, taken=taken)
+
+    def restore(self, snapshot: Any, *, site: str, now: datetime) -> None:
+        """Take over what a snapshot holds; raises ``SnapshotError`` (nothing changed) when
+        it is for another site, catalogue or zone, newer, stale or damaged.
+
+        Only into a minimiser that was fed nothing yet. Windows that ended meanwhile are
+        released by the next :meth:`flush` with the coverage they have; an energy counter
+        continues from its saved value, so the increment across the restart is counted in
+        the minute of the first reading after it (as for any gap); a decrease is a reset."""
+        if self._series or self._raw:
+            raise PolicyError("restore needs a minimiser that was fed nothing yet")
+        held = load(snapshot, site=site, catalogue=self._catalogue, tz=self._tz, now=now,
+                    stats=tuple(self.stats))
+        self._series, self._open, self._raw = held.series, held.open, held.raw
+        self._keep_raw, self._carry, self._tiers = held.keep_raw, held.carry, held.tiers
+        self.stats = held.stats
+        self._allowed.clear()
+
+    def holds_nothing(self) -> bool:
+        """True before the first reading (and after :meth:`clear`)."""
+        return not self._series and not self._raw
 
     def held(self) -> dict[str, Any]:
         """What the minimiser holds right now, JSON-able (for disclosure)."""
