@@ -18,7 +18,7 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from agent.catalogue_store import is_newer, store_catalogue
@@ -183,9 +183,11 @@ class Actions:
         if household is None:
             return refused("the household page is not running: a grant request can only be "
                            "accepted there")
+        # It waits as long as the command was valid for: the centre chose that when signing.
         request = household.add_pending_request(
             purpose=args["purpose"], recipient=args["recipient"], tier=args["tier"],
-            hours=args["hours"], reference=args["reference"])
+            hours=args["hours"], reference=args["reference"],
+            lifetime=timedelta(seconds=command.expires - command.issued))
         return Outcome(status="pending", result={"request_id": request.request_id})
 
     def _grant_problem(self, purpose: str, recipient: str, tier: str) -> str | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -16,35 +17,40 @@ from starlette.responses import JSONResponse, Response
 from agent.web.context import PageContext, redirect, wait_text
 from agent.web.household import Outcome
 from agent.web.i18n import translator
-from agent.web.security import csrf_ok
+from agent.web.security import WaitReason, csrf_ok
 from policy.errors import ConsentError
+
+log = logging.getLogger(__name__)
 
 _CODE_MAX = 64
 _JSON_MAX = 4096
 
 
 async def login(page: PageContext, request: Request) -> Response:
-    """Check the pairing code (throttled, one at a time); a right code starts a new session."""
+    """Check the pairing code (throttled per client, one at a time); a right code starts a new
+    session."""
     session = page.session(request)
     data = await page.form(request)
     if not csrf_ok(session, data.get("csrf")):
         return page.message(request, session, "error.csrf", 403)
     t = translator(page.lang(request))
+    client = page.client(request)
     async with page.login_lock:  # attempts are serialised so the back-off cannot be raced
-        wait = page.throttle.wait_seconds()
-        if wait:
+        wait = page.throttle.check(client)
+        if wait is not None:
             response = page.render(request, "login.html", session, 429,
-                                   error=wait_text(t, wait, page.throttle.locked))
-            response.headers["retry-after"] = str(wait)
+                                   error=wait_text(t, wait))
+            response.headers["retry-after"] = str(wait.seconds)
             return response
         code = data.get("code", "")[:_CODE_MAX]
         right = await asyncio.to_thread(page.settings.pairing.verify, code)
         if not right:
-            page.throttle.failed()
-            error = (wait_text(t, page.throttle.wait_seconds(), True) if page.throttle.locked
-                     else t("login.wrong"))
+            page.throttle.failed(client)
+            wait = page.throttle.check(client)
+            locked = wait is not None and wait.reason is not WaitReason.BACKOFF
+            error = wait_text(t, wait) if wait is not None and locked else t("login.wrong")
             return page.render(request, "login.html", session, 401, error=error)
-        page.throttle.succeeded()
+        page.throttle.succeeded(client)
     if session is not None:
         page.sessions.drop(session)
     fresh = page.sessions.new(authenticated=True)
@@ -59,6 +65,18 @@ async def logout(page: PageContext, request: Request) -> Response:
     if isinstance(checked, Response):
         return checked
     page.sessions.drop(checked[0])
+    response = redirect("/login")
+    response.delete_cookie(page.cookie, path="/")
+    return response
+
+
+async def logout_everywhere(page: PageContext, request: Request) -> Response:
+    """End every logged-in session, this one included (a phone lost or passed on)."""
+    checked = await page.post(request)
+    if isinstance(checked, Response):
+        return checked
+    ended = page.sessions.drop_all()
+    log.info("household page: logged out everywhere (%d sessions)", ended)
     response = redirect("/login")
     response.delete_cookie(page.cookie, path="/")
     return response

@@ -3,9 +3,10 @@
 Pages (GET, logged in): ``/`` uses and consent, ``/released`` what left my home, ``/history``
 consent history, ``/rights`` download and delete; ``/export.json`` and
 ``/provision-records.json`` are downloads. Actions (POST, logged in, CSRF token, same origin):
-``/grant``, ``/request``, ``/stop-third-party``, ``/delete``, ``/logout``; ``/login`` takes
-the pairing code. ``/api/state`` (GET) and ``/api/grant`` (POST, JSON, ``X-CSRF-Token``
-header) serve scripts. Every form works without JavaScript.
+``/grant``, ``/request``, ``/stop-third-party``, ``/delete``, ``/logout``,
+``/logout-everywhere``; ``/login`` takes the pairing code. ``/api/state`` (GET) and
+``/api/grant`` (POST, JSON, ``X-CSRF-Token`` header) serve scripts. Every form works
+without JavaScript.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ def create_app(household: HouseholdService, settings: WebSettings) -> Starlette:
         Route("/login", bind(pages.login_form, page)),
         Route("/login", bind(actions.login, page), methods=["POST"]),
         Route("/logout", bind(actions.logout, page), methods=["POST"]),
+        Route("/logout-everywhere", bind(actions.logout_everywhere, page), methods=["POST"]),
         Route("/grant", bind(actions.grant, page), methods=["POST"]),
         Route("/request", bind(actions.pending_request, page), methods=["POST"]),
         Route("/stop-third-party", bind(actions.stop_third_party, page),

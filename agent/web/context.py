@@ -16,10 +16,12 @@ import jinja2
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
+from agent.paths import WEB_SESSIONS_FILE
 from agent.web import views
 from agent.web.household import HouseholdService
 from agent.web.i18n import COOKIE, LANGUAGES, Translator, choose, translator
-from agent.web.security import LoginThrottle, Session, SessionStore, csrf_ok
+from agent.web.security import LoginThrottle, Wait, WaitReason, csrf_ok
+from agent.web.sessions import Session, SessionStore
 from agent.web.settings import WebSettings
 
 HERE = Path(str(resources.files("agent.web")))
@@ -33,11 +35,14 @@ class PageContext:
         self.service = service
         self.settings = settings
         clock = settings.clock or service.now
-        self.sessions = SessionStore(key=settings.session_key, clock=clock,
-                                     idle=settings.session_idle,
-                                     absolute=settings.session_absolute)
+        state_dir = service.state_dir
+        self.sessions = SessionStore(
+            path=None if state_dir is None else state_dir / WEB_SESSIONS_FILE,
+            pairing=settings.pairing.fingerprint(), clock=clock, idle=settings.session_idle,
+            absolute=settings.session_absolute, capacity=settings.max_sessions)
         self.throttle = LoginThrottle(clock=clock, max_failures=settings.max_failures,
-                                      lockout=settings.lockout)
+                                      lockout=settings.lockout,
+                                      global_failures=settings.global_failures)
         self.login_lock = asyncio.Lock()
         self.cookie = "__Host-hems_session" if settings.tls else "hems_session"
         self.flashes: dict[str, tuple[str, dict[str, object]]] = {}
@@ -52,6 +57,11 @@ class PageContext:
     def authed(self, request: Request) -> Session | None:
         session = self.session(request)
         return session if session is not None and session.authenticated else None
+
+    @staticmethod
+    def client(request: Request) -> str:
+        """The peer's address, as the login throttle counts it (no proxy headers are read)."""
+        return request.client.host if request.client is not None else ""
 
     def lang(self, request: Request) -> str:
         return choose(request.query_params.get("lang"), request.cookies.get(COOKIE),
@@ -118,11 +128,14 @@ def _json_default(value: object) -> str:
     raise TypeError(f"cannot export {type(value).__name__}")
 
 
-def wait_text(t: Translator, seconds: int, locked: bool) -> str:
+def wait_text(t: Translator, wait: Wait) -> str:
     """The throttle's message in plain words."""
-    if locked:
-        return t("login.locked", minutes=max(1, math.ceil(seconds / 60)))
-    return t("login.wait", seconds=seconds)
+    minutes = max(1, math.ceil(wait.seconds / 60))
+    if wait.reason is WaitReason.EVERYONE:
+        return t("login.locked_everyone", minutes=minutes)
+    if wait.reason is WaitReason.LOCKED:
+        return t("login.locked", minutes=minutes)
+    return t("login.wait", seconds=wait.seconds)
 
 
 def bind(handler: Callable[[PageContext, Request], Awaitable[Response]],

@@ -11,12 +11,15 @@ fast (a ledger write, a sqlite delete); the clock is injectable so tests can dri
 from __future__ import annotations
 
 import logging
-import secrets
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, Protocol
 
+from agent.paths import PENDING_REQUESTS_FILE
+from agent.web.pending import LIFETIME, PendingRequests
+from agent.web.pending import PendingRequest as PendingRequest
 from policy.catalogue import Catalogue
 from policy.errors import ConsentError
 from policy.ledger import Ledger
@@ -73,19 +76,6 @@ class ReleaseEntry:
 
 
 @dataclass(frozen=True, kw_only=True)
-class PendingRequest:
-    """A support-centre request for a grant that only the household can accept."""
-
-    request_id: str
-    purpose: str
-    recipient: str
-    tier: str
-    hours: int
-    reference: str
-    received: datetime
-
-
-@dataclass(frozen=True, kw_only=True)
 class Outcome:
     """What a household action did: the ledger records written and queued items purged."""
 
@@ -102,6 +92,8 @@ class HouseholdService:
     deletion-request item (:func:`policy.rights.delete_household_data`) after policy's own data
     is cleared and the outbox purged: the daemon signs and queues it and wipes the rest of the
     household's local data. ``extra_export`` adds what other parts of the device hold.
+    ``state_dir`` keeps pending support requests and the page's sessions across a restart
+    (None: in memory only).
     """
 
     def __init__(self, *, ledger: Ledger, release_log: ReleaseLog, outbox: OutboxLike,
@@ -110,7 +102,8 @@ class HouseholdService:
                  minimiser: Minimiser | None = None,
                  recipient_names: Mapping[str, str] | None = None,
                  extra_export: Callable[[], Mapping[str, Any]] | None = None,
-                 clock: Callable[[], datetime] | None = None) -> None:
+                 clock: Callable[[], datetime] | None = None,
+                 state_dir: Path | None = None) -> None:
         self._ledger = ledger
         self._release_log = release_log
         self._minimiser = minimiser
@@ -120,7 +113,9 @@ class HouseholdService:
         self.recipient_names: Mapping[str, str] = dict(recipient_names or {})
         self._extra_export = extra_export
         self._clock = clock or (lambda: datetime.now(UTC))
-        self._pending: dict[str, PendingRequest] = {}
+        self.state_dir = state_dir
+        self._pending = PendingRequests(
+            None if state_dir is None else state_dir / PENDING_REQUESTS_FILE, clock=self.now)
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -173,7 +168,7 @@ class HouseholdService:
                           minimiser=self._minimiser)
         stats = self._outbox.stats()
         data["outbox"] = {"depth": stats.depth, "bytes": stats.bytes, "drops": dict(stats.drops)}
-        data["pending_requests"] = [_pending_json(p) for p in self.pending_requests()]
+        data["pending_requests"] = [p.to_json() for p in self.pending_requests()]
         if self._extra_export is not None:
             data.update(self._extra_export())
         return data
@@ -215,32 +210,30 @@ class HouseholdService:
     # -- pending requests from the support centre -------------------------------------------
 
     def add_pending_request(self, *, purpose: str, recipient: str, tier: str, hours: int,
-                            reference: str) -> PendingRequest:
-        """Hook for the daemon: a support-centre request arrived; the household decides."""
-        request = PendingRequest(request_id=secrets.token_urlsafe(12), purpose=purpose,
-                                 recipient=recipient, tier=tier, hours=hours,
-                                 reference=reference, received=self.now())
-        self._pending[request.request_id] = request
-        return request
+                            reference: str, lifetime: timedelta = LIFETIME) -> PendingRequest:
+        """Hook for the daemon: a support-centre request arrived; the household decides within
+        ``lifetime`` (the request is stored before this returns)."""
+        return self._pending.add(purpose=purpose, recipient=recipient, tier=tier, hours=hours,
+                                 reference=reference, lifetime=lifetime)
 
     def pending_requests(self) -> list[PendingRequest]:
-        """Requests waiting for the household, oldest first."""
-        return sorted(self._pending.values(), key=lambda r: r.received)
+        """Requests waiting for the household, oldest first (expired ones are dropped)."""
+        return self._pending.live()
 
     def accept_request(self, request_id: str) -> Outcome:
         """Grant what a pending request asked for, time-boxed, citing its reference."""
         request = self._pending.get(request_id)
         if request is None:
-            raise ConsentError("no such pending request")
+            raise ConsentError("no such pending request (or it expired)")
         outcome = self.set_grant(request.purpose, request.recipient, request.tier,
                                  hours=request.hours, reference=request.reference)
-        del self._pending[request_id]
+        self._pending.remove(request_id)
         return outcome
 
     def decline_request(self, request_id: str) -> None:
         """Forget a pending request; nothing is granted."""
-        if self._pending.pop(request_id, None) is None:
-            raise ConsentError("no such pending request")
+        if self._pending.remove(request_id) is None:
+            raise ConsentError("no such pending request (or it expired)")
 
     # -- internals --------------------------------------------------------------------------
 
@@ -254,8 +247,3 @@ class HouseholdService:
             self._on_change(change)
         return Outcome(changes=tuple(changes), purged=purged)
 
-
-def _pending_json(request: PendingRequest) -> dict[str, Any]:
-    return {"request_id": request.request_id, "purpose": request.purpose,
-            "recipient": request.recipient, "tier": request.tier, "hours": request.hours,
-            "reference": request.reference, "received": request.received.isoformat()}

@@ -8,15 +8,11 @@ Pairing-code hash file
     e.g. ``scrypt$14$8$1$...$...``. The file is read once at start-up (mode 0600 expected).
 
 Sessions
-    Kept in memory (a restart logs the household out). The cookie carries a random session id
-    and its HMAC-SHA256 under a per-process key, so a forged or altered cookie is rejected
-    before any lookup. A session starts anonymous (so the login form has a CSRF token) and is
-    replaced by a fresh one at login (no session fixation).
+    See :mod:`agent.web.sessions`. A session starts anonymous (so the login form has a CSRF
+    token) and is replaced by a fresh one at login (no session fixation).
 
 Throttle
-    Global, not per address: on a LAN addresses are cheap. After the k-th wrong code the next
-    attempt is refused for ``2**(k-1)`` seconds (capped); after ``max_failures`` wrong codes the
-    login is locked for ``lockout``. A right code resets the count.
+    Per client address, under a global ceiling: see :class:`LoginThrottle`.
 """
 
 from __future__ import annotations
@@ -24,15 +20,20 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import logging
 import math
 import secrets
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import Enum
 from pathlib import Path
 
 from agent.web.errors import WebError
+from agent.web.sessions import Session
+
+log = logging.getLogger(__name__)
 
 _SCHEME = "scrypt"
 # N=2**14, r=8: 16 MiB and ~50 ms here; the throttle, not the hash cost, stops guessing.
@@ -91,6 +92,14 @@ class PairingHash:
                              r=self.r, p=self.p, dklen=len(self.key), maxmem=_MAXMEM)
         return hmac.compare_digest(got, self.key)
 
+    def fingerprint(self) -> str:
+        """A digest that changes with the pairing code (a new salt at every provisioning).
+
+        Stored with the page's sessions so a new code ends them. Without the salt, which only
+        the hash file holds, it gives no way to test guesses of the code offline."""
+        material = b"hems-pairing-fingerprint\0" + self.salt + self.key
+        return hashlib.sha256(material).hexdigest()
+
 
 def load_pairing_hash(path: Path) -> PairingHash:
     """Read and parse the pairing-hash file written at provisioning."""
@@ -104,69 +113,6 @@ def load_pairing_hash(path: Path) -> PairingHash:
         raise WebError(f"{path}: {exc}") from exc
 
 
-@dataclass(frozen=True, kw_only=True)
-class Session:
-    """One browser session: ``csrf`` is the synchronizer token bound to it."""
-
-    sid: str
-    csrf: str
-    authenticated: bool
-    expires: datetime
-    ends: datetime  # absolute end, however active the session is
-
-
-class SessionStore:
-    """In-memory sessions behind signed cookies; bounded so anonymous visits cannot fill it."""
-
-    def __init__(self, *, key: bytes, clock: Callable[[], datetime], idle: timedelta,
-                 absolute: timedelta, capacity: int = 64) -> None:
-        self._key = key
-        self._clock = clock
-        self._idle = idle
-        self._absolute = absolute
-        self._capacity = capacity
-        self._sessions: OrderedDict[str, Session] = OrderedDict()
-
-    def cookie_value(self, session: Session) -> str:
-        """The signed cookie value for ``session``."""
-        return f"{session.sid}.{self._sign(session.sid)}"
-
-    def _sign(self, sid: str) -> str:
-        return _b64(hmac.new(self._key, sid.encode("ascii"), hashlib.sha256).digest())
-
-    def new(self, *, authenticated: bool) -> Session:
-        """Start a session (evicting the least recently used one when full)."""
-        now = self._clock()
-        session = Session(sid=secrets.token_urlsafe(24), csrf=secrets.token_urlsafe(32),
-                          authenticated=authenticated, expires=now + self._idle,
-                          ends=now + self._absolute)
-        self._sessions[session.sid] = session
-        while len(self._sessions) > self._capacity:
-            self._sessions.popitem(last=False)
-        return session
-
-    def get(self, cookie: str | None) -> Session | None:
-        """The live session a cookie names (refreshing its idle timer), or None."""
-        if not cookie or cookie.count(".") != 1:
-            return None
-        sid, mac = cookie.split(".")
-        if not sid.isascii() or not hmac.compare_digest(mac.encode(), self._sign(sid).encode()):
-            return None
-        session = self._sessions.get(sid)
-        now = self._clock()
-        if session is None or now >= session.expires or now >= session.ends:
-            self._sessions.pop(sid, None)
-            return None
-        session = replace(session, expires=min(now + self._idle, session.ends))
-        self._sessions[sid] = session
-        self._sessions.move_to_end(sid)
-        return session
-
-    def drop(self, session: Session) -> None:
-        """End a session (logout, or replaced at login)."""
-        self._sessions.pop(session.sid, None)
-
-
 def csrf_ok(session: Session | None, token: object) -> bool:
     """Whether ``token`` is the synchronizer token of ``session`` (constant-time)."""
     if session is None or not isinstance(token, str) or not token.isascii():
@@ -174,43 +120,109 @@ def csrf_ok(session: Session | None, token: object) -> bool:
     return hmac.compare_digest(token.encode("ascii"), session.csrf.encode("ascii"))
 
 
+class WaitReason(Enum):
+    """Why a login attempt is refused before the code is checked."""
+
+    BACKOFF = "backoff"
+    """This device typed wrong codes: a short wait."""
+    LOCKED = "locked"
+    """This device typed too many wrong codes: a long wait."""
+    EVERYONE = "everyone"
+    """Too many wrong codes on the gateway from several devices: nobody may try for a while."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Wait:
+    """A refusal: ``seconds`` until a code may be tried again, and why."""
+
+    seconds: int
+    reason: WaitReason
+
+
+@dataclass(kw_only=True)
+class _Client:
+    failures: int = 0
+    not_before: datetime | None = None
+    locked: bool = False
+
+
 class LoginThrottle:
-    """Exponential back-off between wrong codes and a lock-out after too many."""
+    """Per-client exponential back-off and lock-out, under a global ceiling of wrong codes.
+
+    Per client (the peer address): after the k-th wrong code the next attempt waits
+    ``2**(k-1)`` seconds (at most ``max_delay``); after ``max_failures`` the client is locked
+    for ``lockout``. A right code clears that client only. So one device guessing on the LAN
+    does not lock the household's phone out. Addresses are cheap on a LAN (IPv6 privacy
+    addresses, a second Wi-Fi client), so every wrong code also counts towards a global
+    ceiling: ``global_failures`` within ``lockout`` lock the login for everyone for
+    ``lockout``. With 10-digit pairing codes this bounds guessing to ~60 codes an hour
+    whatever the number of addresses; sessions already logged in keep working.
+
+    The counts live in memory, deliberately: writing a wrong guess to storage would let any
+    device on the LAN wear the gateway's SD card, and a restart of the daemon is not something
+    a guesser on the LAN can cause. At most ``clients`` addresses are tracked (least recently
+    seen forgotten first); forgetting one only resets its own back-off, never the ceiling.
+    """
 
     def __init__(self, *, clock: Callable[[], datetime], max_failures: int = 10,
                  lockout: timedelta = timedelta(minutes=15),
-                 max_delay: timedelta = timedelta(seconds=60)) -> None:
+                 max_delay: timedelta = timedelta(seconds=60), global_failures: int = 30,
+                 clients: int = 256) -> None:
         self._clock = clock
         self._max_failures = max_failures
         self._lockout = lockout
         self._max_delay = max_delay
-        self._failures = 0
-        self._not_before: datetime | None = None
-        self.locked = False
+        self._global_failures = global_failures
+        self._capacity = clients
+        self._clients: OrderedDict[str, _Client] = OrderedDict()
+        self._recent: deque[datetime] = deque()  # wrong codes within ``lockout``, any client
+        self._everyone_until: datetime | None = None
 
-    def wait_seconds(self) -> int:
-        """Seconds until a code may be tried again (0: now). Ends an expired lock-out."""
-        if self._not_before is None:
-            return 0
-        left = (self._not_before - self._clock()).total_seconds()
-        if left > 0:
-            return math.ceil(left)
-        if self.locked:
-            self.locked, self._failures = False, 0
-        self._not_before = None
-        return 0
-
-    def failed(self) -> None:
-        """Count a wrong code and set the next back-off (or the lock-out)."""
-        self._failures += 1
+    def check(self, client: str) -> Wait | None:
+        """Why ``client`` may not try a code now, or None. Ends expired waits."""
         now = self._clock()
-        if self._failures >= self._max_failures:
-            self.locked = True
-            self._not_before = now + self._lockout
-        else:
-            delay = min(timedelta(seconds=2 ** (self._failures - 1)), self._max_delay)
-            self._not_before = now + delay
+        if self._everyone_until is not None:
+            if now < self._everyone_until:
+                return Wait(seconds=_ceil(self._everyone_until - now),
+                            reason=WaitReason.EVERYONE)
+            self._everyone_until = None
+        record = self._clients.get(client)
+        if record is None or record.not_before is None:
+            return None
+        if now < record.not_before:
+            reason = WaitReason.LOCKED if record.locked else WaitReason.BACKOFF
+            return Wait(seconds=_ceil(record.not_before - now), reason=reason)
+        if record.locked:
+            record.locked, record.failures = False, 0
+        record.not_before = None
+        return None
 
-    def succeeded(self) -> None:
-        """A right code clears the count."""
-        self._failures, self._not_before, self.locked = 0, None, False
+    def failed(self, client: str) -> None:
+        """Count a wrong code from ``client``: its next back-off or lock-out, and the ceiling."""
+        now = self._clock()
+        record = self._clients.pop(client, None) or _Client()
+        self._clients[client] = record  # most recently seen last
+        while len(self._clients) > self._capacity:
+            self._clients.popitem(last=False)
+        record.failures += 1
+        if record.failures >= self._max_failures:
+            record.locked, record.not_before = True, now + self._lockout
+        else:
+            record.not_before = now + min(timedelta(seconds=2 ** (record.failures - 1)),
+                                          self._max_delay)
+        self._recent.append(now)
+        while self._recent and now - self._recent[0] >= self._lockout:
+            self._recent.popleft()
+        if len(self._recent) >= self._global_failures:
+            self._everyone_until = now + self._lockout
+            self._recent.clear()
+            log.warning("login paused for every device: %d wrong pairing codes within %s",
+                        self._global_failures, self._lockout)
+
+    def succeeded(self, client: str) -> None:
+        """A right code clears ``client``'s count (not the global one)."""
+        self._clients.pop(client, None)
+
+
+def _ceil(delta: timedelta) -> int:
+    return max(1, math.ceil(delta.total_seconds()))

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import ipaddress
-import secrets
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from agent.config import Web
@@ -28,10 +27,14 @@ class WebSettings:
     port: int
     bind_host: str = "127.0.0.1"
     tls: bool = False
-    session_key: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
     session_idle: timedelta = timedelta(minutes=30)
     session_absolute: timedelta = timedelta(hours=12)
+    max_sessions: int = 16
+    """Logged-in sessions kept (the oldest is logged out when a new one would exceed it)."""
     max_failures: int = 10
+    """Wrong codes from one client address before it is locked out for ``lockout``."""
+    global_failures: int = 30
+    """Wrong codes from all addresses within ``lockout`` before login pauses for everyone."""
     lockout: timedelta = timedelta(minutes=15)
     default_lang: str = "ja"
     clock: Callable[[], datetime] | None = None

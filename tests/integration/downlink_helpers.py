@@ -160,7 +160,8 @@ async def gateway(tmp_path: Path, settings: DownlinkSettings | None = None
     household = HouseholdService(
         ledger=state.ledger, release_log=state.release_log, outbox=state.outbox,
         on_consent_change=lambda change: state.pipeline.apply_changes([change]),
-        on_deletion=state.pipeline.queue_deletion, minimiser=state.minimiser)
+        on_deletion=state.pipeline.queue_deletion, minimiser=state.minimiser,
+        state_dir=state.config.state_dir)
     state.household = household
     out = io.StringIO()
     receiver = Receiver(device_keys=load_device_registry(files.device_registry),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from agent.catalogue_store import CATALOGUE_FILE
 from agent.config import load_config
 from agent.keys import device_key_id
 from agent.metrics import Metrics
+from agent.paths import PENDING_REQUESTS_FILE
 from agent.state import open_state
 from policy.catalogue import load_catalogue
 from tests.integration.downlink_helpers import Gateway, gateway, wait_for
@@ -112,6 +114,9 @@ async def test_a_grant_request_waits_for_the_household_on_the_page(gw: Gateway) 
     assert ("support", "support_centre") not in gw.state.ledger.grants(gw.household.now())
     [pending] = gw.household.pending_requests()
     assert pending.request_id == result["result"]["request_id"]
+    assert pending.expires - pending.received == timedelta(seconds=600)  # the command's ttl
+    stored = (gw.state.config.state_dir / PENDING_REQUESTS_FILE).read_text(encoding="ascii")
+    assert pending.request_id in stored
     async with http_client(gw.page()) as page:
         token = await log_in(page)
         html = (await page.get("/")).text
