@@ -96,8 +96,10 @@ class AckCodes:
         finally:
             _MID.reset(token)
         # aiomqtt returned, so its on_publish ran, and ours stored the code just before it.
-        return self._codes.pop(holder[0], (SUCCESS, "Success")) if holder else (SUCCESS,
-                                                                                 "Success")
+        # (Were aiomqtt to stop calling these wrappers, every PUBACK would read as a success,
+        # the old behaviour: tests/integration/test_uplink_refusals.py would fail.)
+        accepted = (SUCCESS, "Success")
+        return self._codes.pop(holder[0], accepted) if holder else accepted
 
 
 def refusal_delay(attempt: int, initial: float, maximum: float,
