@@ -145,7 +145,6 @@ class SessionStore:
         """Log out every device ("log out everywhere"); returns how many sessions ended."""
         count = len(self._authed)
         self._authed.clear()
-        self._anonymous.clear()
         self._save()
         return count
 
