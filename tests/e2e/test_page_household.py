@@ -203,6 +203,20 @@ async def test_stop_third_party_in_one_action(site: Site) -> None:
     assert ("maintenance_watch", "installer") not in grants
 
 
+async def test_log_out_everywhere_also_logs_out_the_other_phone(site: Site,
+                                                               browser: Browser) -> None:
+    mine = await _log_in(site)
+    other = await browser.new_context()
+    theirs = await other.new_page()
+    await _log_in(Site(rig=site.rig, url=site.url, page=theirs))
+    await mine.goto(site.url + "/rights")
+    await mine.get_by_role("button", name="すべての端末からログアウトする").click()
+    await mine.wait_for_url(site.url + "/login")
+    await theirs.goto(site.url + "/history")
+    assert theirs.url == site.url + "/login"
+    await other.close()
+
+
 async def test_keyboard_reaches_the_controls(site: Site) -> None:
     page = await _log_in(site)
     await page.keyboard.press("Tab")
