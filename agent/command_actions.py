@@ -164,8 +164,9 @@ class Actions:
             ledger=state.ledger, now=self._now(), source=SOURCE,
             reference=command.args["reference"], minimiser=state.minimiser,
             release_log=state.release_log)
-        state.pipeline.apply_changes(deletion.changes)
-        purged = sum(state.outbox.purge(pid) for pid in state.ledger.catalogue.purposes)
+        state.pipeline.apply_changes(deletion.changes, reason="erasure")
+        purged = sum(state.outbox.purge(pid, reason="erasure")
+                     for pid in state.ledger.catalogue.purposes)
         if state.household is not None:
             for request in state.household.pending_requests():
                 state.household.decline_request(request.request_id)

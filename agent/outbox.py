@@ -9,6 +9,10 @@ Only committed envelopes are handed to the publisher, so nothing is sent that a 
 take back; an acknowledgement lost in a power cut only means the envelope is sent again, and
 receivers dedupe by (site, seq).
 
+What became of each data envelope is reported by sequence number to :attr:`Outbox.events`
+(the release log): sent when the broker acknowledged it, durably before its row is deleted;
+withdrawn, durably before the delete, when :meth:`Outbox.purge` or the bound removes it unsent.
+
 Bound: when the stored bytes exceed ``max_bytes`` the outbox drops lowest priority first, oldest
 first (priorities per purpose are passed in, e.g. from the catalogue; consent and deletion
 messages rank above every purpose). Every drop is counted per purpose and persisted.
@@ -24,8 +28,10 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Protocol
 
 from agent.errors import OutboxError
+from agent.outbox_db import DATA_SEQ, FIELDS, open_database
 
 log = logging.getLogger(__name__)
 
@@ -33,17 +39,6 @@ log = logging.getLogger(__name__)
 CONTROL_PRIORITY = 1_000_000
 _CONTROL_KINDS = frozenset({"consent", "deletion"})
 _SEQ_BLOCK = 1024
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS envelopes (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL, purpose TEXT NOT NULL,
-    recipient TEXT NOT NULL, tier TEXT NOT NULL, kind TEXT NOT NULL,
-    priority INTEGER NOT NULL, created REAL NOT NULL, size INTEGER NOT NULL,
-    payload BLOB NOT NULL);
-CREATE INDEX IF NOT EXISTS envelopes_order ON envelopes (priority, id);
-CREATE INDEX IF NOT EXISTS envelopes_created ON envelopes (created);
-CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS drops (purpose TEXT PRIMARY KEY, count INTEGER NOT NULL);
-"""
 _COLUMNS = "id, topic, purpose, kind, created, payload"
 
 
@@ -59,6 +54,19 @@ class OutboxConfig:
     # Backlog (older) envelopes handed out per second, so a drain never starves live data.
     backlog_rate: float = 50.0
     priorities: Mapping[str, int] = field(default_factory=dict)
+
+
+class ReleaseEvents(Protocol):
+    """Where the outbox reports, by sequence number, what became of data envelopes."""
+
+    def sent(self, seqs: Sequence[int]) -> None:
+        """The broker acknowledged them; may stay buffered until :meth:`sync`."""
+
+    def sync(self) -> None:
+        """Make the sent reports durable (called before acknowledged rows are deleted)."""
+
+    def withdrawn(self, seqs: Sequence[int], reason: str) -> None:
+        """They are about to be removed unsent; durable when this returns."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -92,24 +100,25 @@ class Outbox:
                  on_commit: Callable[[], None] | None = None) -> None:
         self.config = config or OutboxConfig()
         self.on_commit = on_commit
+        self.events: ReleaseEvents | None = None
+        """Told what became of data envelopes (the pipeline connects the release log)."""
         self._path = path
         self._clock = clock
         self._pending: list[tuple[object, ...]] = []
         self._acked: set[int] = set()
         # Handed to the publisher by the last next_batch, and those of them the bound then
         # dropped: if one is acknowledged after all, it arrived and is no longer a drop.
+        # Purged or dropped while handed out: id -> seq, for an acknowledgement that follows.
         self._handed: set[int] = set()
         self._dropped_handed: dict[int, str] = {}
+        self._gone_seqs: dict[int, int] = {}
         self._arrived: list[str] = []
         self._tokens = 0.0
         self._refilled = clock()
         self.purged: dict[str, int] = {}
         """Envelopes removed by :meth:`purge` since start, per purpose (whoever called it)."""
         with self._db_errors("open"):
-            self._conn = sqlite3.connect(path, isolation_level=None)
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA synchronous=FULL")
-            self._conn.executescript(_SCHEMA)
+            self._conn = open_database(path)
             self._bytes = int(self._conn.execute(
                 "SELECT COALESCE(SUM(size), 0) FROM envelopes").fetchone()[0])
             # Numbers below the stored reservation may have been used before a crash.
@@ -127,6 +136,13 @@ class Outbox:
             yield
         except sqlite3.Error as exc:
             raise OutboxError(f"outbox {action} failed ({self._path}): {exc}") from exc
+
+    def _report(self, call: Callable[..., None], *args: Any) -> None:
+        try:
+            call(*args)
+        except OSError as exc:
+            raise OutboxError(f"outbox could not record what became of envelopes: {exc}"
+                              ) from exc
 
     def _counter(self, name: str) -> int:
         row = self._conn.execute("SELECT value FROM counters WHERE name = ?", (name,)).fetchone()
@@ -157,35 +173,51 @@ class Outbox:
         return self._marks_pending.get(key, self._marks.get(key))
 
     def enqueue(self, payload: bytes, *, topic: str, purpose: str, recipient: str, tier: str,
-                kind: str, priority: int | None = None,
+                kind: str, priority: int | None = None, seq: int | None = None,
                 mark: tuple[str, int] | None = None) -> None:
         """Queue an envelope; it is committed with the next batch (see :meth:`flush`).
 
-        ``mark`` = (key, value) is committed in the same transaction as the envelope: the
-        pipeline records there the end of the last window released per purpose, recipient and
-        tier, so after a crash it never releases a window twice.
+        ``seq`` is the envelope's sequence number: what becomes of a data envelope is reported
+        to :attr:`events` under it. ``mark`` = (key, value) is committed in the same
+        transaction as the envelope: the pipeline records there the end of the last window
+        released per purpose, recipient and tier, so after a crash it never releases a window
+        twice.
         """
         if mark is not None:
             self._marks_pending[mark[0]] = mark[1]
         if priority is None:
             priority = (CONTROL_PRIORITY if kind in _CONTROL_KINDS
                         else self.config.priorities.get(purpose, 0))
-        self._pending.append((topic, purpose, recipient, tier, kind, priority, self._clock(),
-                              len(payload), payload))
+        self._pending.append((seq, topic, purpose, recipient, tier, kind, priority,
+                              self._clock(), len(payload), payload))
         if len(self._pending) >= self.config.batch_items:
             self.flush()
 
     def ack(self, ids: Sequence[int]) -> None:
         """Mark envelopes as acknowledged by the broker; deleted with the next batch."""
-        self._acked.update(ids)
-        self._arrived += [self._dropped_handed.pop(i) for i in ids if i in self._dropped_handed]
+        fresh = [i for i in dict.fromkeys(ids) if i not in self._acked]
+        self._acked.update(fresh)
+        self._arrived += [self._dropped_handed.pop(i) for i in fresh
+                          if i in self._dropped_handed]
+        if self.events is not None and (seqs := self._data_seqs(fresh)):
+            self._report(self.events.sent, seqs)
         if len(self._acked) >= self.config.batch_items:
             self.flush()
+
+    def _data_seqs(self, ids: Sequence[int]) -> list[int]:
+        seqs = [self._gone_seqs.pop(i) for i in ids if i in self._gone_seqs]
+        with self._db_errors("read"):
+            seqs += [int(r[0]) for r in self._conn.execute(
+                f"SELECT {DATA_SEQ} FROM envelopes WHERE id IN ({', '.join('?' * len(ids))})",
+                list(ids)) if r[0] is not None]
+        return seqs
 
     def flush(self) -> None:
         """Commit pending enqueues and acks in one transaction; returns after the commit."""
         if not (self._pending or self._acked or self._seq_dirty or self._marks_pending):
             return
+        if self._acked and self.events is not None:
+            self._report(self.events.sync)  # "sent" is durable before the rows go
         with self._db_errors("commit"):
             self._conn.execute("BEGIN IMMEDIATE")
             try:
@@ -214,8 +246,8 @@ class Outbox:
     def _write_batch(self) -> None:
         c = self._conn
         c.executemany(
-            "INSERT INTO envelopes (topic, purpose, recipient, tier, kind, priority, created,"
-            " size, payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", self._pending)
+            f"INSERT INTO envelopes (seq, {FIELDS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            self._pending)
         c.executemany("DELETE FROM envelopes WHERE id = ?", [(i,) for i in self._acked])
         c.executemany("UPDATE drops SET count = count - 1 WHERE purpose = ?",
                       [(p,) for p in self._arrived])
@@ -232,20 +264,23 @@ class Outbox:
 
     def _enforce_bound(self) -> None:
         dropped: dict[str, int] = {}
+        removed: list[tuple[int, int | None]] = []
         while self._bytes > self.config.max_bytes:
             rows = self._conn.execute(
-                "SELECT id, purpose, size FROM envelopes ORDER BY priority, id LIMIT 64"
-            ).fetchall()
+                f"SELECT id, purpose, size, {DATA_SEQ} FROM envelopes ORDER BY priority, id"
+                " LIMIT 64").fetchall()
             if not rows:
                 break
-            for row_id, purpose, size in rows:
+            for row_id, purpose, size, seq in rows:
                 if self._bytes <= self.config.max_bytes:
                     break
                 self._conn.execute("DELETE FROM envelopes WHERE id = ?", (row_id,))
                 if row_id in self._handed:
                     self._dropped_handed[row_id] = purpose
+                removed.append((row_id, seq))
                 self._bytes -= size
                 dropped[purpose] = dropped.get(purpose, 0) + 1
+        self._withdraw(removed, "outbox_full")  # before the COMMIT that deletes them
         self._conn.executemany(
             "INSERT INTO drops (purpose, count) VALUES (?, ?) "
             "ON CONFLICT (purpose) DO UPDATE SET count = count + excluded.count",
@@ -269,6 +304,7 @@ class Outbox:
         backlog = self._select("created < ?", horizon, room) if room > 0 else []
         self._tokens -= len(backlog)
         self._handed, self._dropped_handed = {item.id for item in live + backlog}, {}
+        self._gone_seqs = {}
         return live + backlog
 
     def _select(self, where: str, arg: float, limit: int) -> list[OutboxItem]:
@@ -282,10 +318,12 @@ class Outbox:
         return items[:limit]
 
     def purge(self, purpose: str, recipient: str | None = None,
-              tiers: Sequence[str] | None = None) -> int:
+              tiers: Sequence[str] | None = None, *, reason: str = "consent_change") -> int:
         """Delete queued data envelopes a withdrawn or narrowed consent no longer covers.
 
-        Consent-change and deletion messages are never purged. Returns how many were removed.
+        Consent-change and deletion messages are never purged. ``reason`` (consent_change,
+        expiry, erasure) is reported to :attr:`events` before the delete. Returns how many
+        were removed.
         """
         self.flush()
         where, args = "kind NOT IN ('consent', 'deletion') AND purpose = ?", [purpose]
@@ -296,6 +334,10 @@ class Outbox:
             where += f" AND tier IN ({', '.join('?' * len(tiers))})"
             args.extend(tiers)
         with self._db_errors("purge"):
+            rows = self._conn.execute(f"SELECT id, {DATA_SEQ} FROM envelopes WHERE {where}",
+                                      args).fetchall()
+        self._withdraw(rows, reason)
+        with self._db_errors("purge"):
             count = self._conn.execute(f"DELETE FROM envelopes WHERE {where}", args).rowcount
             self._bytes = self._sum_bytes()
         self.purged[purpose] = self.purged.get(purpose, 0) + count
@@ -303,6 +345,14 @@ class Outbox:
                 "outbox purge for purpose %s%s: removed %d queued envelopes", purpose,
                 f" (tiers {', '.join(tiers)})" if tiers is not None else "", count)
         return int(count)
+
+    def _withdraw(self, rows: Sequence[tuple[int, int | None]], reason: str) -> None:
+        """Report rows about to be removed unsent; remember the seqs of those handed out, in
+        case their acknowledgement still comes (then they did leave)."""
+        seqs = [seq for _, seq in rows if seq is not None]
+        self._gone_seqs.update((i, seq) for i, seq in rows if seq is not None and i in self._handed)
+        if seqs and self.events is not None:
+            self._report(self.events.withdrawn, seqs, reason)
 
     def unacknowledged(self) -> int:
         """Committed envelopes the broker has not acknowledged yet (acks not yet committed

@@ -5,6 +5,11 @@ pollers and :meth:`Pipeline.tick` from one periodic task. Consent changes (from 
 page, expiry, a catalogue update) go through :meth:`Pipeline.apply_changes`, which purges what
 the outbox still holds that the new grant no longer covers and queues the signed consent-change
 message for the backend ahead of any data.
+
+The release log lists each release once its envelope is committed, then what became of it: the
+pipeline connects the outbox's :attr:`~agent.outbox.Outbox.events` to the log, so an
+acknowledged envelope is marked sent and one purged or dropped unsent is marked withdrawn
+(with the reason). The household page and the export show as released only what was sent.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
@@ -27,12 +32,31 @@ from policy.ledger import Ledger
 from policy.minimise import Minimiser, ReadingLike
 from policy.records import ConsentChange
 from policy.release import Release
-from policy.rights import ReleaseLog
+from policy.rights import ReleaseLog, withdrawal_reason
 
 log = logging.getLogger(__name__)
 
 # Consent changes and deletion requests are read by the operator's backend.
 CONTROL_RECIPIENT = "company"
+
+
+class ReleaseLogEvents:
+    """Writes what the outbox reports (:class:`agent.outbox.ReleaseEvents`) to the release
+    log, stamped by ``now`` (the pipeline's clock)."""
+
+    def __init__(self, release_log: ReleaseLog, now: Callable[[], datetime]) -> None:
+        self._log = release_log
+        self._now = now
+
+    def sent(self, seqs: Sequence[int]) -> None:
+        # Durable at sync(), which the outbox calls before it deletes the acknowledged rows.
+        self._log.mark_sent(seqs, now=self._now(), sync=False)
+
+    def sync(self) -> None:
+        self._log.sync()
+
+    def withdrawn(self, seqs: Sequence[int], reason: str) -> None:
+        self._log.mark_withdrawn(seqs, reason=reason, now=self._now())
 
 
 @dataclass(kw_only=True)
@@ -52,9 +76,11 @@ class Pipeline:
     wall: Callable[[], float] = time.time
     _device_key_id: str = field(init=False)
     _unroutable: set[tuple[str, str]] = field(init=False, default_factory=set)
+    _last_tick: datetime | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         self._device_key_id = device_key_id(self.device_key.public_key())
+        self.outbox.events = ReleaseLogEvents(self.release_log, self._event_time)
         for name, kind, text in (
             ("hems_readings_total", "counter", "Readings handed to the policy engine"),
             ("hems_releases_total", "counter", "Releases sealed into the outbox, per purpose"),
@@ -75,24 +101,29 @@ class Pipeline:
 
     def tick(self, now: datetime) -> int:
         """Apply expiries, close windows that ended, seal and queue their releases."""
+        self._last_tick = now
         self.apply_changes(self.ledger.expire(now))
         releases = [r for r in self.minimiser.flush(now, self.ledger.grants(now))
                     if self._not_yet_released(r)]
-        queued = [(r, size) for r in releases if (size := self._queue_release(r)) is not None]
+        queued = [(r, *sent) for r in releases if (sent := self._queue_release(r)) is not None]
         if queued:
             # Logged only once committed: the release log never lists what a power cut took.
             self.outbox.flush()
-            for release, size in queued:
-                self.release_log.append(release, size=size, now=now)
+            self.release_log.append_many(queued, now=now)
         return len(queued)
 
-    def apply_changes(self, changes: Iterable[ConsentChange]) -> None:
-        """Purge what a change no longer allows, then queue its signed notice for the backend."""
+    def apply_changes(self, changes: Iterable[ConsentChange], *,
+                      reason: str | None = None) -> None:
+        """Purge what a change no longer allows, then queue its signed notice for the backend.
+
+        ``reason`` names why purged releases were withdrawn (``erasure``); by default
+        ``expiry`` for an expired grant, else ``consent_change``."""
         for change in changes:
             spec = change.purge
             if spec.tiers:
                 self.outbox.purge(spec.purpose, spec.recipient,
-                                  sorted(t.value for t in spec.tiers))
+                                  sorted(t.value for t in spec.tiers),
+                                  reason=reason or withdrawal_reason(change))
             record = change.record
             self._queue_control(change.item, purpose=record.purpose, kind="consent",
                                 tier=record.tier.value if record.tier else "off")
@@ -123,8 +154,14 @@ class Pipeline:
                     release.tier.value, release.purpose)
         return False
 
-    def _queue_release(self, release: Release) -> int | None:
-        """Seal and queue one release; its envelope size, or None if it has no recipient key."""
+    def _event_time(self) -> datetime:
+        """When the outbox reports an envelope sent or withdrawn: the pipeline's time at its
+        last tick (the daemon ticks every few seconds), the wall clock before the first."""
+        return self._last_tick or datetime.fromtimestamp(self.wall(), UTC)
+
+    def _queue_release(self, release: Release) -> tuple[int, int] | None:
+        """Seal and queue one release; its envelope size and sequence number, or None if it
+        has no recipient key."""
         key = self.recipients.get(release.recipient)
         if key is None:
             if release.recipient not in self.via_company:
@@ -141,11 +178,11 @@ class Pipeline:
         payload = seal(header, release.to_dict(), recipient=key, device_key=self.device_key)
         self.outbox.enqueue(payload, topic=topic_for(self.site_id, release.purpose, "data"),
                             purpose=release.purpose, recipient=release.recipient,
-                            tier=release.tier.value, kind="data",
+                            tier=release.tier.value, kind="data", seq=seq,
                             mark=(_mark_key(release), int(release.end.timestamp())))
         self.metrics.inc("hems_releases_total", purpose=release.purpose)
         self.metrics.inc("hems_release_bytes_total", len(payload), purpose=release.purpose)
-        return len(payload)
+        return len(payload), seq
 
     def _queue_control(self, body: Mapping[str, Any], *, purpose: str, kind: str,
                        tier: str) -> None:
@@ -155,15 +192,16 @@ class Pipeline:
             return
         catalogue = self.ledger.catalogue
         count, head = self.ledger.head()
+        seq = self.outbox.next_sequence()
         header = Header(
             site=self.site_id, purpose=purpose, tier=tier, kind=kind,
             recipient_key=key.key_id, device_key=self._device_key_id, kem=key.kem,
             catalogue=catalogue.version, consent_id=f"ledger-{count}", consent_hash=head,
-            seq=self.outbox.next_sequence(), window_start=None, window_end=None,
-            created=int(self.wall() * 1000))
+            seq=seq, window_start=None, window_end=None, created=int(self.wall() * 1000))
         payload = seal(header, dict(body), recipient=key, device_key=self.device_key)
         self.outbox.enqueue(payload, topic=topic_for(self.site_id, purpose, kind),
-                            purpose=purpose, recipient=CONTROL_RECIPIENT, tier=tier, kind=kind)
+                            purpose=purpose, recipient=CONTROL_RECIPIENT, tier=tier, kind=kind,
+                            seq=seq)
 
     def _note_unroutable(self, purpose: str, recipient: str) -> None:
         self.metrics.inc("hems_releases_unroutable_total", purpose=purpose, recipient=recipient)

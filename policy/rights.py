@@ -1,8 +1,10 @@
 """The household's rights on the device (seed 2(6); APPI Arts. 29, 33, 35).
 
 * :class:`ReleaseLog` — "what left my home": one entry per release (purpose, recipient, tier,
-  window, points, record count, bytes, consent record). Entries for third-party recipients are
-  the APPI Art. 29 records of provision, kept 3 years; other entries 1 year.
+  window, points, record count, bytes, consent record, envelope sequence number), then whether
+  the broker acknowledged it or the outbox withdrew it unsent. Entries for third-party
+  recipients that left are the APPI Art. 29 records of provision, kept 3 years; other entries
+  1 year.
 * :func:`export_all` — disclosure: everything policy holds, as one JSON-able dict.
 * :func:`delete_household_data` — erasure: clears what policy holds, switches consent off and
   returns the deletion-request item for the backend. Consent history and provision records
@@ -16,7 +18,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -32,22 +34,115 @@ from policy.storage import atomic_write, fsync_dir
 
 PROVISION_RETENTION = timedelta(days=3 * 365 + 1)  # APPI Art. 29, enforcement rules: 3 years
 LOG_RETENTION = timedelta(days=365)
+EVENT_SENT, EVENT_WITHDRAWN = "sent", "withdrawn"
+STATUS_SENT, STATUS_QUEUED, STATUS_WITHDRAWN = "sent", "queued", "withdrawn"
+WITHDRAW_REASONS = frozenset({"consent_change", "expiry", "erasure", "outbox_full"})
 
 
 class ReleaseLog:
-    """Append-only JSON-lines log of releases. A torn last line (power cut) is dropped on open."""
+    """Append-only JSON-lines log of releases and of what became of them.
+
+    Three kinds of line; only retention (:meth:`prune`) and erasure rewrite the file:
+
+    * a release (purpose, recipient, tier, window, points, bytes, consent record, ``seq``: the
+      sequence number of its envelope), appended once the envelope is committed to the outbox.
+      It is then queued: committed, not yet gone.
+    * ``{"event": "sent", "seqs": [...]}``: the broker acknowledged those envelopes. Written
+      before the outbox forgets them, so a power cut in between only means a second send.
+    * ``{"event": "withdrawn", "seqs": [...], "reason": ...}``: the outbox removed them unsent
+      (a consent change, an expiry, erasure, or the outbox full). Written before the delete.
+
+    A release is *sent* once a sent line names it (also after a withdrawal: an envelope already
+    on the wire when it was purged did leave), *withdrawn* if only a withdrawal names it, else
+    *queued*. Lines without ``seq`` predate this tracking and count as sent. A torn last line
+    (power cut) is dropped on open.
+    """
 
     def __init__(self, path: str | Path, catalogue: Catalogue, subject: str) -> None:
         self._path = Path(path)
         self._catalogue = catalogue
         self._subject = subject
+        self._unsynced = False
         self._repair()
 
     def set_catalogue(self, catalogue: Catalogue) -> None:
         self._catalogue = catalogue
 
-    def append(self, release: Release, *, size: int, now: datetime) -> dict[str, Any]:
-        """Record one release that was handed to the uplink (``size``: bytes on the wire)."""
+    def append(self, release: Release, *, size: int, now: datetime,
+               seq: int | None = None) -> dict[str, Any]:
+        """Record one release whose envelope (``size`` bytes, sequence ``seq``) was committed."""
+        return self.append_many([(release, size, seq)], now=now)[0]
+
+    def append_many(self, releases: Sequence[tuple[Release, int, int | None]], *,
+                    now: datetime) -> list[dict[str, Any]]:
+        """Record releases committed together (release, bytes, seq): one write, one fsync."""
+        entries = [self._entry(release, size, seq, now) for release, size, seq in releases]
+        self._write(entries, sync=True)
+        return entries
+
+    def mark_sent(self, seqs: Collection[int], *, now: datetime, sync: bool = True) -> None:
+        """The broker acknowledged these envelopes. With ``sync=False`` the line is written now
+        and made durable by the next :meth:`sync` (the outbox calls it before it deletes)."""
+        self._write([self._event(EVENT_SENT, seqs, now)], sync=sync)
+
+    def mark_withdrawn(self, seqs: Collection[int], *, reason: str, now: datetime) -> None:
+        """These envelopes are removed from the outbox unsent (call before the delete)."""
+        if reason not in WITHDRAW_REASONS:
+            raise ValueError(f"unknown withdrawal reason {reason!r}; one of "
+                             f"{', '.join(sorted(WITHDRAW_REASONS))}")
+        self._write([self._event(EVENT_WITHDRAWN, seqs, now) | {"reason": reason}], sync=True)
+
+    def sync(self) -> None:
+        """Make lines written with ``sync=False`` durable."""
+        if self._unsynced:
+            fd = os.open(self._path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            self._unsynced = False
+
+    def entries(self, *, since: datetime | None = None) -> Iterator[dict[str, Any]]:
+        """Release entries, oldest first, each with its ``status`` (sent, queued, withdrawn)
+        and ``sent_at`` or ``withdrawn_at`` and ``withdrawn_reason``; optionally only those
+        logged at or after ``since``."""
+        lines = self._lines()
+        sent: dict[int, str] = {}
+        withdrawn: dict[int, tuple[str, str]] = {}
+        for line in lines:
+            if line.get("event") == EVENT_SENT:
+                for seq in line["seqs"]:
+                    sent.setdefault(seq, line["logged_at"])
+            elif line.get("event") == EVENT_WITHDRAWN:
+                for seq in line["seqs"]:
+                    withdrawn.setdefault(seq, (line["logged_at"], line["reason"]))
+        for line in lines:
+            if "event" in line or (since is not None
+                                   and datetime.fromisoformat(line["logged_at"]) < since):
+                continue
+            yield line | _status(line.get("seq"), sent, withdrawn)
+
+    def released(self) -> list[dict[str, Any]]:
+        """Releases that left the home: the broker acknowledged them."""
+        return [e for e in self.entries() if e["status"] == STATUS_SENT]
+
+    def provision_records(self) -> list[dict[str, Any]]:
+        """The APPI Art. 29 records: releases to third parties that left the home."""
+        return [e for e in self.released() if e["provision_record"]]
+
+    def prune(self, now: datetime) -> int:
+        """Drop entries past retention; returns how many were dropped."""
+        def keep(e: dict[str, Any]) -> bool:
+            limit = PROVISION_RETENTION if e["provision_record"] else LOG_RETENTION
+            return datetime.fromisoformat(e["logged_at"]) >= now - limit
+        return self._rewrite(keep)
+
+    def forget_household(self) -> int:
+        """Deletion: drop every entry except the provision records the law says to keep."""
+        return self._rewrite(lambda e: bool(e["provision_record"]))
+
+    def _entry(self, release: Release, size: int, seq: int | None,
+               now: datetime) -> dict[str, Any]:
         purpose = self._catalogue.purposes[release.purpose]
         recipient = purpose.recipient(release.recipient)
         kind = recipient.kind if recipient else "unknown"
@@ -66,52 +161,58 @@ class ReleaseLog:
             "provision_record": kind == "third_party",
             "legal_basis": list(purpose.legal_basis.articles),
         }
-        line = (json.dumps(entry, ensure_ascii=False, sort_keys=True) + "\n").encode("utf-8")
-        fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        try:
-            os.write(fd, line)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        if seq is not None:
+            entry["seq"] = seq
         return entry
 
-    def entries(self, *, since: datetime | None = None) -> Iterator[dict[str, Any]]:
-        """Entries, oldest first (optionally only those logged at or after ``since``)."""
+    def _event(self, event: str, seqs: Collection[int], now: datetime) -> dict[str, Any]:
+        return {"event": event, "logged_at": utc_iso(now), "subject": self._subject,
+                "seqs": sorted(seqs)}
+
+    def _write(self, lines: Sequence[dict[str, Any]], *, sync: bool) -> None:
+        data = "".join(json.dumps(e, ensure_ascii=False, sort_keys=True) + "\n" for e in lines)
+        fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            view = memoryview(data.encode("utf-8"))
+            while view:
+                view = view[os.write(fd, view):]
+            if sync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        self._unsynced = not sync  # an fsync covers every earlier write to the file
+
+    def _lines(self) -> list[dict[str, Any]]:
         if not self._path.exists():
-            return
+            return []
+        lines = []
         with self._path.open("rb") as fh:
             for number, line in enumerate(fh, start=1):
                 try:
-                    entry: dict[str, Any] = json.loads(line)
+                    lines.append(json.loads(line))
                 except ValueError as exc:
                     raise LedgerIntegrityError(str(self._path), f"line {number}",
                                                "not valid JSON") from exc
-                if since is None or datetime.fromisoformat(entry["logged_at"]) >= since:
-                    yield entry
+        return lines
 
-    def provision_records(self) -> list[dict[str, Any]]:
-        """The APPI Art. 29 records: releases to third parties."""
-        return [e for e in self.entries() if e["provision_record"]]
-
-    def prune(self, now: datetime) -> int:
-        """Drop entries past retention; returns how many were dropped."""
-        def keep(e: dict[str, Any]) -> bool:
-            limit = PROVISION_RETENTION if e["provision_record"] else LOG_RETENTION
-            return datetime.fromisoformat(e["logged_at"]) >= now - limit
-        return self._rewrite(keep)
-
-    def forget_household(self) -> int:
-        """Deletion: drop every entry except the provision records the law says to keep."""
-        return self._rewrite(lambda e: bool(e["provision_record"]))
-
-    def _rewrite(self, keep: Any) -> int:
-        entries = list(self.entries())
-        kept = [e for e in entries if keep(e)]
-        if len(kept) != len(entries):
+    def _rewrite(self, keep: Callable[[dict[str, Any]], bool]) -> int:
+        """Retention and erasure: keep the releases ``keep`` accepts and, of the event lines,
+        only the sequence numbers of kept releases."""
+        lines = self._lines()
+        releases = [e for e in lines if "event" not in e]
+        kept_seqs = {e.get("seq") for e in releases if keep(e)}
+        out = []
+        for line in lines:
+            if "event" not in line:
+                if keep(line):
+                    out.append(line)
+            elif seqs := [s for s in line["seqs"] if s in kept_seqs]:
+                out.append(line | {"seqs": seqs})
+        if len(out) != len(lines) or out != lines:
             atomic_write(self._path, "".join(
-                json.dumps(e, ensure_ascii=False, sort_keys=True) + "\n" for e in kept)
+                json.dumps(e, ensure_ascii=False, sort_keys=True) + "\n" for e in out)
                 .encode("utf-8"))
-        return len(entries) - len(kept)
+        return sum(1 for e in releases if not keep(e))
 
     def _repair(self) -> None:
         if not self._path.exists():
@@ -125,12 +226,34 @@ class ReleaseLog:
             fsync_dir(self._path.parent)
 
 
+def withdrawal_reason(change: ConsentChange) -> str:
+    """Why a change's outbox purge withdraws queued releases: expiry or a consent change."""
+    return "expiry" if change.record.source == Source.EXPIRY else "consent_change"
+
+
+def _status(seq: int | None, sent: Mapping[int, str],
+            withdrawn: Mapping[int, tuple[str, str]]) -> dict[str, Any]:
+    if seq is None:
+        return {"status": STATUS_SENT}  # logged before envelopes were tracked: counted as sent
+    if seq in sent:
+        return {"status": STATUS_SENT, "sent_at": sent[seq]}
+    if seq in withdrawn:
+        at, reason = withdrawn[seq]
+        return {"status": STATUS_WITHDRAWN, "withdrawn_at": at, "withdrawn_reason": reason}
+    return {"status": STATUS_QUEUED}
+
+
 def export_all(*, ledger: Ledger, now: datetime, release_log: ReleaseLog | None = None,
                minimiser: Minimiser | None = None) -> dict[str, Any]:
-    """Disclosure (APPI Art. 33, incl. 33(5) for provision records): everything policy holds."""
+    """Disclosure (APPI Art. 33, incl. 33(5) for provision records): everything policy holds.
+
+    ``release_log`` and ``provision_records`` hold only what left the home; what is committed
+    but not yet acknowledged, and what was queued and then withdrawn unsent, are listed apart.
+    """
     cat = ledger.catalogue
     count, head = ledger.head()
     log = [] if release_log is None else list(release_log.entries())
+    sent = [e for e in log if e["status"] == STATUS_SENT]
     return {
         "format": "hems-export/1", "generated_at": utc_iso(now), "subject": ledger.subject,
         "catalogue": {"version": cat.version, "hash": cat.content_hash,
@@ -140,8 +263,10 @@ def export_all(*, ledger: Ledger, now: datetime, release_log: ReleaseLog | None 
             "history": [rec.as_dict() for rec in ledger.history()],
             "head": {"count": count, "hash": head},
         },
-        "release_log": log,
-        "provision_records": [e for e in log if e["provision_record"]],
+        "release_log": sent,
+        "provision_records": [e for e in sent if e["provision_record"]],
+        "queued_not_yet_sent": [e for e in log if e["status"] == STATUS_QUEUED],
+        "withdrawn_never_sent": [e for e in log if e["status"] == STATUS_WITHDRAWN],
         "held": None if minimiser is None else minimiser.held(),
     }
 

@@ -25,7 +25,13 @@ from policy.errors import ConsentError
 from policy.ledger import Ledger
 from policy.minimise import Minimiser
 from policy.records import ConsentChange, ConsentRecord, Grant, Source
-from policy.rights import ReleaseLog, delete_household_data, export_all
+from policy.rights import (
+    STATUS_WITHDRAWN,
+    ReleaseLog,
+    delete_household_data,
+    export_all,
+    withdrawal_reason,
+)
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +54,7 @@ class OutboxLike(Protocol):
     """What the page needs of :class:`agent.outbox.Outbox`."""
 
     def purge(self, purpose: str, recipient: str | None = None,
-              tiers: Sequence[str] | None = None) -> int: ...
+              tiers: Sequence[str] | None = None, *, reason: str = "consent_change") -> int: ...
     def stats(self) -> OutboxStatsLike: ...
 
 
@@ -67,12 +73,35 @@ class ReleaseEntry:
 
     @classmethod
     def from_log(cls, entry: Mapping[str, Any]) -> ReleaseEntry:
-        """From a :class:`policy.rights.ReleaseLog` entry."""
-        return cls(time=datetime.fromisoformat(entry["logged_at"]), purpose=entry["purpose"],
-                   recipient=entry["recipient"],
+        """From a :class:`policy.rights.ReleaseLog` entry; the time it was sent (acknowledged
+        by the broker) when known, else when it was committed."""
+        return cls(time=datetime.fromisoformat(entry.get("sent_at") or entry["logged_at"]),
+                   purpose=entry["purpose"], recipient=entry["recipient"],
                    window_start=datetime.fromisoformat(entry["start"]),
                    window_end=datetime.fromisoformat(entry["end"]), tier=entry["tier"],
                    points=len(entry["points"]), size=int(entry["bytes"]))
+
+
+@dataclass(frozen=True, kw_only=True)
+class WithdrawnEntry:
+    """A release that was queued, then withdrawn before it was sent: it never left."""
+
+    time: datetime
+    purpose: str
+    recipient: str
+    window_start: datetime
+    window_end: datetime
+    tier: str
+    reason: str
+
+    @classmethod
+    def from_log(cls, entry: Mapping[str, Any]) -> WithdrawnEntry:
+        """From a withdrawn :class:`policy.rights.ReleaseLog` entry."""
+        return cls(time=datetime.fromisoformat(entry["withdrawn_at"]), purpose=entry["purpose"],
+                   recipient=entry["recipient"],
+                   window_start=datetime.fromisoformat(entry["start"]),
+                   window_end=datetime.fromisoformat(entry["end"]), tier=entry["tier"],
+                   reason=entry["withdrawn_reason"])
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -143,22 +172,34 @@ class HouseholdService:
         return list(reversed(self._ledger.history()))
 
     def recent_releases(self, limit: int = 5) -> dict[Key, list[ReleaseEntry]]:
-        """The last ``limit`` releases of each purpose × recipient, newest first (one pass
-        over the release log)."""
+        """The last ``limit`` releases that left the home, of each purpose × recipient, newest
+        first (one pass over the release log)."""
         found: dict[Key, list[ReleaseEntry]] = {}
-        for entry in self._release_log.entries():
+        for entry in self._release_log.released():
             found.setdefault((entry["purpose"], entry["recipient"]), []).append(
                 ReleaseEntry.from_log(entry))
         return {key: sorted(entries, key=lambda e: e.time, reverse=True)[:limit]
                 for key, entries in found.items()}
+
+    def withdrawn_releases(self, limit: int = 20) -> list[WithdrawnEntry]:
+        """The last ``limit`` releases queued and then withdrawn unsent, newest first."""
+        entries = [WithdrawnEntry.from_log(e) for e in self._release_log.entries()
+                   if e["status"] == STATUS_WITHDRAWN]
+        return sorted(entries, key=lambda e: e.time, reverse=True)[:limit]
 
     def outbox_stats(self) -> OutboxStatsLike:
         """What is queued now and what the bound dropped."""
         return self._outbox.stats()
 
     def provision_records(self) -> list[Mapping[str, Any]]:
-        """Records of provision to third parties (APPI Art. 29; disclosed under Art. 33(5))."""
+        """Records of provision to third parties (APPI Art. 29; disclosed under Art. 33(5)):
+        releases to them that left the home."""
         return list(self._release_log.provision_records())
+
+    def withdrawn_provisions(self) -> list[Mapping[str, Any]]:
+        """Releases to third parties queued and then withdrawn unsent: never provided."""
+        return [e for e in self._release_log.entries()
+                if e["status"] == STATUS_WITHDRAWN and e["provision_record"]]
 
     def export_all(self) -> dict[str, Any]:
         """Everything the device holds about the household, as JSON-ready data: policy's
@@ -201,8 +242,8 @@ class HouseholdService:
         deletion = delete_household_data(ledger=self._ledger, now=self.now(), source=SOURCE,
                                          minimiser=self._minimiser,
                                          release_log=self._release_log)
-        outcome = self._apply(deletion.changes)
-        purged = sum(self._outbox.purge(pid) for pid in self.catalogue.purposes)
+        outcome = self._apply(deletion.changes, reason="erasure")
+        purged = sum(self._outbox.purge(pid, reason="erasure") for pid in self.catalogue.purposes)
         self._on_deletion(deletion.item)
         log.info("household page: local data deleted, deletion request handed on")
         return Outcome(changes=outcome.changes, purged=outcome.purged + purged)
@@ -237,13 +278,15 @@ class HouseholdService:
 
     # -- internals --------------------------------------------------------------------------
 
-    def _apply(self, changes: Sequence[ConsentChange]) -> Outcome:
+    def _apply(self, changes: Sequence[ConsentChange], *,
+               reason: str | None = None) -> Outcome:
         purged = 0
         for change in changes:
             spec = change.purge
             if spec.tiers:
                 purged += self._outbox.purge(spec.purpose, spec.recipient,
-                                             sorted(t.value for t in spec.tiers))
+                                             sorted(t.value for t in spec.tiers),
+                                             reason=reason or withdrawal_reason(change))
             self._on_change(change)
         return Outcome(changes=tuple(changes), purged=purged)
 

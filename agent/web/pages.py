@@ -25,7 +25,8 @@ async def purposes(page: PageContext, request: Request) -> Response:
 
 
 async def released(page: PageContext, request: Request) -> Response:
-    """What left my home: recent releases per purpose and recipient, the queue, the drops."""
+    """What left my home: recent releases per purpose and recipient, the queue, the drops,
+    and apart, what was queued and then withdrawn unsent."""
     session = page.authed(request)
     if session is None:
         return page.login_redirect(request)
@@ -38,7 +39,8 @@ async def released(page: PageContext, request: Request) -> Response:
     drops = [(titles.get(pid, pid), n) for pid, n in sorted(stats.drops.items()) if n]
     return page.render(request, "released.html", session, groups=groups,
                        any_released=any(rows for _, _, rows in groups), depth=stats.depth,
-                       queued_size=views.size_text(stats.bytes, t), drops=drops)
+                       queued_size=views.size_text(stats.bytes, t), drops=drops,
+                       withdrawn=views.withdrawn_rows(service, t))
 
 
 async def history(page: PageContext, request: Request) -> Response:
@@ -75,11 +77,13 @@ async def export(page: PageContext, request: Request) -> Response:
 
 
 async def provision_records(page: PageContext, request: Request) -> Response:
-    """Records of provision to third parties (APPI Art. 33(5)), as a JSON download."""
+    """Records of provision to third parties (APPI Art. 33(5)), as a JSON download; apart,
+    those queued and then withdrawn unsent (never provided)."""
     if page.authed(request) is None:
         return page.login_redirect(request)
     stamp = page.service.now().strftime("%Y%m%d")
-    return json_download({"records": page.service.provision_records()},
+    return json_download({"records": page.service.provision_records(),
+                          "withdrawn_never_sent": page.service.withdrawn_provisions()},
                          f"hems-provision-records-{stamp}.json")
 
 

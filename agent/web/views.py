@@ -26,6 +26,16 @@ class ReleaseRow:
 
 
 @dataclass(frozen=True, kw_only=True)
+class WithdrawnRow:
+    time: str
+    purpose: str
+    recipient: str
+    window: str
+    tier: str
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True)
 class RecipientCard:
     id: str
     name: str
@@ -93,6 +103,23 @@ def release_rows(entries: Sequence[ReleaseEntry], t: Translator) -> tuple[Releas
                             window=f"{local_time(e.window_start)} – {local_time(e.window_end)}",
                             tier=t(f"tier.{e.tier}"), points=e.points, size=size_text(e.size, t))
                  for e in entries)
+
+
+def withdrawn_rows(service: HouseholdService, t: Translator) -> tuple[WithdrawnRow, ...]:
+    """Releases queued and then withdrawn unsent, newest first, as the page lists them."""
+    rows = []
+    for e in service.withdrawn_releases():
+        purpose = service.catalogue.purposes.get(e.purpose)
+        recipient = None if purpose is None else purpose.recipient(e.recipient)
+        reason = f"withdrawn.{e.reason}"
+        rows.append(WithdrawnRow(
+            time=local_time(e.time), purpose=e.purpose if purpose is None
+            else text(purpose.title, t.lang),
+            recipient=e.recipient if recipient is None
+            else recipient_name(service, recipient, t.lang),
+            window=f"{local_time(e.window_start)} – {local_time(e.window_end)}",
+            tier=t(f"tier.{e.tier}"), reason=t(reason) if t.has(reason) else e.reason))
+    return tuple(rows)
 
 
 def purpose_cards(service: HouseholdService, t: Translator) -> list[PurposeCard]:

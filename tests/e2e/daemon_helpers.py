@@ -184,15 +184,18 @@ async def metric(port: int, name: str, **labels: str) -> float:
 
 
 def release_log(files: SiteFiles) -> list[dict[str, Any]]:
-    """The entries of state/release-log.jsonl (a torn last line, as after SIGKILL, is skipped)."""
+    """The releases in state/release-log.jsonl that were not withdrawn unsent: sent or still
+    queued (a torn last line, as after SIGKILL, is skipped)."""
     path = files.state_dir / "release-log.jsonl"
     if not path.exists():
         return []
-    entries = []
+    lines = []
     for line in path.read_bytes().splitlines():
         with contextlib.suppress(ValueError):
-            entries.append(json.loads(line))
-    return entries
+            lines.append(json.loads(line))
+    sent = {s for e in lines if e.get("event") == "sent" for s in e["seqs"]}
+    withdrawn = {s for e in lines if e.get("event") == "withdrawn" for s in e["seqs"]} - sent
+    return [e for e in lines if "event" not in e and e.get("seq") not in withdrawn]
 
 
 class Page:

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from playwright.async_api import Browser, Download, Page, async_playwright
 
+from agent.pipeline import ReleaseLogEvents
 from agent.web.app import create_app
 from agent.web.server import serve
 from policy.release import Release
@@ -59,10 +60,15 @@ async def browser() -> AsyncIterator[Browser]:
 async def site(tmp_path: Path, browser: Browser) -> AsyncIterator[Site]:
     port = free_port()
     rig = build(tmp_path, hosts=frozenset({"127.0.0.1"}), port=port, releases=_releases())
-    # One queued daily upload for `improvement`, so the purge on withdrawal is visible.
+    # One queued daily upload for `improvement`, so the purge on withdrawal is visible; the
+    # outbox tells the release log what became of it, as the pipeline connects them.
+    rig.outbox.events = ReleaseLogEvents(rig.release_log, rig.clock)
     rig.outbox.enqueue(b"sealed", topic="hems/v1/site-test/improvement/data",
-                       purpose="improvement", recipient="company", tier="1d", kind="data")
+                       purpose="improvement", recipient="company", tier="1d", kind="data",
+                       seq=500)
     rig.outbox.flush()
+    rig.release_log.append(release("improvement", "company", "1d", START, START + timedelta(
+        days=1), points=12), size=6, now=START, seq=500)
     started, stop = asyncio.Event(), asyncio.Event()
     task = asyncio.create_task(serve(create_app(rig.service, rig.settings), "127.0.0.1", port,
                                      started=started, stop=stop))
@@ -117,6 +123,11 @@ async def test_turning_improvement_off_takes_effect_and_is_recorded(site: Site) 
     current = page.locator("#current-improvement-company")
     assert await current.get_attribute("data-tier") == "1d"
     assert site.rig.outbox.stats().depth == 1
+    await page.goto(site.url + "/released")
+    released_rows = page.locator("table.rel:not(#withdrawn) tbody tr")
+    assert await released_rows.count() == 4  # the queued upload has not left
+    assert await page.locator("#no-withdrawn").count() == 1
+    await page.goto(site.url + "/")
     await _set(page, "improvement", "company", "off")
     assert "1件を削除しました" in await page.locator("#flash").inner_text()
     assert await current.get_attribute("data-tier") == "off"
@@ -128,6 +139,10 @@ async def test_turning_improvement_off_takes_effect_and_is_recorded(site: Site) 
     assert await row.get_attribute("data-source") == "household_page"
     assert await row.get_attribute("data-tier") == "off"
     assert "このページ" in await row.inner_text()
+    await page.get_by_role("link", name="家から出たデータ").click()
+    withdrawn = await page.locator("#withdrawn tbody tr").all_inner_texts()
+    assert len(withdrawn) == 1 and "同意の変更" in withdrawn[0]  # listed apart, never as sent
+    assert await released_rows.count() == 4
 
 
 async def test_support_grant_for_one_hour_expires(site: Site) -> None:
@@ -168,6 +183,7 @@ async def test_export_everything_and_provision_records(site: Site) -> None:
     assert data["subject"] == "site-test"
     assert {r["purpose"] for r in data["consent"]["history"]} >= {"service", "improvement"}
     assert len(data["release_log"]) == 4 and data["outbox"]["depth"] == 1
+    assert [e["seq"] for e in data["queued_not_yet_sent"]] == [500]
     await page.get_by_role("link", name="家から出たデータ").click()
     first = await page.locator("table.rel tbody tr").first.inner_text()
     assert "2026-11-26 10:05" in first and "1840バイト" in first  # newest first, Japan time

@@ -1,0 +1,159 @@
+"""The release log tells what left: the real pipeline, outbox, publisher and mosquitto.
+
+Releases committed to the outbox and then purged by a consent change or an expiry are marked
+withdrawn and never appear as released in the export; what the broker acknowledged is marked
+sent, and is exactly what a subscriber on the broker saw.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import aiomqtt
+import pytest
+
+from agent.keys import ensure_device_key, generate_recipient_key
+from agent.metrics import Metrics
+from agent.outbox import Outbox
+from agent.pipeline import Pipeline
+from agent.uplink import Publisher, connect, tls_context
+from drivers.models import PointKind, Reading
+from policy.catalogue import load_catalogue
+from policy.ledger import Ledger
+from policy.minimise import Minimiser
+from policy.rights import ReleaseLog, export_all
+from tests.integration.uplink_helpers import PASSWORDS, broker_config, wait_until
+from tests.support.mosquitto import RECEIVER_USER, Mosquitto
+
+SITE = "s-0001"
+T0 = datetime(2026, 11, 26, 0, 0, tzinfo=UTC)  # a window boundary
+RECIPIENTS = ("company", "installer", "support_centre")
+
+
+@dataclass
+class Site:
+    pipeline: Pipeline
+    ledger: Ledger
+    outbox: Outbox
+    release_log: ReleaseLog
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Iterator[Site]:
+    catalogue = load_catalogue()
+    opened = T0 - timedelta(hours=1)
+    ledger = Ledger.open(tmp_path / "ledger.json", catalogue, SITE, opened)
+    outbox = Outbox(tmp_path / "outbox.sqlite")
+    release_log = ReleaseLog(tmp_path / "release-log.jsonl", catalogue, SITE)
+    pipeline = Pipeline(site_id=SITE, ledger=ledger, minimiser=Minimiser(catalogue),
+                        outbox=outbox, device_key=ensure_device_key(tmp_path / "device.key"),
+                        recipients={r: generate_recipient_key().public for r in RECIPIENTS},
+                        metrics=Metrics(), release_log=release_log)
+    yield Site(pipeline=pipeline, ledger=ledger, outbox=outbox, release_log=release_log)
+    outbox.close()
+    ledger.close()
+
+
+def _half_hour(site: Site, start: datetime) -> int:
+    """Feed a half hour of readings from ``start`` and release it; how many were queued."""
+    site.pipeline.submit([
+        Reading(device="meter", point=point, kind=kind, value=value + minute, unit=unit,
+                ts=start + timedelta(minutes=minute, seconds=5))
+        for minute in range(30)
+        for point, kind, value, unit in (("grid.power", PointKind.POWER, 500.0, "W"),
+                                         ("grid.energy_import", PointKind.ENERGY, 1e6, "Wh"))])
+    return site.pipeline.tick(start + timedelta(minutes=30, seconds=10))
+
+
+def _by_purpose(entries: list[dict[str, object]]) -> list[str]:
+    return sorted(str(e["purpose"]) for e in entries)
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Mosquitto]:
+    mosquitto = Mosquitto(tmp_path / "broker", PASSWORDS)
+    mosquitto.start()
+    yield mosquitto
+    mosquitto.stop()
+
+
+@contextlib.asynccontextmanager
+async def _seen_on_broker(broker: Mosquitto) -> AsyncIterator[list[str]]:
+    """Topics of every message the broker delivers, as a subscriber on it sees them."""
+    config = broker_config(broker, RECEIVER_USER, "watcher")
+    topics: list[str] = []
+    async with connect(config, tls_context(config)) as client:
+        await client.subscribe("hems/v1/#", qos=1)
+
+        async def collect() -> None:
+            async for message in client.messages:
+                topics.append(str(message.topic))
+
+        task = asyncio.create_task(collect())
+        try:
+            yield topics
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
+                await task
+
+
+@pytest.mark.mosquitto
+async def test_a_consent_change_withdraws_queued_releases_and_only_sent_ones_are_released(
+        site: Site, broker: Mosquitto) -> None:
+    site.pipeline.apply_changes([site.ledger.set_grant(
+        "maintenance_watch", "installer", "30min", source="household_page",
+        now=T0 - timedelta(minutes=30))])
+    queued = _half_hour(site, T0)
+    statuses = {e["purpose"]: e["status"] for e in site.release_log.entries()}
+    assert statuses == {"service": "queued", "maintenance_watch": "queued"} and queued == 2
+    # The household switches the third party off before the broker was ever reached.
+    site.pipeline.apply_changes([site.ledger.set_grant(
+        "maintenance_watch", "installer", None, source="household_page",
+        now=T0 + timedelta(minutes=31))])
+
+    publisher = Publisher(broker_config(broker, SITE), site.outbox, batch=10, idle_wait=0.05)
+    site.outbox.on_commit = publisher.notify
+    async with _seen_on_broker(broker) as topics:
+        task = asyncio.create_task(publisher.run())
+        try:
+            await wait_until(lambda: site.outbox.unacknowledged() == 0, "the outbox drained")
+            site.outbox.flush()
+            await wait_until(lambda: len(topics) == 3, "every message seen on the broker")
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    # What the broker saw: the service data and both consent changes, no maintenance watch data.
+    assert sorted(topics) == [f"hems/v1/{SITE}/maintenance_watch/consent"] * 2 + [
+        f"hems/v1/{SITE}/service/data"]
+
+    exported = export_all(ledger=site.ledger, now=T0 + timedelta(hours=1),
+                          release_log=site.release_log)
+    assert _by_purpose(exported["release_log"]) == ["service"]
+    assert exported["provision_records"] == [] and exported["queued_not_yet_sent"] == []
+    [withdrawn] = exported["withdrawn_never_sent"]
+    assert withdrawn["purpose"] == "maintenance_watch" and withdrawn["provision_record"]
+    assert withdrawn["withdrawn_reason"] == "consent_change"
+    assert site.release_log.provision_records() == []
+
+
+async def test_an_expiry_withdraws_what_its_grant_had_queued(site: Site) -> None:
+    site.pipeline.apply_changes([site.ledger.set_grant(
+        "support", "support_centre", "30min", source="household_page",
+        expires=T0 + timedelta(minutes=40), now=T0 - timedelta(minutes=30))])
+    assert _half_hour(site, T0) == 2
+    site.pipeline.tick(T0 + timedelta(minutes=41))  # the grant expires; nothing was sent
+    entries = {e["purpose"]: e for e in site.release_log.entries()}
+    assert entries["support"]["status"] == "withdrawn"
+    assert entries["support"]["withdrawn_reason"] == "expiry"
+    assert entries["service"]["status"] == "queued"
+    exported = export_all(ledger=site.ledger, now=T0 + timedelta(hours=1),
+                          release_log=site.release_log)
+    assert exported["release_log"] == []
+    assert _by_purpose(exported["withdrawn_never_sent"]) == ["support"]

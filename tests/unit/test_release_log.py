@@ -1,0 +1,139 @@
+"""The release log: queued, sent and withdrawn releases; append-only; torn lines; retention."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from policy.catalogue import load_catalogue
+from policy.ledger import Ledger
+from policy.rights import ReleaseLog, export_all
+from tests.unit.test_policy_rights import T0, _release
+
+
+def _log(tmp_path: Path) -> ReleaseLog:
+    return ReleaseLog(tmp_path / "releases.jsonl", load_catalogue(), "site-1")
+
+
+def _three(log: ReleaseLog) -> None:
+    log.append_many([(_release("service", "company"), 210, 1),
+                     (_release("maintenance_watch", "installer"), 190, 2),
+                     (_release("maintenance_watch", "installer"), 190, 3)], now=T0)
+
+
+def _status(log: ReleaseLog) -> dict[int, str]:
+    return {e["seq"]: e["status"] for e in log.entries()}
+
+
+def test_a_release_is_queued_until_sent_or_withdrawn(tmp_path: Path) -> None:
+    log = _log(tmp_path)
+    _three(log)
+    assert _status(log) == {1: "queued", 2: "queued", 3: "queued"}
+    log.mark_sent([1], now=T0 + timedelta(minutes=1))
+    log.mark_withdrawn([2], reason="consent_change", now=T0 + timedelta(minutes=2))
+    assert _status(log) == {1: "sent", 2: "withdrawn", 3: "queued"}
+    sent, withdrawn, _ = log.entries()
+    assert sent["sent_at"] == "2026-05-31T15:01:00+00:00"
+    assert (withdrawn["withdrawn_reason"], withdrawn["withdrawn_at"]) == (
+        "consent_change", "2026-05-31T15:02:00+00:00")
+    assert [e["seq"] for e in log.released()] == [1]
+    assert log.provision_records() == []  # nothing left for the installer
+
+
+def test_sent_wins_over_withdrawn(tmp_path: Path) -> None:
+    """An envelope already on the wire when it was purged, then acknowledged, did leave."""
+    log = _log(tmp_path)
+    _three(log)
+    log.mark_withdrawn([2, 3], reason="expiry", now=T0)
+    log.mark_sent([2], now=T0)
+    assert _status(log) == {1: "queued", 2: "sent", 3: "withdrawn"}
+    assert [e["seq"] for e in log.provision_records()] == [2]
+
+
+def test_the_file_is_only_ever_appended_to(tmp_path: Path) -> None:
+    log = _log(tmp_path)
+    _three(log)
+    before = (tmp_path / "releases.jsonl").read_bytes()
+    log.mark_sent([1], now=T0)
+    log.mark_withdrawn([2], reason="erasure", now=T0)
+    after = (tmp_path / "releases.jsonl").read_bytes()
+    assert after.startswith(before)
+    events = [json.loads(line) for line in after[len(before):].splitlines()]
+    assert [(e["event"], e["seqs"]) for e in events] == [("sent", [1]), ("withdrawn", [2])]
+
+
+def test_a_torn_sent_line_leaves_the_release_queued(tmp_path: Path) -> None:
+    """A power cut while "sent" was written: the outbox had not deleted the envelope yet
+    (it syncs the log first), so it is sent again and marked then."""
+    log = _log(tmp_path)
+    _three(log)
+    with (tmp_path / "releases.jsonl").open("ab") as fh:
+        fh.write(b'{"event": "sent", "logged_at": "2026-05-31T15:00:00+00:00", "seqs": [1')
+    assert _status(_log(tmp_path)) == {1: "queued", 2: "queued", 3: "queued"}
+
+
+def test_unsynced_sent_lines_are_read_at_once_and_synced_later(tmp_path: Path) -> None:
+    log = _log(tmp_path)
+    _three(log)
+    log.mark_sent([3], now=T0, sync=False)
+    assert _status(log)[3] == "sent"
+    log.sync()
+    log.sync()  # nothing left to sync: a no-op
+    assert _status(_log(tmp_path))[3] == "sent"
+
+
+def test_an_unknown_withdrawal_reason_is_refused_and_nothing_is_written(
+        tmp_path: Path) -> None:
+    log = _log(tmp_path)
+    _three(log)
+    size = (tmp_path / "releases.jsonl").stat().st_size
+    with pytest.raises(ValueError, match="unknown withdrawal reason 'because'"):
+        log.mark_withdrawn([1], reason="because", now=T0)
+    assert (tmp_path / "releases.jsonl").stat().st_size == size
+
+
+def test_entries_logged_before_sequence_numbers_count_as_sent(tmp_path: Path) -> None:
+    log = _log(tmp_path)
+    log.append(_release("maintenance_watch", "installer"), size=1, now=T0)
+    assert [e["status"] for e in log.entries()] == ["sent"]
+    assert len(log.provision_records()) == 1
+
+
+def test_erasure_keeps_provision_records_with_their_fate(tmp_path: Path) -> None:
+    log = _log(tmp_path)
+    _three(log)
+    log.mark_sent([1, 2], now=T0)
+    log.mark_withdrawn([3], reason="consent_change", now=T0)
+    assert log.forget_household() == 1  # the service entry
+    assert _status(log) == {2: "sent", 3: "withdrawn"}
+    lines = [json.loads(x) for x in (tmp_path / "releases.jsonl").read_bytes().splitlines()]
+    assert [e["seqs"] for e in lines if "event" in e] == [[2], [3]]  # seq 1 is gone
+
+
+def test_retention_drops_events_with_their_releases(tmp_path: Path) -> None:
+    log = _log(tmp_path)
+    _three(log)
+    log.mark_sent([1, 2, 3], now=T0)
+    assert log.prune(T0 + timedelta(days=366)) == 1
+    assert _status(log) == {2: "sent", 3: "sent"}
+    assert log.prune(T0 + timedelta(days=3 * 365 + 2)) == 2
+    assert (tmp_path / "releases.jsonl").read_bytes() == b""
+
+
+def test_export_lists_only_what_left_and_the_rest_apart(tmp_path: Path) -> None:
+    cat = load_catalogue()
+    ledger = Ledger.open(tmp_path / "l.json", cat, "site-1", T0)
+    log = _log(tmp_path)
+    _three(log)
+    log.mark_sent([1], now=T0)
+    log.mark_withdrawn([2], reason="outbox_full", now=T0)
+    exported = export_all(ledger=ledger, release_log=log, now=T0)
+    json.dumps(exported)
+    assert [e["seq"] for e in exported["release_log"]] == [1]
+    assert exported["provision_records"] == []
+    assert [e["seq"] for e in exported["queued_not_yet_sent"]] == [3]
+    assert [(e["seq"], e["withdrawn_reason"]) for e in exported["withdrawn_never_sent"]] == [
+        (2, "outbox_full")]
