@@ -4,7 +4,9 @@ Start-up opens the state (consent ledger, outbox) and keys; any failure there is
 clear message. While running, a failing device poller is restarted with backoff and never takes
 the daemon down; a failure of the outbox's storage is fatal (exit 1, systemd restarts).
 SIGTERM/SIGINT set the stop event: pollers stop, the pipeline commits what it holds to the outbox,
-the MQTT session is closed, and the daemon exits 0 within ``shutdown_timeout``.
+the minimiser's open windows are saved, the MQTT session is closed, and the daemon exits 0 within
+``shutdown_timeout``. Those windows are also saved every ``snapshot_interval`` while running, and
+restored at start once the clock is trusted (``agent/snapshots.py``).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import dataclasses
 import logging
 import signal
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -29,9 +31,11 @@ from agent.sources import Stamper, plan_buses, run_bus
 from agent.sources_echonet import start_echonet_pollers
 from agent.state import State, open_state
 from agent.supervisor import Backoff, supervise
+from drivers.models import Reading
 
 log = logging.getLogger(__name__)
 _SIMULATED_TICK_FLOOR = 0.2  # seconds between ticks at most simulated speeds
+_SNAPSHOT_FLOOR = 1.0  # real seconds between minimiser snapshots at most, at any speed
 
 
 @dataclass(kw_only=True)
@@ -42,6 +46,8 @@ class DaemonOptions:
     shutdown_timeout: float = 20.0
     drain_on_stop: float = 2.0
     """While stopping, how long the uplink may go on sending what is queued (if connected)."""
+    snapshot_interval: float = 60.0
+    """Seconds of the daemon's time between minimiser snapshots: what a SIGKILL may lose."""
     speed: float = 1.0
     """Simulated time (demos, tests): stamps run this many times faster than real time."""
     start: datetime | None = None
@@ -75,6 +81,8 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop.set)
         state = open_state(self.config, self.metrics, now=self._now())
+        state.snapshots.interval = max(_SNAPSHOT_FLOOR,
+                                       self.options.snapshot_interval / self.options.speed)
         try:
             await self._run(state)
         finally:
@@ -99,7 +107,10 @@ class Daemon:
                 await _cancel(pollers)
                 await _cancel([ticker])
                 if self.clock.synchronised:  # windows that ended are still released
-                    state.pipeline.tick(self._now())
+                    now = self._now()
+                    state.snapshots.restore_once(now)
+                    state.pipeline.tick(now)
+                    state.snapshots.save(now)  # what is still open, for the next start
                 await _cancel([flusher])  # commits what is pending
                 await _cancel(side)
                 await self._last_uploads(state)
@@ -117,7 +128,12 @@ class Daemon:
 
     def _start_pollers(self, group: asyncio.TaskGroup, state: State,
                        ready: list[asyncio.Event]) -> list[asyncio.Task[None]]:
-        stamper = Stamper(self.clock, state.pipeline.submit)
+        def submit(readings: Sequence[Reading]) -> None:
+            # Readings flow only once the clock is trusted: restore before the first one.
+            state.snapshots.restore_once(self._now())
+            state.pipeline.submit(readings)
+
+        stamper = Stamper(self.clock, submit)
         tasks = []
         for plan in plan_buses(self.config):
             started = asyncio.Event()
@@ -194,7 +210,10 @@ class Daemon:
         while True:
             self.clock.check()
             if self.clock.synchronised:
-                state.pipeline.tick(self._now())
+                now = self._now()
+                state.snapshots.restore_once(now)
+                state.pipeline.tick(now)
+                state.snapshots.save_if_due(now)
             stats = state.outbox.stats()  # one query a tick, for the metrics and the status
             self._update_metrics(state, stats)
             self.notifier.status(self._status(state, stats))

@@ -9,6 +9,8 @@ from __future__ import annotations
 LEDGER_FILE = "consent-ledger.json"
 RELEASE_LOG_FILE = "release-log.jsonl"
 OUTBOX_FILE = "outbox.sqlite"
+MINIMISER_STATE_FILE = "minimiser-state.json"
+"""Open windows and last counters of the minimiser, so a restart does not cut them."""
 ROTATED_KEYS_FILE = "keys/rotated.json"
 """Public halves of retired device keys (JSON ``{"keys": [{"key_id", "public_key", ...}]}``)."""
 WEB_SESSIONS_FILE = "web-sessions.json"

@@ -3,7 +3,8 @@ outbox, publisher and the pipeline that ties them together.
 
 Files under the state directory: ``consent-ledger.json`` (TinyDB, atomic writes),
 ``release-log.jsonl`` (append-only), ``outbox.sqlite`` (WAL). Any problem here is fatal at
-start-up and reported with the file it concerns.
+start-up and reported with the file it concerns. ``minimiser-state.json`` (the minimiser's
+snapshot) is read here but restored later, once the clock is trusted; a bad one is never fatal.
 """
 
 from __future__ import annotations
@@ -29,8 +30,9 @@ from agent.keys import (
 )
 from agent.metrics import Metrics
 from agent.outbox import Outbox, OutboxConfig
-from agent.paths import LEDGER_FILE, OUTBOX_FILE, RELEASE_LOG_FILE
+from agent.paths import LEDGER_FILE, MINIMISER_STATE_FILE, OUTBOX_FILE, RELEASE_LOG_FILE
 from agent.pipeline import Pipeline
+from agent.snapshots import MinimiserSnapshots
 from agent.uplink import BrokerConfig, Publisher, endpoint, read_password
 from policy.catalogue import Catalogue, load_catalogue
 from policy.ledger import Ledger
@@ -54,6 +56,7 @@ class State:
     outbox: Outbox
     publisher: Publisher
     pipeline: Pipeline
+    snapshots: MinimiserSnapshots
     household: Any = None
     """The household page's service, once the page runs (``agent.web.HouseholdService``)."""
 
@@ -77,6 +80,8 @@ def open_state(config: AgentConfig, metrics: Metrics, *, now: datetime) -> State
                          sign=device_key.sign,
                          verify=device_history_verifier(public, retired_device_keys(state_dir)))
     minimiser = Minimiser(catalogue, tz=config.timezone)
+    snapshots = MinimiserSnapshots(state_dir / MINIMISER_STATE_FILE, minimiser, config.site_id)
+    minimiser.on_clear = snapshots.forget
     release_log = ReleaseLog(state_dir / RELEASE_LOG_FILE, catalogue, config.site_id)
     priorities = {p.id: p.priority for p in catalogue.spec.purposes}
     outbox = Outbox(state_dir / OUTBOX_FILE,
@@ -92,7 +97,8 @@ def open_state(config: AgentConfig, metrics: Metrics, *, now: datetime) -> State
     pipeline.apply_changes(ledger.startup_changes)
     return State(config=config, device_key=device_key, recipients=recipients,
                  catalogue=catalogue, ledger=ledger, minimiser=minimiser,
-                 release_log=release_log, outbox=outbox, publisher=publisher, pipeline=pipeline)
+                 release_log=release_log, outbox=outbox, publisher=publisher, pipeline=pipeline,
+                 snapshots=snapshots)
 
 
 def load_recipients(config: AgentConfig) -> dict[str, RecipientPublicKey]:

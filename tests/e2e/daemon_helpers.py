@@ -183,6 +183,16 @@ async def metric(port: int, name: str, **labels: str) -> float:
     return 0.0
 
 
+def minimiser_snapshot(files: SiteFiles) -> dict[str, Any] | None:
+    """The daemon's saved minimiser state (state/minimiser-state.json), None before the first."""
+    path = files.state_dir / "minimiser-state.json"
+    try:
+        found: dict[str, Any] = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        return None
+    return found
+
+
 def release_log(files: SiteFiles) -> list[dict[str, Any]]:
     """The releases in state/release-log.jsonl that were not withdrawn unsent: sent or still
     queued (a torn last line, as after SIGKILL, is skipped)."""
