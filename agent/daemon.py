@@ -186,7 +186,7 @@ class Daemon:
             on_deletion=state.pipeline.queue_deletion, minimiser=state.minimiser,
             recipient_names={r.id: r.display_name for r in self.config.recipients
                              if r.display_name},
-            clock=self._now)
+            clock=self._now, state_dir=state.config.state_dir)
         state.household = household
         await serve(create_app(household, settings), settings.bind_host, settings.port,
                     ssl_certfile=str(web.tls_cert) if web.tls_cert else None,
@@ -243,12 +243,22 @@ class Daemon:
         m.set("hems_clock_synchronised", 1.0 if self.clock.synchronised else 0.0)
 
     def _status(self, state: State, stats: OutboxStats) -> str:
-        up = "connected" if state.publisher.connected.is_set() else "offline"
-        clock = "" if self.clock.synchronised else ", waiting for clock sync"
         devices = (len(self.config.devices) + len(self.config.echonet_devices)
                    + (self.config.broute is not None))
-        return (f"{devices} devices, outbox {stats.depth} queued, "
-                f"uplink {up}{clock}")
+        return status_line(devices=devices, queued=stats.depth,
+                           connected=state.publisher.connected.is_set(),
+                           refused=len(state.publisher.refusals.held),
+                           synchronised=self.clock.synchronised)
+
+
+def status_line(*, devices: int, queued: int, connected: bool, refused: int,
+                synchronised: bool) -> str:
+    """systemd's one-line STATUS=: what an installer sees in ``systemctl status``."""
+    up = "connected" if connected else "offline"
+    held = (f", {refused} topic{'s' if refused != 1 else ''} refused by the broker"
+            if refused else "")
+    clock = "" if synchronised else ", waiting for clock sync"
+    return f"{devices} devices, outbox {queued} queued, uplink {up}{held}{clock}"
 
 
 async def _cancel(tasks: list[asyncio.Task[None]]) -> None:

@@ -106,12 +106,28 @@ async def test_page_changes_reach_the_receiver_and_the_outbox(
                                             if e["header"]["tier"] == "off"],
                                    "the consent notice: improvement off", 40)
                     await page.grant("support", "support_centre", "raw", hours=1)
+                    cookies, csrf = dict(page.client.cookies), page.csrf
                 await wait_for(lambda: len(_windows(c, "support")) >= 3,
                                "raw support data", 30)
                 # Day 2's service data (queued before the change) arrives: the backlog drained.
                 await wait_for(lambda: any(w >= DAY2.timestamp() - 1800
                                            for w in _windows(c, "service")),
                                "day 2's service data", 30)
+            finally:
+                code = await daemon.terminate()
+            assert code == 0, daemon.output()
+
+            # Run 3: a restart keeps the household's phone logged in (same cookie, same form).
+            daemon = await DaemonProcess.start(files, speed=SPEED, start=DAY2 + timedelta(
+                hours=23, minutes=59))
+            try:
+                await daemon.wait_line("ready:")
+                async with Page(web_port) as page:
+                    page.client.cookies.update(cookies)
+                    page.csrf = csrf
+                    home = await page.client.get("/")
+                    assert home.status_code == 200, home.status_code
+                    await page.grant("support", "support_centre", "off")
             finally:
                 code = await daemon.terminate()
             assert code == 0, daemon.output()

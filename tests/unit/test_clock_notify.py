@@ -87,3 +87,15 @@ def test_watchdog_interval_is_half_of_watchdog_usec(monkeypatch: pytest.MonkeyPa
     assert watchdog_interval() == 30.0
     monkeypatch.setenv("WATCHDOG_PID", "1")
     assert watchdog_interval() is None
+
+
+def test_status_line_names_refused_topics_and_a_clock_not_yet_trusted() -> None:
+    from agent.daemon import status_line
+
+    assert status_line(devices=3, queued=0, connected=True, refused=0, synchronised=True) == (
+        "3 devices, outbox 0 queued, uplink connected")
+    assert status_line(devices=3, queued=12, connected=True, refused=1, synchronised=False) == (
+        "3 devices, outbox 12 queued, uplink connected, 1 topic refused by the broker, "
+        "waiting for clock sync")
+    assert "2 topics refused" in status_line(devices=1, queued=0, connected=False, refused=2,
+                                             synchronised=True)
