@@ -21,6 +21,7 @@ from agent.doctor_check import Check, Status, failed, passed
 
 if TYPE_CHECKING:
     from agent.config import AgentConfig
+    from agent.uplink_acks import AckCodes
 
 PROBE_SEQ_BASE = 1 << 62
 
@@ -147,7 +148,9 @@ async def _publish_steps(config: AgentConfig, client: Any, deadline: float,
     from agent.topics import topic_for
 
     site = config.site_id.lower()
-    codes = _capture_puback_codes(client)
+    from agent.uplink_acks import AckCodes
+
+    codes = AckCodes(client)
     own = topic_for(site, "service", "event")
     code = await _publish(client, own, probe_envelope(config), deadline, codes)
     if code is None or code >= 0x80:
@@ -172,31 +175,11 @@ async def _publish_steps(config: AgentConfig, client: Any, deadline: float,
     return False
 
 
-def _capture_puback_codes(client: Any) -> dict[int, int]:
-    """aiomqtt drops the PUBACK reason code; keep it (by message id) from paho's callback."""
-    codes: dict[int, int] = {}
-    paho = client._client
-    original = paho.on_publish
-
-    def on_publish(c: Any, userdata: Any, mid: int, reason: Any, properties: Any) -> None:
-        codes[mid] = int(getattr(reason, "value", 0) or 0)
-        codes[-1] = codes[mid]  # the latest: publishes here go one at a time
-        original(c, userdata, mid, reason, properties)
-
-    paho.on_publish = on_publish
-    return codes
-
-
 async def _publish(client: Any, topic: str, payload: bytes, deadline: float,
-                   codes: dict[int, int]) -> int | None:
-    import aiomqtt
-
-    codes.pop(-1, None)
-    try:
-        await client.publish(topic, payload, qos=1, timeout=deadline)
-    except (aiomqtt.MqttError, TimeoutError):
-        return None
-    return codes.get(-1)
+                   codes: AckCodes) -> int | None:
+    """The PUBACK's reason code, or None when none came in time."""
+    answer = await codes.publish(client, topic, payload, deadline)
+    return None if answer is None else answer[0]
 
 
 def probe_envelope(config: AgentConfig) -> bytes:

@@ -203,7 +203,8 @@ class Publisher:
                 continue
             timeout = self.config.timeout
             async with asyncio.TaskGroup() as group:
-                tasks = [group.create_task(acks.publish(client, item, timeout))
+                tasks = [group.create_task(acks.publish(client, item.topic, item.payload,
+                                                             timeout))
                          for item in items]
             codes = [task.result() for task in tasks]
             acked = [item.id for item, code in zip(items, codes, strict=True)

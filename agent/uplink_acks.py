@@ -83,14 +83,14 @@ class AckCodes:
         paho.publish = publish  # type: ignore[method-assign]
         paho.on_publish = on_publish
 
-    async def publish(self, client: aiomqtt.Client, item: OutboxItem,
+    async def publish(self, client: aiomqtt.Client, topic: str, payload: bytes,
                       ack_wait: float) -> tuple[int, str] | None:
-        """Publish ``item`` at QoS 1: its PUBACK's (reason code, name), or None if no PUBACK
-        came (connection lost, timed out: the outcome is unknown, send it again)."""
+        """Publish at QoS 1: the PUBACK's (reason code, name), or None if no PUBACK came
+        (connection lost, timed out: the outcome is unknown, send it again)."""
         holder: list[int] = []
         token = _MID.set(holder)
         try:
-            await client.publish(item.topic, item.payload, qos=1, timeout=ack_wait)
+            await client.publish(topic, payload, qos=1, timeout=ack_wait)
         except aiomqtt.MqttError:
             return None
         finally:
