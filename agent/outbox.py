@@ -4,10 +4,12 @@ sqlite (stdlib) in WAL mode with ``synchronous=FULL``: in WAL mode FULL fsyncs t
 commit, so a commit that returned survives a power cut; NORMAL would keep the database
 consistent but could lose the last commits. The fsync cost is paid once per batch, because
 enqueues and acknowledgements are grouped: one transaction per ``batch_items`` or per call of
-:meth:`Outbox.flush` (which the daemon runs every ``flush_interval`` via :meth:`run_flusher`).
-Only committed envelopes are handed to the publisher, so nothing is sent that a power cut could
-take back; an acknowledgement lost in a power cut only means the envelope is sent again, and
-receivers dedupe by (site, seq).
+:meth:`Outbox.flush`. The daemon's flusher (:meth:`run_flusher`) commits new envelopes every
+``flush_interval``; acknowledgements alone wait for the next envelope commit, ``batch_items``
+of them, or ``ack_interval`` (each commit appends a WAL frame per page it changed, and an SD
+card wears: ``bench/bench_outbox_writes.py``). Only committed envelopes are handed to the
+publisher, so nothing is sent that a power cut could take back; an acknowledgement lost in a
+power cut only means the envelope is sent again, and receivers dedupe by (site, seq).
 
 What became of each data envelope is reported by sequence number to :attr:`Outbox.events`
 (the release log): sent when the broker acknowledged it, durably before its row is deleted;
@@ -53,6 +55,9 @@ class OutboxConfig:
     live_horizon: float = 120.0
     # Backlog (older) envelopes handed out per second, so a drain never starves live data.
     backlog_rate: float = 50.0
+    # Acknowledgements alone are committed at most this often (they go with the next envelope
+    # commit otherwise); a power cut before then only means those envelopes are sent again.
+    ack_interval: float = 60.0
     priorities: Mapping[str, int] = field(default_factory=dict)
 
 
@@ -106,9 +111,9 @@ class Outbox:
         self._clock = clock
         self._pending: list[tuple[object, ...]] = []
         self._acked: set[int] = set()
-        # Handed to the publisher by the last next_batch, and those of them the bound then
-        # dropped: if one is acknowledged after all, it arrived and is no longer a drop.
-        # Purged or dropped while handed out: id -> seq, for an acknowledgement that follows.
+        self._acked_since = 0.0
+        # Handed out by the last next_batch; of those, dropped by the bound (acknowledged after
+        # all: it arrived, no longer a drop) and purged or dropped (id -> seq, for the same).
         self._handed: set[int] = set()
         self._dropped_handed: dict[int, str] = {}
         self._gone_seqs: dict[int, int] = {}
@@ -119,6 +124,8 @@ class Outbox:
         """Envelopes removed by :meth:`purge` since start, per purpose (whoever called it)."""
         with self._db_errors("open"):
             self._conn = open_database(path)
+            self._next_id = 1 + int(self._conn.execute(
+                "SELECT COALESCE(MAX(id), 0) FROM envelopes").fetchone()[0])
             self._bytes = int(self._conn.execute(
                 "SELECT COALESCE(SUM(size), 0) FROM envelopes").fetchone()[0])
             # Numbers below the stored reservation may have been used before a crash.
@@ -183,7 +190,7 @@ class Outbox:
         released per purpose, recipient and tier, so after a crash it never releases a window
         twice.
         """
-        if mark is not None:
+        if mark is not None and self.mark(mark[0]) != mark[1]:
             self._marks_pending[mark[0]] = mark[1]
         if priority is None:
             priority = (CONTROL_PRIORITY if kind in _CONTROL_KINDS
@@ -194,8 +201,12 @@ class Outbox:
             self.flush()
 
     def ack(self, ids: Sequence[int]) -> None:
-        """Mark envelopes as acknowledged by the broker; deleted with the next batch."""
+        """Mark envelopes as acknowledged by the broker; deleted with a later commit."""
         fresh = [i for i in dict.fromkeys(ids) if i not in self._acked]
+        if not fresh:
+            return
+        if not self._acked:
+            self._acked_since = self._clock()
         self._acked.update(fresh)
         self._arrived += [self._dropped_handed.pop(i) for i in fresh
                           if i in self._dropped_handed]
@@ -211,6 +222,13 @@ class Outbox:
                 f"SELECT {DATA_SEQ} FROM envelopes WHERE id IN ({', '.join('?' * len(ids))})",
                 list(ids)) if r[0] is not None]
         return seqs
+
+    def commit_due(self) -> None:
+        """The flusher's step: commit new envelopes; acknowledgements alone only once
+        ``ack_interval`` has passed since the first of them (fewer commits, fewer writes)."""
+        if (self._pending or self._seq_dirty or self._marks_pending or (
+                self._acked and self._clock() - self._acked_since >= self.config.ack_interval)):
+            self.flush()
 
     def flush(self) -> None:
         """Commit pending enqueues and acks in one transaction; returns after the commit."""
@@ -245,10 +263,13 @@ class Outbox:
 
     def _write_batch(self) -> None:
         c = self._conn
-        c.executemany(
-            f"INSERT INTO envelopes (seq, {FIELDS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            self._pending)
+        # Deletes first: new rows take the room acknowledged ones leave in the same leaf page
+        # instead of splitting it (more pages, and the free list on page 1, written).
         c.executemany("DELETE FROM envelopes WHERE id = ?", [(i,) for i in self._acked])
+        first, self._next_id = self._next_id, self._next_id + len(self._pending)
+        c.executemany(
+            f"INSERT INTO envelopes (id, seq, {FIELDS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [(first + n, *row) for n, row in enumerate(self._pending)])
         c.executemany("UPDATE drops SET count = count - 1 WHERE purpose = ?",
                       [(p,) for p in self._arrived])
         if self._seq_dirty:
@@ -362,21 +383,29 @@ class Outbox:
         return max(0, depth - len(self._acked)) + len(self._pending)
 
     def stats(self) -> OutboxStats:
-        """Depth, stored bytes, pending (uncommitted) items, oldest age and drops."""
+        """Depth, stored bytes, pending (uncommitted) items, oldest age and drops; envelopes
+        acknowledged but not yet deleted no longer count."""
+        acked = list(self._acked)
+        marks = ", ".join("?" * len(acked))
         with self._db_errors("read"):
             depth, oldest = self._conn.execute(
-                "SELECT COUNT(*), MIN(created) FROM envelopes").fetchone()
+                f"SELECT COUNT(*), MIN(created) FROM envelopes WHERE id NOT IN ({marks})",
+                acked).fetchone()
+            gone = int(self._conn.execute(
+                f"SELECT COALESCE(SUM(size), 0) FROM envelopes WHERE id IN ({marks})",
+                acked).fetchone()[0])
             drops = dict(self._conn.execute("SELECT purpose, count FROM drops").fetchall())
         age = None if oldest is None else max(0.0, self._clock() - float(oldest))
-        return OutboxStats(depth=int(depth), bytes=self._bytes, pending=len(self._pending),
-                           oldest_age=age, drops=drops)
+        return OutboxStats(depth=int(depth), bytes=self._bytes - gone,
+                           pending=len(self._pending), oldest_age=age, drops=drops)
 
     async def run_flusher(self) -> None:
-        """Commit pending work every ``flush_interval`` seconds until cancelled."""
+        """Commit pending work every ``flush_interval`` seconds (:meth:`commit_due`) until
+        cancelled; then everything."""
         try:
             while True:
                 await asyncio.sleep(self.config.flush_interval)
-                self.flush()
+                self.commit_due()
         finally:
             # Whatever was queued when we are cancelled (SIGTERM) is committed, then the
             # cancellation propagates.

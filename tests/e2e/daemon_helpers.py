@@ -193,17 +193,27 @@ def minimiser_snapshot(files: SiteFiles) -> dict[str, Any] | None:
     return found
 
 
-def release_log(files: SiteFiles) -> list[dict[str, Any]]:
-    """The releases in state/release-log.jsonl that were not withdrawn unsent: sent or still
-    queued (a torn last line, as after SIGKILL, is skipped)."""
+def _release_log_lines(files: SiteFiles) -> list[dict[str, Any]]:
     path = files.state_dir / "release-log.jsonl"
     if not path.exists():
         return []
     lines = []
     for line in path.read_bytes().splitlines():
-        with contextlib.suppress(ValueError):
+        with contextlib.suppress(ValueError):  # a torn last line, as after SIGKILL
             lines.append(json.loads(line))
-    sent = {s for e in lines if e.get("event") == "sent" for s in e["seqs"]}
+    return lines
+
+
+def sent_seqs(files: SiteFiles) -> set[int]:
+    """Sequence numbers of data envelopes the release log marks sent (broker acknowledged)."""
+    return {s for e in _release_log_lines(files) if e.get("event") == "sent" for s in e["seqs"]}
+
+
+def release_log(files: SiteFiles) -> list[dict[str, Any]]:
+    """The releases in state/release-log.jsonl that were not withdrawn unsent: sent or still
+    queued."""
+    lines = _release_log_lines(files)
+    sent = sent_seqs(files)
     withdrawn = {s for e in lines if e.get("event") == "withdrawn" for s in e["seqs"]} - sent
     return [e for e in lines if "event" not in e and e.get("seq") not in withdrawn]
 

@@ -1,4 +1,5 @@
-"""The outbox reports what became of data envelopes, in an order a power cut cannot betray."""
+"""The outbox reports what became of data envelopes, in an order a power cut cannot betray,
+and commits acknowledgements with fewer writes."""
 
 from __future__ import annotations
 
@@ -83,6 +84,27 @@ def test_an_envelope_purged_in_flight_and_then_acknowledged_is_reported_sent(
     assert [c[:2] for c in events.calls] == [("withdrawn:consent_change", [7]), ("sent", [7])]
 
 
+def test_acknowledgements_alone_wait_for_the_next_commit(tmp_path: Path) -> None:
+    clock = Clock()
+    commits: list[int] = []
+    box, _ = _box(tmp_path, OutboxConfig(ack_interval=60.0), clock)
+    box.on_commit = lambda: commits.append(1)
+    _put(box, [1])
+    box.ack([item.id for item in box.next_batch()])
+    clock.now += 59
+    box.commit_due()
+    assert len(commits) == 1 and box.stats().depth == 0 and box.unacknowledged() == 0
+    box.enqueue(b"y", topic="hems/v1/s1/service/data", purpose="service", recipient="company",
+                tier="30min", kind="data", seq=2)
+    box.commit_due()  # the new envelope takes the acknowledgement with it: one commit
+    assert len(commits) == 2
+    assert [r[0] for r in box._conn.execute("SELECT seq FROM envelopes")] == [2]
+    box.ack([item.id for item in box.next_batch()])
+    clock.now += 60
+    box.commit_due()
+    assert len(commits) == 3
+
+
 def test_an_acknowledgement_lost_in_a_power_cut_only_means_sending_again(
         tmp_path: Path) -> None:
     box, _ = _box(tmp_path)
@@ -92,3 +114,55 @@ def test_an_acknowledgement_lost_in_a_power_cut_only_means_sending_again(
     again = Outbox(tmp_path / "o.db", clock=Clock())
     assert [len(item.payload) for item in again.next_batch()] == [100]
     again.close()
+
+
+def test_an_unchanged_mark_is_not_written_again(tmp_path: Path) -> None:
+    box, _ = _box(tmp_path)
+    for _ in range(2):
+        box.enqueue(b"x", topic="t", purpose="service", recipient="company", tier="30min",
+                    kind="data", mark=("service/company/30min", 1800))
+        pending = dict(box._marks_pending)
+        box.flush()
+    assert pending == {}  # the second time: committed already, nothing to rewrite
+    assert box.mark("service/company/30min") == 1800
+
+
+def test_an_outbox_from_before_sequence_numbers_is_rebuilt_keeping_its_rows(
+        tmp_path: Path) -> None:
+    path = tmp_path / "o.db"
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.executescript("""
+            CREATE TABLE envelopes (
+                id INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL,
+                purpose TEXT NOT NULL, recipient TEXT NOT NULL, tier TEXT NOT NULL,
+                kind TEXT NOT NULL, priority INTEGER NOT NULL, created REAL NOT NULL,
+                size INTEGER NOT NULL, payload BLOB NOT NULL);
+            CREATE INDEX envelopes_order ON envelopes (priority, id);
+            CREATE INDEX envelopes_created ON envelopes (created);
+            INSERT INTO envelopes VALUES (41, 't', 'service', 'company', '30min', 'data', 0,
+                                          1000000.0, 3, x'616263');""")
+    box, events = _box(tmp_path)
+    sql = box._conn.execute("SELECT sql FROM sqlite_master WHERE name = 'envelopes'").fetchone()
+    assert "AUTOINCREMENT" not in sql[0] and "seq INTEGER" in sql[0]
+    [old] = box.next_batch()
+    assert (old.id, old.payload) == (41, b"abc")
+    _put(box, [5])
+    assert [i.id for i in box.next_batch()] == [41, 42]
+    box.ack([41])
+    assert events.calls == []  # no seq stored: its release predates tracking (counted sent)
+    box.close()
+
+
+def test_a_new_outbox_file_has_small_pages_and_an_old_one_keeps_its_own(tmp_path: Path) -> None:
+    """A commit appends one WAL frame per page it changed: small pages write less."""
+    new = Outbox(tmp_path / "new.db")
+    assert new._conn.execute("PRAGMA page_size").fetchone()[0] == 1024
+    new.close()
+    with contextlib.closing(sqlite3.connect(tmp_path / "old.db")) as db:
+        db.execute("PRAGMA page_size = 4096")
+        db.execute("CREATE TABLE t (x)")
+    old = Outbox(tmp_path / "old.db")
+    assert old._conn.execute("PRAGMA page_size").fetchone()[0] == 4096
+    _put(old, [1])
+    assert old.stats().depth == 1
+    old.close()
