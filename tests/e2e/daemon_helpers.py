@@ -209,13 +209,25 @@ def sent_seqs(files: SiteFiles) -> set[int]:
     return {s for e in _release_log_lines(files) if e.get("event") == "sent" for s in e["seqs"]}
 
 
-def release_log(files: SiteFiles) -> list[dict[str, Any]]:
-    """The releases in state/release-log.jsonl that were not withdrawn unsent: sent or still
-    queued."""
-    lines = _release_log_lines(files)
-    sent = sent_seqs(files)
-    withdrawn = {s for e in lines if e.get("event") == "withdrawn" for s in e["seqs"]} - sent
-    return [e for e in lines if "event" not in e and e.get("seq") not in withdrawn]
+def _withdrawn_reasons(files: SiteFiles) -> dict[int, str]:
+    lines, sent = _release_log_lines(files), sent_seqs(files)
+    return {s: e["reason"] for e in lines if e.get("event") == "withdrawn"
+            for s in e["seqs"] if s not in sent}
+
+
+def release_log(files: SiteFiles, *, with_withdrawn: bool = False) -> list[dict[str, Any]]:
+    """The releases in state/release-log.jsonl that were sent or are still queued; with
+    ``with_withdrawn`` also those withdrawn unsent."""
+    withdrawn = {} if with_withdrawn else _withdrawn_reasons(files)
+    return [e for e in _release_log_lines(files)
+            if "event" not in e and e.get("seq") not in withdrawn]
+
+
+def withdrawn_releases(files: SiteFiles, reason: str) -> list[dict[str, Any]]:
+    """The releases the release log marks withdrawn unsent for ``reason``."""
+    withdrawn = _withdrawn_reasons(files)
+    return [e for e in _release_log_lines(files)
+            if "event" not in e and withdrawn.get(e.get("seq", -1)) == reason]
 
 
 class Page:

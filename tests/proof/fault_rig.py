@@ -23,7 +23,7 @@ from typing import Any
 from agent.doctor_state import verify_ledger
 from agent.receiver import CatalogueRules, Receiver, ReplayStore, load_device_registry
 from agent.uplink import BrokerConfig
-from tests.e2e.daemon_helpers import Cloud, release_log, sent_seqs
+from tests.e2e.daemon_helpers import Cloud, release_log, sent_seqs, withdrawn_releases
 from tests.support.mosquitto import RECEIVER_USER, Mosquitto
 from tests.support.site import SiteFiles, broker_users
 
@@ -135,10 +135,25 @@ def _ts(text: str) -> int:
     return int(datetime.fromisoformat(text).timestamp())
 
 
-def logged(files: SiteFiles) -> Counter[Window]:
-    """Committed releases, from the release log: (purpose, recipient, start, end)."""
+def _windows(entries: Iterable[dict[str, Any]]) -> Counter[Window]:
     return Counter((e["purpose"], e["recipient"], _ts(e["start"]), _ts(e["end"]))
-                   for e in release_log(files))
+                   for e in entries)
+
+
+def logged(files: SiteFiles) -> Counter[Window]:
+    """Committed releases not withdrawn unsent, from the release log: (purpose, recipient,
+    start, end)."""
+    return _windows(release_log(files))
+
+
+def committed_windows(files: SiteFiles) -> Counter[Window]:
+    """Every committed release, withdrawn ones included."""
+    return _windows(release_log(files, with_withdrawn=True))
+
+
+def dropped(files: SiteFiles) -> Counter[Window]:
+    """Releases the release log marks withdrawn because the outbox bound dropped them."""
+    return _windows(withdrawn_releases(files, "outbox_full"))
 
 
 def received(c: Cloud, names: dict[str, str]) -> Counter[Window]:

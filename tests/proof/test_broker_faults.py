@@ -39,6 +39,8 @@ from tests.proof.fault_rig import (
     Window,
     check_exactly_once,
     check_state,
+    committed_windows,
+    dropped,
     logged,
     outbox_depth,
     outbox_drops,
@@ -109,7 +111,7 @@ async def test_a_day_offline_drops_in_order_counts_and_drains(
                 drops = outbox_drops(files)
                 await wait_for(lambda: outbox_depth(files) == 0, "a drained outbox", 120)
                 # acknowledged by the broker is not yet at the receiver: wait for it
-                await wait_for(lambda: len(set(logged(files)) - set(received(c, names)))
+                await wait_for(lambda: len(set(committed_windows(files)) - set(received(c, names)))
                                == sum(outbox_drops(files).values()),
                                "everything not dropped at the receiver", 60)
                 counted = {p: await metric(metrics_port, "hems_outbox_dropped_total", purpose=p)
@@ -117,7 +119,8 @@ async def test_a_day_offline_drops_in_order_counts_and_drains(
             finally:
                 code = await daemon.terminate()
             assert code == 0, daemon.output()
-    lost = set(logged(files)) - set(received(c, names))
+    lost = set(committed_windows(files)) - set(received(c, names))
+    assert lost == set(dropped(files))  # the release log marks exactly these withdrawn
     _check_drops(files, lost, outbox_drops(files), counted, down_at)
     committed, got = check_exactly_once(c, files, lost)
     print(f"\nday offline: {committed} committed, {got} received, dropped "
@@ -132,7 +135,7 @@ def _check_drops(files: SiteFiles, lost: set[Window], drops: dict[str, int],
     assert drops and dict(per_purpose) == drops, (per_purpose, drops)  # each drop counted
     assert counted == {p: float(n) for p, n in drops.items()}  # and exported as a metric
     assert "service" not in drops  # the highest priority survived a day
-    log = sorted(logged(files), key=lambda w: w[3])
+    log = sorted(committed_windows(files), key=lambda w: w[3])
     queued = [w for w in log if w[3] > down_at + 1800]  # surely committed while offline
     for purpose in drops:
         mine = [w for w in queued if w[0] == purpose]
