@@ -376,11 +376,14 @@ class Outbox:
             self._report(self.events.withdrawn, seqs, reason)
 
     def unacknowledged(self) -> int:
-        """Committed envelopes the broker has not acknowledged yet (acks not yet committed
-        count as acknowledged)."""
+        """Envelopes the broker has not acknowledged yet, committed or not (acknowledgements
+        not yet committed count)."""
+        acked = list(self._acked)
         with self._db_errors("read"):
-            depth = int(self._conn.execute("SELECT COUNT(*) FROM envelopes").fetchone()[0])
-        return max(0, depth - len(self._acked)) + len(self._pending)
+            depth = int(self._conn.execute(
+                f"SELECT COUNT(*) FROM envelopes WHERE id NOT IN ({', '.join('?' * len(acked))})",
+                acked).fetchone()[0])
+        return depth + len(self._pending)
 
     def stats(self) -> OutboxStats:
         """Depth, stored bytes, pending (uncommitted) items, oldest age and drops; envelopes

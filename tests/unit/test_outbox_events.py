@@ -78,10 +78,12 @@ def test_an_envelope_purged_in_flight_and_then_acknowledged_is_reported_sent(
         tmp_path: Path) -> None:
     box, events = _box(tmp_path)
     _put(box, [7])
-    [item] = box.next_batch()  # handed to the publisher
+    _put(box, [8], purpose="improvement")
+    [item, _] = box.next_batch()  # handed to the publisher
     box.purge("service")
     box.ack([item.id])  # its PUBACK still came: it left
     assert [c[:2] for c in events.calls] == [("withdrawn:consent_change", [7]), ("sent", [7])]
+    assert box.unacknowledged() == 1  # the improvement envelope, not less
 
 
 def test_acknowledgements_alone_wait_for_the_next_commit(tmp_path: Path) -> None:
