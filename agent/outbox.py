@@ -375,6 +375,15 @@ class Outbox:
         if seqs and self.events is not None:
             self._report(self.events.withdrawn, seqs, reason)
 
+    def queued_data(self) -> set[tuple[str, str, str]]:
+        """(purpose, recipient, tier) of every data envelope still in the outbox."""
+        self.flush()
+        with self._db_errors("read"):
+            rows = self._conn.execute(
+                "SELECT DISTINCT purpose, recipient, tier FROM envelopes "
+                "WHERE kind NOT IN ('consent', 'deletion')").fetchall()
+        return {(str(p), str(r), str(t)) for p, r, t in rows}
+
     def unacknowledged(self) -> int:
         """Envelopes the broker has not acknowledged yet, committed or not (acknowledgements
         not yet committed count)."""

@@ -33,6 +33,7 @@ from policy.minimise import Minimiser, ReadingLike
 from policy.records import ConsentChange
 from policy.release import Release
 from policy.rights import ReleaseLog, withdrawal_reason
+from policy.tiers import not_allowed
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +131,29 @@ class Pipeline:
             self.metrics.inc("hems_consent_changes_total", source=record.source.value)
         self.outbox.flush()
         self._count_purges()
+
+    def reconcile_outbox(self) -> int:
+        """Purge queued data the ledger no longer allows; how many envelopes went.
+
+        A consent change is committed to the ledger before its purge reaches the outbox, so a
+        power cut between the two would leave envelopes queued that the household has already
+        stopped. Run at start-up, before the publisher, this makes the outbox agree with the
+        ledger again (the release log marks them withdrawn, reason ``consent_change``).
+        A purpose or recipient the ledger does not know any more counts as off.
+        """
+        state = self.ledger.state()
+        removed = 0
+        for purpose, recipient, tier in sorted(self.outbox.queued_data()):
+            record = state.get((purpose, recipient))
+            tiers = not_allowed(None if record is None or record.tier is None
+                                else record.tier.value)
+            if tier in {t.value for t in tiers}:
+                removed += self.outbox.purge(purpose, recipient, [tier])
+        if removed:
+            log.warning("start-up: %d queued envelopes were no longer allowed by the "
+                        "household's consent and were withdrawn", removed)
+            self._count_purges()
+        return removed
 
     def queue_deletion(self, item: Mapping[str, Any]) -> None:
         """Queue the household's deletion request for the backend and commit it."""

@@ -157,3 +157,27 @@ async def test_an_expiry_withdraws_what_its_grant_had_queued(site: Site) -> None
                           release_log=site.release_log)
     assert exported["release_log"] == []
     assert _by_purpose(exported["withdrawn_never_sent"]) == ["support"]
+
+
+def test_start_up_withdraws_what_a_change_committed_before_a_power_cut_no_longer_allows(
+        site: Site) -> None:
+    site.pipeline.apply_changes([site.ledger.set_grant(
+        "maintenance_watch", "installer", "30min", source="household_page",
+        now=T0 - timedelta(minutes=30))])
+    assert _half_hour(site, T0) == 2
+    # A purpose the ledger no longer knows (a catalogue revision removed it) is off too.
+    site.outbox.enqueue(b"x" * 64, topic=f"hems/v1/{SITE}/retired/data", purpose="retired",
+                        recipient="company", tier="1d", kind="data")
+    site.outbox.flush()
+    # The change reaches the ledger; the power goes off before its purge reaches the outbox.
+    site.ledger.set_grant("maintenance_watch", "installer", None, source="household_page",
+                          now=T0 + timedelta(minutes=31))
+    assert ("maintenance_watch", "installer", "30min") in site.outbox.queued_data()
+
+    assert site.pipeline.reconcile_outbox() == 2  # at the next start-up
+    assert site.outbox.queued_data() == {("service", "company", "30min")}
+    entries = {e["purpose"]: e for e in site.release_log.entries()}
+    assert entries["maintenance_watch"]["status"] == "withdrawn"
+    assert entries["maintenance_watch"]["withdrawn_reason"] == "consent_change"
+    assert entries["service"]["status"] == "queued"
+    assert site.pipeline.reconcile_outbox() == 0  # nothing else to do: it agrees now
