@@ -27,7 +27,7 @@ import logging
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -42,6 +42,8 @@ CONTROL_PRIORITY = 1_000_000
 _CONTROL_KINDS = frozenset({"consent", "deletion"})
 _SEQ_BLOCK = 1024
 _COLUMNS = "id, topic, purpose, kind, created, payload"
+# A row to insert: seq, then the columns of FIELDS in their order.
+_Row = tuple[int | None, str, str, str, str, str, int, float, int, bytes]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -109,7 +111,7 @@ class Outbox:
         """Told what became of data envelopes (the pipeline connects the release log)."""
         self._path = path
         self._clock = clock
-        self._pending: list[tuple[object, ...]] = []
+        self._pending: list[_Row] = []
         self._acked: set[int] = set()
         self._acked_since = 0.0
         # Handed out by the last next_batch; of those, dropped by the bound (acknowledged after
@@ -126,8 +128,10 @@ class Outbox:
             self._conn = open_database(path)
             self._next_id = 1 + int(self._conn.execute(
                 "SELECT COALESCE(MAX(id), 0) FROM envelopes").fetchone()[0])
-            self._bytes = int(self._conn.execute(
-                "SELECT COALESCE(SUM(size), 0) FROM envelopes").fetchone()[0])
+            # Stored bytes: summed once here, then kept as a running total (added on insert,
+            # less the sizes of the rows each delete removes); a sum per commit would scan the
+            # whole table, which made draining a large backlog slow.
+            self._bytes = self._sum_bytes()
             # Numbers below the stored reservation may have been used before a crash.
             self._seq_reserved = self._counter("seq_reserved")
             self._marks: dict[str, int] = dict(self._conn.execute(
@@ -236,6 +240,7 @@ class Outbox:
             return
         if self._acked and self.events is not None:
             self._report(self.events.sync)  # "sent" is durable before the rows go
+        stored = self._bytes
         with self._db_errors("commit"):
             self._conn.execute("BEGIN IMMEDIATE")
             try:
@@ -246,7 +251,9 @@ class Outbox:
                 # a second ROLLBACK would fail and hide the real error.
                 if self._conn.in_transaction:
                     self._conn.execute("ROLLBACK")
-                self._bytes = self._sum_bytes()
+                self._bytes = stored
+                with suppress(sqlite3.Error):  # what is stored, should the failure be odd
+                    self._bytes = self._sum_bytes()
                 raise
         self._pending.clear()
         self._acked.clear()
@@ -258,14 +265,27 @@ class Outbox:
             self.on_commit()
 
     def _sum_bytes(self) -> int:
+        """Every stored size: a scan of the whole table (at open and after a failed commit)."""
         return int(self._conn.execute(
             "SELECT COALESCE(SUM(size), 0) FROM envelopes").fetchone()[0])
+
+    def _size_of(self, ids: Sequence[int]) -> int:
+        """Stored bytes of the rows with these ids (ids no longer stored count nothing)."""
+        total = 0
+        for start in range(0, len(ids), 500):
+            chunk = list(ids[start:start + 500])
+            total += int(self._conn.execute(
+                "SELECT COALESCE(SUM(size), 0) FROM envelopes "
+                f"WHERE id IN ({', '.join('?' * len(chunk))})", chunk).fetchone()[0])
+        return total
 
     def _write_batch(self) -> None:
         c = self._conn
         # Deletes first: new rows take the room acknowledged ones leave in the same leaf page
         # instead of splitting it (more pages, and the free list on page 1, written).
-        c.executemany("DELETE FROM envelopes WHERE id = ?", [(i,) for i in self._acked])
+        acked = list(self._acked)
+        self._bytes -= self._size_of(acked)  # some may be gone already (purged, dropped)
+        c.executemany("DELETE FROM envelopes WHERE id = ?", [(i,) for i in acked])
         first, self._next_id = self._next_id, self._next_id + len(self._pending)
         c.executemany(
             f"INSERT INTO envelopes (id, seq, {FIELDS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -279,7 +299,7 @@ class Outbox:
         c.executemany("INSERT INTO counters (name, value) VALUES (?, ?) "
                       "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
                       [(f"mark:{k}", v) for k, v in self._marks_pending.items()])
-        self._bytes = self._sum_bytes()
+        self._bytes += sum(row[8] for row in self._pending)  # their size column
         if self._bytes > self.config.max_bytes:
             self._enforce_bound()
 
@@ -355,12 +375,13 @@ class Outbox:
             where += f" AND tier IN ({', '.join('?' * len(tiers))})"
             args.extend(tiers)
         with self._db_errors("purge"):
-            rows = self._conn.execute(f"SELECT id, {DATA_SEQ} FROM envelopes WHERE {where}",
-                                      args).fetchall()
-        self._withdraw(rows, reason)
+            rows = self._conn.execute(
+                f"SELECT id, {DATA_SEQ}, size FROM envelopes WHERE {where}", args).fetchall()
+        self._withdraw([(row_id, seq) for row_id, seq, _ in rows], reason)
         with self._db_errors("purge"):
+            # The rows just read: nothing else writes between (one connection, one thread).
             count = self._conn.execute(f"DELETE FROM envelopes WHERE {where}", args).rowcount
-            self._bytes = self._sum_bytes()
+            self._bytes -= sum(size for _, _, size in rows)
         self.purged[purpose] = self.purged.get(purpose, 0) + count
         log.log(logging.INFO if count else logging.DEBUG,
                 "outbox purge for purpose %s%s: removed %d queued envelopes", purpose,
@@ -403,9 +424,7 @@ class Outbox:
             depth, oldest = self._conn.execute(
                 f"SELECT COUNT(*), MIN(created) FROM envelopes WHERE id NOT IN ({marks})",
                 acked).fetchone()
-            gone = int(self._conn.execute(
-                f"SELECT COALESCE(SUM(size), 0) FROM envelopes WHERE id IN ({marks})",
-                acked).fetchone()[0])
+            gone = self._size_of(acked)
             drops = dict(self._conn.execute("SELECT purpose, count FROM drops").fetchall())
         age = None if oldest is None else max(0.0, self._clock() - float(oldest))
         return OutboxStats(depth=int(depth), bytes=self._bytes - gone,
