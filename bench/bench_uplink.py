@@ -162,37 +162,51 @@ async def _drain_with_broker(tmp: Path, box: Outbox) -> tuple[float, str]:
 
 
 def _drain_outbox_only(box: Outbox) -> tuple[float, str]:
+    """The publisher's part without a broker: batches of 100, each acknowledged and committed."""
     started = time.perf_counter()
-    while box.stats().depth:
-        box.ack([item.id for item in box.next_batch(100)])
-        box.flush()
-    return time.perf_counter() - started, "outbox side only (no mosquitto binary found)"
+    while True:
+        if batch := box.next_batch(100):
+            box.ack([item.id for item in batch])
+            box.flush()
+        elif box.stats().depth == 0:
+            break
+        else:
+            time.sleep(0.01)  # paced: wait for the next tokens
+    return time.perf_counter() - started, "outbox side only (acknowledged at once, no broker)"
+
+
+# (envelopes, backlog_rate, against a broker): a day of three purposes at one envelope a minute,
+# and 20,000 (about 4.6 days of it).
+DRAINS = ((3 * 1440, 1e9, True), (3 * 1440, 500.0, True), (20_000, 1e9, True),
+          (20_000, 1e9, False))
 
 
 def bench_drain(tmp: Path) -> None:
-    per_day = 3 * 1440  # three purposes at one envelope a minute
     clock = [0.0]
     rows = []
-    for rate in (1e9, 500.0):
+    for n, (count, rate, broker) in enumerate(DRAINS):
         clock[0] = time.time() - 86400.0
-        box = Outbox(tmp / f"drain-{rate:.0f}.db",
-                     OutboxConfig(backlog_rate=rate), clock=lambda: clock[0])
+        box = Outbox(tmp / f"drain-{n}.db", OutboxConfig(backlog_rate=rate),
+                     clock=lambda: clock[0])
         payload = b"\x5a" * 620
-        for _ in range(per_day):
+        for _ in range(count):
             box.enqueue(payload, topic="hems/v1/s-0001/service/data", purpose="service",
                         recipient="company", tier="1min", kind="data")
         box.flush()
         clock[0] = time.time()
         box._clock = time.time  # the outage is over: back to real time
         try:
-            elapsed, how = asyncio.run(_drain_with_broker(tmp / f"b{rate:.0f}", box))
+            if not broker:
+                raise RuntimeError("mosquitto not asked for")
+            elapsed, how = asyncio.run(_drain_with_broker(tmp / f"b{n}", box))
         except Exception as exc:  # pytest.skip() when mosquitto is absent, or no binary
             if "mosquitto" not in str(exc):
                 raise
             elapsed, how = _drain_outbox_only(box)
+        box.close()
         label = "unpaced" if rate > 1e6 else f"paced at {rate:.0f}/s"
-        rows.append((label, per_day, f"{elapsed:.1f}", f"{per_day / elapsed:,.0f}", how))
-    print("\nBacklog drain after a 24 h outage:\n")
+        rows.append((label, f"{count:,}", f"{elapsed:.1f}", f"{count / elapsed:,.0f}", how))
+    print("\nBacklog drain after an outage:\n")
     print_table(["backlog", "envelopes", "seconds", "envelopes/s", "against"], rows)
 
 
