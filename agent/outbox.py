@@ -12,8 +12,12 @@ publisher, so nothing is sent that a power cut could take back; an acknowledgeme
 power cut only means the envelope is sent again, and receivers dedupe by (site, seq).
 
 What became of each data envelope is reported by sequence number to :attr:`Outbox.events`
-(the release log): sent when the broker acknowledged it, durably before its row is deleted;
+(the release log): queued once committed, with the log entry's note stored in its row by the
+same commit; sent when the broker acknowledged it, durably before its row is deleted;
 withdrawn, durably before the delete, when :meth:`Outbox.purge` or the bound removes it unsent.
+A row leaves only after its queued report succeeded (a failed one is repeated first), and
+:meth:`Outbox.noted` gives every stored note for the start-up check after a power cut: the
+release log lists every envelope that can leave.
 
 Bound: when the stored bytes exceed ``max_bytes`` the outbox drops lowest priority first, oldest
 first (priorities per purpose are passed in, e.g. from the catalogue; consent and deletion
@@ -30,7 +34,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from agent.errors import OutboxError
 from agent.outbox_db import DATA_SEQ, FIELDS, open_database
@@ -42,8 +46,10 @@ CONTROL_PRIORITY = 1_000_000
 _CONTROL_KINDS = frozenset({"consent", "deletion"})
 _SEQ_BLOCK = 1024
 _COLUMNS = "id, topic, purpose, kind, created, payload"
-# A row to insert: seq, then the columns of FIELDS in their order.
-_Row = tuple[int | None, str, str, str, str, str, int, float, int, bytes]
+# A row to insert: seq, the columns of FIELDS in their order, log_entry.
+_Row = tuple[int | None, str, str, str, str, str, int, float, int, bytes, str | None]
+# A committed data envelope as the release log needs it: seq, size, log entry note.
+Noted = tuple[int, int, str]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -65,6 +71,10 @@ class OutboxConfig:
 
 class ReleaseEvents(Protocol):
     """Where the outbox reports, by sequence number, what became of data envelopes."""
+
+    def queued(self, releases: Sequence[Noted]) -> None:
+        """They are committed; durable when this returns. After a failure the same ones come
+        again, perhaps with some that were written: those must not be listed twice."""
 
     def sent(self, seqs: Sequence[int]) -> None:
         """The broker acknowledged them; may stay buffered until :meth:`sync`."""
@@ -112,6 +122,7 @@ class Outbox:
         self._path = path
         self._clock = clock
         self._pending: list[_Row] = []
+        self._unlogged: list[Noted] = []  # committed, not yet reported queued
         self._acked: set[int] = set()
         self._acked_since = 0.0
         # Handed out by the last next_batch; of those, dropped by the bound (acknowledged after
@@ -148,9 +159,19 @@ class Outbox:
         except sqlite3.Error as exc:
             raise OutboxError(f"outbox {action} failed ({self._path}): {exc}") from exc
 
-    def _report(self, call: Callable[..., None], *args: Any) -> None:
+    def _report(self, call: Callable[[ReleaseEvents], None] | None = None) -> None:
+        """Tell :attr:`events` about committed envelopes not yet reported queued, then
+        ``call`` it: every report, and so every delete, waits until they are listed."""
+        events = self.events
+        if events is None:
+            self._unlogged.clear()  # nobody to tell; the notes stay in the rows
+            return
         try:
-            call(*args)
+            if self._unlogged:
+                events.queued(list(self._unlogged))
+                self._unlogged.clear()
+            if call is not None:
+                call(events)
         except OSError as exc:
             raise OutboxError(f"outbox could not record what became of envelopes: {exc}"
                               ) from exc
@@ -185,14 +206,15 @@ class Outbox:
 
     def enqueue(self, payload: bytes, *, topic: str, purpose: str, recipient: str, tier: str,
                 kind: str, priority: int | None = None, seq: int | None = None,
-                mark: tuple[str, int] | None = None) -> None:
+                mark: tuple[str, int] | None = None, log_entry: str | None = None) -> None:
         """Queue an envelope; it is committed with the next batch (see :meth:`flush`).
 
         ``seq`` is the envelope's sequence number: what becomes of a data envelope is reported
         to :attr:`events` under it. ``mark`` = (key, value) is committed in the same
         transaction as the envelope: the pipeline records there the end of the last window
         released per purpose, recipient and tier, so after a crash it never releases a window
-        twice.
+        twice. ``log_entry`` (a data envelope's release log note) is stored in its row and
+        reported queued once committed.
         """
         if mark is not None and self.mark(mark[0]) != mark[1]:
             self._marks_pending[mark[0]] = mark[1]
@@ -200,7 +222,7 @@ class Outbox:
             priority = (CONTROL_PRIORITY if kind in _CONTROL_KINDS
                         else self.config.priorities.get(purpose, 0))
         self._pending.append((seq, topic, purpose, recipient, tier, kind, priority,
-                              self._clock(), len(payload), payload))
+                              self._clock(), len(payload), payload, log_entry))
         if len(self._pending) >= self.config.batch_items:
             self.flush()
 
@@ -215,7 +237,7 @@ class Outbox:
         self._arrived += [self._dropped_handed.pop(i) for i in fresh
                           if i in self._dropped_handed]
         if self.events is not None and (seqs := self._data_seqs(fresh)):
-            self._report(self.events.sent, seqs)
+            self._report(lambda events: events.sent(seqs))
         if len(self._acked) >= self.config.batch_items:
             self.flush()
 
@@ -238,8 +260,8 @@ class Outbox:
         """Commit pending enqueues and acks in one transaction; returns after the commit."""
         if not (self._pending or self._acked or self._seq_dirty or self._marks_pending):
             return
-        if self._acked and self.events is not None:
-            self._report(self.events.sync)  # "sent" is durable before the rows go
+        if self._acked:
+            self._report(lambda events: events.sync())  # "sent" is durable before rows go
         stored = self._bytes
         with self._db_errors("commit"):
             self._conn.execute("BEGIN IMMEDIATE")
@@ -255,12 +277,15 @@ class Outbox:
                 with suppress(sqlite3.Error):  # what is stored, should the failure be odd
                     self._bytes = self._sum_bytes()
                 raise
+        self._unlogged += [(row[0], row[8], row[10]) for row in self._pending
+                           if row[0] is not None and row[10] is not None and row[5] == "data"]
         self._pending.clear()
         self._acked.clear()
         self._arrived.clear()
         self._seq_dirty = False
         self._marks.update(self._marks_pending)
         self._marks_pending.clear()
+        self._report()  # the release log lists them before the publisher is told
         if self.on_commit is not None:
             self.on_commit()
 
@@ -288,7 +313,8 @@ class Outbox:
         c.executemany("DELETE FROM envelopes WHERE id = ?", [(i,) for i in acked])
         first, self._next_id = self._next_id, self._next_id + len(self._pending)
         c.executemany(
-            f"INSERT INTO envelopes (id, seq, {FIELDS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO envelopes (id, seq, {FIELDS}, log_entry) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [(first + n, *row) for n, row in enumerate(self._pending)])
         c.executemany("UPDATE drops SET count = count - 1 WHERE purpose = ?",
                       [(p,) for p in self._arrived])
@@ -412,8 +438,18 @@ class Outbox:
         case their acknowledgement still comes (then they did leave)."""
         seqs = [seq for _, seq in rows if seq is not None]
         self._gone_seqs.update((i, seq) for i, seq in rows if seq is not None and i in self._handed)
-        if seqs and self.events is not None:
-            self._report(self.events.withdrawn, seqs, reason)
+        if seqs:
+            self._report(lambda events: events.withdrawn(seqs, reason))
+
+    def noted(self) -> list[Noted]:
+        """Every stored data envelope with a release log note (seq, size, note), by sequence
+        number: what the start-up check compares with the release log."""
+        self.flush()
+        with self._db_errors("read"):
+            rows = self._conn.execute(
+                "SELECT seq, size, log_entry FROM envelopes WHERE kind = 'data' "
+                "AND seq IS NOT NULL AND log_entry IS NOT NULL ORDER BY seq").fetchall()
+        return [(int(seq), int(size), str(note)) for seq, size, note in rows]
 
     def queued_data(self) -> set[tuple[str, str, str]]:
         """(purpose, recipient, tier) of every data envelope still in the outbox."""

@@ -5,7 +5,9 @@ existing file keeps its page size). The envelopes table has no AUTOINCREMENT: th
 counter row in ``sqlite_sequence`` which every insert rewrites, one more page (and WAL frame)
 per commit. :class:`agent.outbox.Outbox` gives ids itself, above the largest stored one; they
 only need to be unique while it runs. Tables from before sequence numbers were stored are
-rebuilt once, keeping their ids; their rows get no ``seq``.
+rebuilt once, keeping their ids; their rows get no ``seq``. ``log_entry`` (the release log's
+note of a data envelope, :meth:`policy.rights.ReleaseLog.note`) is added in place to a table
+from before it (no row is rewritten); older rows have none.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ CREATE TABLE IF NOT EXISTS envelopes (
     id INTEGER PRIMARY KEY, seq INTEGER, topic TEXT NOT NULL, purpose TEXT NOT NULL,
     recipient TEXT NOT NULL, tier TEXT NOT NULL, kind TEXT NOT NULL,
     priority INTEGER NOT NULL, created REAL NOT NULL, size INTEGER NOT NULL,
-    payload BLOB NOT NULL);
+    payload BLOB NOT NULL, log_entry TEXT);
 """
 _SCHEMA = _TABLE + """
 CREATE INDEX IF NOT EXISTS envelopes_order ON envelopes (priority, id);
@@ -52,11 +54,20 @@ def open_database(path: Path) -> sqlite3.Connection:
 
 def _migrate(conn: sqlite3.Connection, path: Path) -> None:
     """Rebuild an envelopes table with AUTOINCREMENT and without ``seq``, in one transaction
-    (a crash leaves the old table; the indexes are created again by the schema)."""
+    (a crash leaves the old table; the indexes are created again by the schema); then add
+    ``log_entry`` to one without it."""
     row = conn.execute(
         "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'envelopes'").fetchone()
-    if row is None or "AUTOINCREMENT" not in row[0].upper():
+    if row is None:
         return
+    if "AUTOINCREMENT" in row[0].upper():
+        _rebuild(conn, path)
+    if "log_entry" not in {r[1] for r in conn.execute("PRAGMA table_info(envelopes)")}:
+        conn.execute("ALTER TABLE envelopes ADD COLUMN log_entry TEXT")
+        log.info("outbox: envelopes table given release log notes (%s)", path.name)
+
+
+def _rebuild(conn: sqlite3.Connection, path: Path) -> None:
     conn.executescript(
         "BEGIN IMMEDIATE;" + _TABLE.replace("envelopes", "envelopes_new", 1)
         + f"INSERT INTO envelopes_new (id, {FIELDS}) SELECT id, {FIELDS} FROM envelopes;"

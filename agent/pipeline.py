@@ -7,9 +7,12 @@ the outbox still holds that the new grant no longer covers and queues the signed
 message for the backend ahead of any data.
 
 The release log lists each release once its envelope is committed, then what became of it: the
-pipeline connects the outbox's :attr:`~agent.outbox.Outbox.events` to the log, so an
-acknowledged envelope is marked sent and one purged or dropped unsent is marked withdrawn
-(with the reason). The household page and the export show as released only what was sent.
+pipeline connects the outbox's :attr:`~agent.outbox.Outbox.events` to the log, so a committed
+envelope is listed as queued, an acknowledged one is marked sent and one purged or dropped
+unsent is marked withdrawn (with the reason). The household page and the export show as
+released only what was sent. The log entry's note is committed with the envelope; when the
+pipeline connects the two it appends the entries a power cut kept from the log
+(:meth:`Pipeline.recover_release_log`), before anything can purge their rows.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from agent.envelope import Header, seal
 from agent.keys import RecipientPublicKey, device_key_id
 from agent.metrics import Metrics
-from agent.outbox import Outbox
+from agent.outbox import Noted, Outbox
 from agent.topics import topic_for
 from policy.ledger import Ledger
 from policy.minimise import Minimiser, ReadingLike
@@ -48,6 +51,10 @@ class ReleaseLogEvents:
     def __init__(self, release_log: ReleaseLog, now: Callable[[], datetime]) -> None:
         self._log = release_log
         self._now = now
+
+    def queued(self, releases: Sequence[Noted]) -> None:
+        # Stamped with the time in each note; after a failed write the log skips those listed.
+        self._log.append_noted(releases)
 
     def sent(self, seqs: Sequence[int]) -> None:
         # Durable at sync(), which the outbox calls before it deletes the acknowledged rows.
@@ -82,6 +89,7 @@ class Pipeline:
     def __post_init__(self) -> None:
         self._device_key_id = device_key_id(self.device_key.public_key())
         self.outbox.events = ReleaseLogEvents(self.release_log, self._event_time)
+        self.recover_release_log()
         for name, kind, text in (
             ("hems_readings_total", "counter", "Readings handed to the policy engine"),
             ("hems_releases_total", "counter", "Releases sealed into the outbox, per purpose"),
@@ -106,12 +114,26 @@ class Pipeline:
         self.apply_changes(self.ledger.expire(now))
         releases = [r for r in self.minimiser.flush(now, self.ledger.grants(now))
                     if self._not_yet_released(r)]
-        queued = [(r, *sent) for r in releases if (sent := self._queue_release(r)) is not None]
+        queued = [r for r in releases if self._queue_release(r, now)]
         if queued:
-            # Logged only once committed: the release log never lists what a power cut took.
+            # Listed by the release log once committed (the outbox reports them), so it never
+            # lists what a power cut took; their notes, committed with them, cover a power cut
+            # between the commit and the log's write.
             self.outbox.flush()
-            self.release_log.append_many(queued, now=now)
         return len(queued)
+
+    def recover_release_log(self) -> int:
+        """Append the release log entries of committed envelopes the log does not list; how
+        many. A power cut between an outbox commit and the log's write leaves those; without
+        them the household page and the provision records would under-report what leaves.
+        Run when the pipeline connects the outbox to the log (before any purge can delete a
+        row); a second run finds nothing."""
+        noted = self.outbox.noted()
+        added = len(self.release_log.append_noted(noted, only_missing=True)) if noted else 0
+        if added:
+            log.warning("start-up: %d committed releases were missing from the release log "
+                        "(a power cut) and were added", added)
+        return added
 
     def apply_changes(self, changes: Iterable[ConsentChange], *,
                       reason: str | None = None) -> None:
@@ -183,14 +205,14 @@ class Pipeline:
         last tick (the daemon ticks every few seconds), the wall clock before the first."""
         return self._last_tick or datetime.fromtimestamp(self.wall(), UTC)
 
-    def _queue_release(self, release: Release) -> tuple[int, int] | None:
-        """Seal and queue one release; its envelope size and sequence number, or None if it
-        has no recipient key."""
+    def _queue_release(self, release: Release, now: datetime) -> bool:
+        """Seal and queue one release with its release log note; False if it has no
+        recipient key."""
         key = self.recipients.get(release.recipient)
         if key is None:
             if release.recipient not in self.via_company:
                 self._note_unroutable(release.purpose, release.recipient)
-            return None
+            return False
         seq = self.outbox.next_sequence()
         header = Header(
             site=self.site_id, purpose=release.purpose, tier=release.tier.value, kind="data",
@@ -203,10 +225,11 @@ class Pipeline:
         self.outbox.enqueue(payload, topic=topic_for(self.site_id, release.purpose, "data"),
                             purpose=release.purpose, recipient=release.recipient,
                             tier=release.tier.value, kind="data", seq=seq,
-                            mark=(_mark_key(release), int(release.end.timestamp())))
+                            mark=(_mark_key(release), int(release.end.timestamp())),
+                            log_entry=self.release_log.note(release, now=now))
         self.metrics.inc("hems_releases_total", purpose=release.purpose)
         self.metrics.inc("hems_release_bytes_total", len(payload), purpose=release.purpose)
-        return len(payload), seq
+        return True
 
     def _queue_control(self, body: Mapping[str, Any], *, purpose: str, kind: str,
                        tier: str) -> None:

@@ -80,8 +80,9 @@ class _Hour:
     """One simulated hour against one outbox (and, optionally, one release log)."""
 
     def __init__(self, box: Any, log: ReleaseLog | None, *, new: bool,
-                 clock: list[float]) -> None:
+                 clock: list[float], notes: ReleaseLog) -> None:
         self.box, self.log, self.new, self.clock = box, log, new, clock
+        self.notes = notes  # makes each release's note (stored with its envelope)
         self.commits = 0
         box.on_commit = self._counted
         if new and log is not None:
@@ -98,17 +99,17 @@ class _Hour:
         for k in range(n):
             purpose = PURPOSES[k]
             release = _release(purpose, self._now())
-            extra = {"seq": seq} if self.new else {}
+            extra: dict[str, Any] = {}
+            if self.new:
+                extra = {"seq": seq, "log_entry": self.notes.note(release, now=self._now())}
             self.box.enqueue(PAYLOAD, topic=f"hems/v1/s-0001/{purpose}/data", purpose=purpose,
                              recipient=RECIPIENTS[purpose], tier="1min", kind="data",
                              mark=(f"{purpose}/{RECIPIENTS[purpose]}/1min",
                                    int(release.end.timestamp())), **extra)
             queued.append((release, len(PAYLOAD), seq if self.new else None))
             seq += 1
-        self.box.flush()
-        if self.log is not None and self.new:
-            self.log.append_many(queued, now=self._now())
-        elif self.log is not None:
+        self.box.flush()  # after: the outbox has the release log append the entries
+        if self.log is not None and not self.new:
             for release, size, _ in queued:  # as the pipeline did: one fsync per release
                 self.log.append(release, size=size, now=self._now())
         self.box.ack([item.id for item in self.box.next_batch()])  # PUBACKs come at once
@@ -141,7 +142,8 @@ def _measure(tmp: Path, old: ModuleType | None) -> list[tuple[str, ...]]:
                 cls = Outbox if module is None else module.Outbox
                 box = cls(tmp / f"{name}.sqlite", clock=lambda c=clock: c[0])
                 log = ReleaseLog(tmp / f"{name}.jsonl", catalogue, "s-0001") if with_log else None
-                hour = _Hour(box, log, new=module is None, clock=clock)
+                notes = ReleaseLog(tmp / "unwritten.jsonl", catalogue, "s-0001")
+                hour = _Hour(box, log, new=module is None, clock=clock, notes=notes)
                 figures.append((hour.run(every, n), hour.commits))
                 box.close()
             (alone, commits), (total, _) = figures

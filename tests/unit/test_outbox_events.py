@@ -23,6 +23,9 @@ class Events:
         with contextlib.closing(sqlite3.connect(self.path)) as db:  # what is committed
             return int(db.execute("SELECT COUNT(*) FROM envelopes").fetchone()[0])
 
+    def queued(self, releases: Sequence[tuple[int, int, str]]) -> None:
+        self.calls.append(("queued", [seq for seq, _, _ in releases], self._rows()))
+
     def sent(self, seqs: Sequence[int]) -> None:
         self.calls.append(("sent", list(seqs), self._rows()))
 
@@ -168,3 +171,16 @@ def test_a_new_outbox_file_has_small_pages_and_an_old_one_keeps_its_own(tmp_path
     _put(old, [1])
     assert old.stats().depth == 1
     old.close()
+
+
+def test_committed_notes_are_reported_queued_before_anything_else(tmp_path: Path) -> None:
+    box, events = _box(tmp_path)
+    for seq in (1, 2):
+        box.enqueue(b"x" * 10, topic="t", purpose="service", recipient="company",
+                    tier="30min", kind="data", seq=seq, log_entry=f'{{"n":{seq}}}')
+    box.enqueue(b"c", topic="t", purpose="service", recipient="company", tier="off",
+                kind="consent", seq=3, log_entry="never for control messages")
+    assert events.calls == []  # not committed yet: not listed
+    box.flush()
+    assert events.calls == [("queued", [1, 2], 3)]  # after the commit
+    assert box.noted() == [(1, 10, '{"n":1}'), (2, 10, '{"n":2}')]

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
+import errno
 import json
+import os
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
-from policy.catalogue import load_catalogue
+from policy.catalogue import Catalogue, load_catalogue
 from policy.ledger import Ledger
 from policy.rights import ReleaseLog, export_all
 from tests.unit.test_policy_rights import T0, _release
@@ -137,3 +140,47 @@ def test_export_lists_only_what_left_and_the_rest_apart(tmp_path: Path) -> None:
     assert [e["seq"] for e in exported["queued_not_yet_sent"]] == [3]
     assert [(e["seq"], e["withdrawn_reason"]) for e in exported["withdrawn_never_sent"]] == [
         (2, "outbox_full")]
+
+
+def test_a_line_after_a_failed_write_does_not_join_its_remains(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    log = _log(tmp_path)
+    _three(log)
+    real_write = os.write
+
+    def short_write(fd: int, data: bytes | memoryview) -> int:
+        real_write(fd, bytes(data)[:10])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with monkeypatch.context() as patch:
+        patch.setattr("policy.rights.os.write", short_write)
+        with pytest.raises(OSError):
+            log.mark_sent([1], now=T0)
+    log.mark_withdrawn([2], reason="outbox_full", now=T0)
+    assert _status(log) == {1: "queued", 2: "withdrawn", 3: "queued"}  # every line parses
+
+
+def test_an_entry_rebuilt_from_its_note_is_the_entry(tmp_path: Path) -> None:
+    """The note the outbox commits with the envelope gives back exactly the entry, times to
+    the microsecond; the recipient's kind (a provision record or not) is kept in the note."""
+    log = _log(tmp_path)
+    now = T0 + timedelta(seconds=10, microseconds=123457)
+    release = _release("maintenance_watch", "installer")
+    note = log.note(release, now=now)
+    assert len(note.encode()) < 260
+    [direct] = log.append_many([(release, 190, 7)], now=now)
+    [noted] = log.append_noted([(8, 190, note)])
+    assert noted == direct | {"seq": 8}
+    assert noted["logged_at"] == "2026-05-31T15:00:10.123457+00:00"
+    assert log.append_noted([(8, 190, note), (9, 190, note)], only_missing=True) == [
+        noted | {"seq": 9}]
+    # A catalogue without the purpose any more still lists it, a provision record still.
+    gone = ReleaseLog(tmp_path / "other.jsonl", load_catalogue(), "site-1")
+    gone._catalogue = _without(load_catalogue(), "maintenance_watch")
+    [entry] = gone.append_noted([(8, 190, note)])
+    assert entry["provision_record"] and entry["legal_basis"] == []
+
+
+def _without(catalogue: Catalogue, purpose: str) -> Catalogue:
+    purposes = {k: v for k, v in catalogue.purposes.items() if k != purpose}
+    return dataclasses.replace(catalogue, purposes=purposes)
