@@ -30,14 +30,16 @@ import asyncio
 import logging
 import sqlite3
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
 
 from agent.errors import OutboxError
-from agent.outbox_db import DATA_SEQ, FIELDS, open_database
+from agent.outbox_db import DATA_SEQ, FIELDS, open_database, stored_bytes
+from agent.outbox_types import Noted, OutboxConfig, OutboxItem, OutboxStats, ReleaseEvents
+
+__all__ = ["CONTROL_PRIORITY", "Noted", "Outbox", "OutboxConfig", "OutboxItem", "OutboxStats",
+           "ReleaseEvents"]
 
 log = logging.getLogger(__name__)
 
@@ -48,67 +50,6 @@ _SEQ_BLOCK = 1024
 _COLUMNS = "id, topic, purpose, kind, created, payload"
 # A row to insert: seq, the columns of FIELDS in their order, log_entry.
 _Row = tuple[int | None, str, str, str, str, str, int, float, int, bytes, str | None]
-# A committed data envelope as the release log needs it: seq, size, log entry note.
-Noted = tuple[int, int, str]
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class OutboxConfig:
-    """Outbox tuning; the defaults suit a Raspberry Pi with an SD card."""
-
-    max_bytes: int = 256 * 1024 * 1024
-    batch_items: int = 200
-    flush_interval: float = 1.0
-    # Envelopes younger than this are "live" and always go first.
-    live_horizon: float = 120.0
-    # Backlog (older) envelopes handed out per second, so a drain never starves live data.
-    backlog_rate: float = 50.0
-    # Acknowledgements alone are committed at most this often (they go with the next envelope
-    # commit otherwise); a power cut before then only means those envelopes are sent again.
-    ack_interval: float = 60.0
-    priorities: Mapping[str, int] = field(default_factory=dict)
-
-
-class ReleaseEvents(Protocol):
-    """Where the outbox reports, by sequence number, what became of data envelopes."""
-
-    def queued(self, releases: Sequence[Noted]) -> None:
-        """They are committed; durable when this returns. After a failure the same ones come
-        again, perhaps with some that were written: those must not be listed twice."""
-
-    def sent(self, seqs: Sequence[int]) -> None:
-        """The broker acknowledged them; may stay buffered until :meth:`sync`."""
-
-    def sync(self) -> None:
-        """Make the sent reports durable (called before acknowledged rows are deleted)."""
-
-    def withdrawn(self, seqs: Sequence[int], reason: str) -> None:
-        """They are about to be removed unsent; durable when this returns."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class OutboxItem:
-    """One committed envelope awaiting its PUBACK."""
-
-    id: int
-    topic: str
-    purpose: str
-    kind: str
-    created: float
-    payload: bytes
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class OutboxStats:
-    """Figures for metrics; ``drops`` counts envelopes dropped by the bound, per purpose."""
-
-    depth: int
-    bytes: int
-    pending: int
-    oldest_age: float | None
-    drops: Mapping[str, int]
-
-
 class Outbox:
     """A bounded, durable FIFO of envelopes (synchronous; each call is a few ms at most)."""
 
@@ -142,7 +83,7 @@ class Outbox:
             # Stored bytes: summed once here, then kept as a running total (added on insert,
             # less the sizes of the rows each delete removes); a sum per commit would scan the
             # whole table, which made draining a large backlog slow.
-            self._bytes = self._sum_bytes()
+            self._bytes = stored_bytes(self._conn)
             # Numbers below the stored reservation may have been used before a crash.
             self._seq_reserved = self._counter("seq_reserved")
             self._marks: dict[str, int] = dict(self._conn.execute(
@@ -275,7 +216,7 @@ class Outbox:
                     self._conn.execute("ROLLBACK")
                 self._bytes = stored
                 with suppress(sqlite3.Error):  # what is stored, should the failure be odd
-                    self._bytes = self._sum_bytes()
+                    self._bytes = stored_bytes(self._conn)
                 raise
         self._unlogged += [(row[0], row[8], row[10]) for row in self._pending
                            if row[0] is not None and row[10] is not None and row[5] == "data"]
@@ -289,27 +230,12 @@ class Outbox:
         if self.on_commit is not None:
             self.on_commit()
 
-    def _sum_bytes(self) -> int:
-        """Every stored size: a scan of the whole table (at open and after a failed commit)."""
-        return int(self._conn.execute(
-            "SELECT COALESCE(SUM(size), 0) FROM envelopes").fetchone()[0])
-
-    def _size_of(self, ids: Sequence[int]) -> int:
-        """Stored bytes of the rows with these ids (ids no longer stored count nothing)."""
-        total = 0
-        for start in range(0, len(ids), 500):
-            chunk = list(ids[start:start + 500])
-            total += int(self._conn.execute(
-                "SELECT COALESCE(SUM(size), 0) FROM envelopes "
-                f"WHERE id IN ({', '.join('?' * len(chunk))})", chunk).fetchone()[0])
-        return total
-
     def _write_batch(self) -> None:
         c = self._conn
         # Deletes first: new rows take the room acknowledged ones leave in the same leaf page
         # instead of splitting it (more pages, and the free list on page 1, written).
         acked = list(self._acked)
-        self._bytes -= self._size_of(acked)  # some may be gone already (purged, dropped)
+        self._bytes -= stored_bytes(c, acked)  # some may be gone already (purged, dropped)
         c.executemany("DELETE FROM envelopes WHERE id = ?", [(i,) for i in acked])
         first, self._next_id = self._next_id, self._next_id + len(self._pending)
         c.executemany(
@@ -479,7 +405,7 @@ class Outbox:
             depth, oldest = self._conn.execute(
                 f"SELECT COUNT(*), MIN(created) FROM envelopes WHERE id NOT IN ({marks})",
                 acked).fetchone()
-            gone = self._size_of(acked)
+            gone = stored_bytes(self._conn, acked)
             drops = dict(self._conn.execute("SELECT purpose, count FROM drops").fetchall())
         age = None if oldest is None else max(0.0, self._clock() - float(oldest))
         return OutboxStats(depth=int(depth), bytes=self._bytes - gone,

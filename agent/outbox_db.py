@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+from collections.abc import Sequence
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,21 @@ def open_database(path: Path) -> sqlite3.Connection:
     _migrate(conn, path)
     conn.executescript(_SCHEMA)
     return conn
+
+
+def stored_bytes(conn: sqlite3.Connection, ids: Sequence[int] | None = None) -> int:
+    """Stored bytes of the rows with these ids (those no longer stored count nothing), or of
+    every row: a scan of the whole table, which the outbox does only at open and after a
+    failed commit (it keeps a running total)."""
+    if ids is None:
+        return int(conn.execute("SELECT COALESCE(SUM(size), 0) FROM envelopes").fetchone()[0])
+    total = 0
+    for start in range(0, len(ids), 500):
+        chunk = list(ids[start:start + 500])
+        total += int(conn.execute(
+            "SELECT COALESCE(SUM(size), 0) FROM envelopes "
+            f"WHERE id IN ({', '.join('?' * len(chunk))})", chunk).fetchone()[0])
+    return total
 
 
 def _migrate(conn: sqlite3.Connection, path: Path) -> None:
