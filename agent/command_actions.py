@@ -160,13 +160,15 @@ class Actions:
 
     def _delete(self, command: Command) -> Outcome:
         state = self._state
+        # Queued uploads go first: a power cut part-way then leaves nothing to send that the
+        # household asked to delete (the deletion is simply asked for again).
+        purged = sum(state.outbox.purge(pid, reason="erasure")
+                     for pid in state.ledger.catalogue.purposes)
         deletion = delete_household_data(
             ledger=state.ledger, now=self._now(), source=SOURCE,
             reference=command.args["reference"], minimiser=state.minimiser,
             release_log=state.release_log)
         state.pipeline.apply_changes(deletion.changes, reason="erasure")
-        purged = sum(state.outbox.purge(pid, reason="erasure")
-                     for pid in state.ledger.catalogue.purposes)
         if state.household is not None:
             for request in state.household.pending_requests():
                 state.household.decline_request(request.request_id)

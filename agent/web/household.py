@@ -239,11 +239,13 @@ class HouseholdService:
         The consent history and the records of provision to third parties stay: they are the
         evidence the law asks to keep, and hold no measurements.
         """
+        # Queued uploads go first: a power cut part-way then leaves nothing to send that the
+        # household asked to delete (the page shows the data still held; they delete again).
+        purged = sum(self._outbox.purge(pid, reason="erasure") for pid in self.catalogue.purposes)
         deletion = delete_household_data(ledger=self._ledger, now=self.now(), source=SOURCE,
                                          minimiser=self._minimiser,
                                          release_log=self._release_log)
         outcome = self._apply(deletion.changes, reason="erasure")
-        purged = sum(self._outbox.purge(pid, reason="erasure") for pid in self.catalogue.purposes)
         self._on_deletion(deletion.item)
         log.info("household page: local data deleted, deletion request handed on")
         return Outcome(changes=outcome.changes, purged=outcome.purged + purged)

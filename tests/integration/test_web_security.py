@@ -479,3 +479,22 @@ async def test_post_bodies_are_bounded(client: Client) -> None:
     chunked = await client.post("/login", content=chunks(), headers={
         "origin": ORIGIN, "content-type": "application/x-www-form-urlencoded"})
     assert chunked.status_code == 411
+
+
+def test_a_power_cut_inside_erasure_leaves_nothing_queued_to_send(
+        rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    for purpose in ("service", "improvement"):
+        rig.outbox.enqueue(b"x" * 64, topic=f"hems/v1/s/{purpose}/data", purpose=purpose,
+                           recipient="company", tier="1d", kind="data")
+    rig.outbox.flush()
+    assert rig.outbox.queued_data()
+    import agent.web.household as household
+
+    def power_cut(**_: Any) -> None:
+        raise SystemExit("power cut")
+
+    monkeypatch.setattr(household, "delete_household_data", power_cut)
+    with pytest.raises(SystemExit):
+        rig.service.delete_local_data()
+    # Whatever the erasure had not reached yet, nothing it was deleting can still leave.
+    assert rig.outbox.queued_data() == set()
