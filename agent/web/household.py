@@ -233,8 +233,8 @@ class HouseholdService:
         return self._apply(self._ledger.stop_third_party(source=SOURCE, now=self.now()))
 
     def delete_local_data(self) -> Outcome:
-        """Erasure: consent for every optional purpose off, policy's local data cleared, every
-        queued upload purged, then the deletion request handed to the daemon.
+        """Erasure: every queued upload purged, consent for every optional purpose off,
+        policy's local data cleared, then the deletion request handed to the daemon.
 
         The consent history and the records of provision to third parties stay: they are the
         evidence the law asks to keep, and hold no measurements.
