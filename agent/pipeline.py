@@ -95,7 +95,8 @@ class Pipeline:
             ("hems_releases_total", "counter", "Releases sealed into the outbox, per purpose"),
             ("hems_release_bytes_total", "counter", "Envelope bytes released, per purpose"),
             ("hems_releases_repeated_total", "counter",
-             "Windows not released again: they end before the last one sent (clock behind)"),
+             "Windows not released again: already released before a restart (reason "
+             "already_released) or older than the last one sent (clock_behind)"),
             ("hems_releases_unroutable_total", "counter",
              "Releases with no configured key for their recipient (not sent)"),
             ("hems_consent_changes_total", "counter", "Consent changes applied, per source"),
@@ -191,13 +192,22 @@ class Pipeline:
 
     def _not_yet_released(self, release: Release) -> bool:
         """False for a window that ends at or before one already released for the same
-        purpose, recipient and tier (after a restart with a clock that is behind)."""
+        purpose, recipient and tier: the last window again after a power cut (the minimiser's
+        snapshot predates its release), or older ones after a restart with a clock behind."""
         mark = self.outbox.mark(_mark_key(release))
-        if mark is None or int(release.end.timestamp()) > mark:
+        end = int(release.end.timestamp())
+        if mark is None or end > mark:
             return True
-        self.metrics.inc("hems_releases_repeated_total", purpose=release.purpose)
-        log.warning("not releasing a %s window of %s again: it ends before the last one sent",
-                    release.tier.value, release.purpose)
+        if end == mark:
+            self.metrics.inc("hems_releases_repeated_total", purpose=release.purpose,
+                             reason="already_released")
+            log.info("not releasing the %s window of %s again: it was released before the "
+                     "restart", release.tier.value, release.purpose)
+            return False
+        self.metrics.inc("hems_releases_repeated_total", purpose=release.purpose,
+                         reason="clock_behind")
+        log.warning("not releasing a %s window of %s again: it ends before the last one sent "
+                    "(is the clock behind?)", release.tier.value, release.purpose)
         return False
 
     def _event_time(self) -> datetime:

@@ -181,3 +181,25 @@ def test_start_up_withdraws_what_a_change_committed_before_a_power_cut_no_longer
     assert entries["maintenance_watch"]["withdrawn_reason"] == "consent_change"
     assert entries["service"]["status"] == "queued"
     assert site.pipeline.reconcile_outbox() == 0  # nothing else to do: it agrees now
+
+
+def test_a_window_released_before_a_restart_is_not_released_again(
+        site: Site, tmp_path: Path) -> None:
+    assert _half_hour(site, T0) == 1  # service, to the company
+    metrics = Metrics()
+
+    def restart() -> None:  # a fresh minimiser: its last snapshot predates the release
+        site.pipeline = Pipeline(
+            site_id=SITE, ledger=site.ledger, minimiser=Minimiser(load_catalogue()),
+            outbox=site.outbox, device_key=ensure_device_key(tmp_path / "device.key"),
+            recipients={r: generate_recipient_key().public for r in RECIPIENTS},
+            metrics=metrics, release_log=site.release_log)
+
+    restart()  # after a power cut: the same half hour comes round again
+    assert _half_hour(site, T0) == 0
+    restart()  # with a clock behind: the half hour before it
+    assert _half_hour(site, T0 - timedelta(minutes=30)) == 0
+    repeated = "hems_releases_repeated_total"
+    assert metrics.get(repeated, purpose="service", reason="already_released") == 1
+    assert metrics.get(repeated, purpose="service", reason="clock_behind") == 1
+    assert [e["start"] for e in site.release_log.entries()] == [T0.isoformat()]
