@@ -9,11 +9,14 @@ Needs root (mount); skipped otherwise.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sqlite3
 import subprocess
 from collections.abc import AsyncIterator, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,7 +24,14 @@ from agent.config import load_config
 from agent.metrics import Metrics
 from agent.state import open_state
 from drivers.sim.server import run_site
-from tests.e2e.daemon_helpers import DaemonProcess, sim_devices, wait_for
+from tests.e2e.daemon_helpers import (
+    Cloud,
+    DaemonProcess,
+    release_log,
+    sent_seqs,
+    sim_devices,
+    wait_for,
+)
 from tests.proof.fault_rig import (
     check_exactly_once,
     check_state,
@@ -97,26 +107,50 @@ async def _until_it_dies(files: SiteFiles, start: datetime, limit: float) -> Dae
     return daemon
 
 
-async def _recover(files: SiteFiles, start: datetime, c: object) -> None:
-    """Restart; it must reach ready and drain everything committed."""
+async def _recover(files: SiteFiles, start: datetime, c: Cloud) -> None:
+    """Restart; it must reach ready and drain everything committed, and what its stop releases.
+
+    It is stopped only once its uplink is connected: a daemon stopped before that keeps the
+    windows its last tick releases queued in the outbox until its next start (by design), and
+    after the last recovery there is none. Connected, the stop sends them (drain_on_stop)."""
     daemon = await DaemonProcess.start(files, speed=SPEED, start=start)
     try:
         await daemon.wait_line("ready:")
-        names = recipient_names(files)
-        try:
-            await wait_for(lambda: set(logged(files)) <= set(received(c, names)),  # type: ignore[arg-type]
-                           "every committed release at the receiver", 180)
-        except AssertionError:
-            missing = sorted(set(logged(files)) - set(received(c, names)))  # type: ignore[arg-type]
-            cloud = c.receiver  # type: ignore[attr-defined]
-            raise AssertionError(f"{len(missing)} committed releases missing, outbox depth "
-                                 f"{outbox_depth(files)}, receiver accepted {cloud.accepted} "
-                                 f"rejected {dict(cloud.rejected)}: {missing[:5]}\n"
-                                 f"{daemon.output()[-3000:]}") from None
+        await daemon.wait_line("uplink connected", 60)
+        await _all_arrived(files, c, daemon, "every committed release at the receiver", 180)
         await wait_for(lambda: outbox_depth(files) == 0, "a drained outbox", 60)
     finally:
         code = await daemon.terminate()
     assert code == 0, daemon.output()
+    await _all_arrived(files, c, daemon, "the releases of the stop at the receiver", 30)
+
+
+async def _all_arrived(files: SiteFiles, c: Cloud, daemon: DaemonProcess, what: str,
+                       limit: float) -> None:
+    """Wait until every committed release not withdrawn reached the receiver; on failure say
+    which are still queued in the outbox (unsent) and which are gone from it (lost)."""
+    names = recipient_names(files)
+    try:
+        await wait_for(lambda: set(logged(files)) <= set(received(c, names)), what, limit)
+    except AssertionError:
+        missing = set(logged(files)) - set(received(c, names))
+        with contextlib.closing(sqlite3.connect(files.state_dir / "outbox.sqlite")) as db:
+            queued = {row[0] for row in db.execute("SELECT seq FROM envelopes")}
+        sent = sent_seqs(files)
+        fate = sorted((e["seq"] in queued and e["seq"] not in sent, e["seq"], e["purpose"],
+                       e["tier"], e["start"]) for e in release_log(files)
+                      if _window(e) in missing)
+        raise AssertionError(f"timed out waiting for {what}: {len(missing)} committed releases "
+                             f"missing, outbox depth {outbox_depth(files)}, receiver accepted "
+                             f"{c.receiver.accepted} rejected {dict(c.receiver.rejected)}; "
+                             f"(still queued, seq, purpose, tier, start): {fate[:5]}\n"
+                             f"{daemon.output()[-3000:]}") from None
+
+
+def _window(entry: dict[str, Any]) -> tuple[str, str, int, int]:
+    return (entry["purpose"], entry["recipient"],
+            int(datetime.fromisoformat(entry["start"]).timestamp()),
+            int(datetime.fromisoformat(entry["end"]).timestamp()))
 
 
 @pytest.mark.timeout(400)
