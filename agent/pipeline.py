@@ -155,23 +155,27 @@ class Pipeline:
         self.outbox.flush()
         self._count_purges()
 
-    def reconcile_outbox(self) -> int:
-        """Purge queued data the ledger no longer allows; how many envelopes went.
+    def reconcile_outbox(self, now: datetime) -> int:
+        """Purge queued data the grants in force at ``now`` do not cover; how many went.
 
         A consent change is committed to the ledger before its purge reaches the outbox, so a
         power cut between the two would leave envelopes queued that the household has already
-        stopped. Run at start-up, before the publisher, this makes the outbox agree with the
-        ledger again (the release log marks them withdrawn, reason ``consent_change``).
-        A purpose or recipient the ledger does not know any more counts as off.
+        stopped; and a time-boxed grant may have expired while the agent was off. Run at
+        start-up, before the publisher, this makes the outbox agree with the ledger again (the
+        release log marks them withdrawn, reason ``consent_change`` or ``expiry``). A purpose
+        or recipient the ledger does not know any more counts as off.
         """
-        state = self.ledger.state()
+        latest, grants = self.ledger.state(), self.ledger.grants(now)
         removed = 0
         for purpose, recipient, tier in sorted(self.outbox.queued_data()):
-            record = state.get((purpose, recipient))
-            tiers = not_allowed(None if record is None or record.tier is None
-                                else record.tier.value)
-            if tier in {t.value for t in tiers}:
-                removed += self.outbox.purge(purpose, recipient, [tier])
+            grant = grants.get((purpose, recipient))
+            granted = None if grant is None else grant.tier.value
+            if tier not in {t.value for t in not_allowed(granted)}:
+                continue
+            record = latest.get((purpose, recipient))
+            expired = grant is None and record is not None and record.tier is not None
+            removed += self.outbox.purge(purpose, recipient, [tier],
+                                         reason="expiry" if expired else "consent_change")
         if removed:
             log.warning("start-up: %d queued envelopes were no longer allowed by the "
                         "household's consent and were withdrawn", removed)

@@ -95,7 +95,7 @@ def open_state(config: AgentConfig, metrics: Metrics, *, now: datetime) -> State
                         outbox=outbox, device_key=device_key, recipients=recipients,
                         metrics=metrics, release_log=release_log, via_company=via_company)
     pipeline.apply_changes(ledger.startup_changes)
-    pipeline.reconcile_outbox()
+    pipeline.reconcile_outbox(now)
     return State(config=config, device_key=device_key, recipients=recipients,
                  catalogue=catalogue, ledger=ledger, minimiser=minimiser,
                  release_log=release_log, outbox=outbox, publisher=publisher, pipeline=pipeline,

@@ -174,13 +174,13 @@ def test_start_up_withdraws_what_a_change_committed_before_a_power_cut_no_longer
                           now=T0 + timedelta(minutes=31))
     assert ("maintenance_watch", "installer", "30min") in site.outbox.queued_data()
 
-    assert site.pipeline.reconcile_outbox() == 2  # at the next start-up
+    assert site.pipeline.reconcile_outbox(T0 + timedelta(minutes=32)) == 2  # next start-up
     assert site.outbox.queued_data() == {("service", "company", "30min")}
     entries = {e["purpose"]: e for e in site.release_log.entries()}
     assert entries["maintenance_watch"]["status"] == "withdrawn"
     assert entries["maintenance_watch"]["withdrawn_reason"] == "consent_change"
     assert entries["service"]["status"] == "queued"
-    assert site.pipeline.reconcile_outbox() == 0  # nothing else to do: it agrees now
+    assert site.pipeline.reconcile_outbox(T0 + timedelta(minutes=33)) == 0  # it agrees now
 
 
 def test_a_window_released_before_a_restart_is_not_released_again(
@@ -203,3 +203,17 @@ def test_a_window_released_before_a_restart_is_not_released_again(
     assert metrics.get(repeated, purpose="service", reason="already_released") == 1
     assert metrics.get(repeated, purpose="service", reason="clock_behind") == 1
     assert [e["start"] for e in site.release_log.entries()] == [T0.isoformat()]
+
+
+def test_start_up_withdraws_what_a_grant_that_expired_while_off_had_queued(site: Site) -> None:
+    site.pipeline.apply_changes([site.ledger.set_grant(
+        "support", "support_centre", "30min", source="household_page",
+        expires=T0 + timedelta(minutes=40), now=T0 - timedelta(minutes=30))])
+    assert _half_hour(site, T0) == 2
+    # The agent is off when the grant expires; it starts again before its first tick.
+    assert site.pipeline.reconcile_outbox(T0 + timedelta(minutes=39)) == 0  # still granted
+    assert site.pipeline.reconcile_outbox(T0 + timedelta(minutes=45)) == 1
+    assert site.outbox.queued_data() == {("service", "company", "30min")}
+    entries = {e["purpose"]: e for e in site.release_log.entries()}
+    assert entries["support"]["status"] == "withdrawn"
+    assert entries["support"]["withdrawn_reason"] == "expiry"
