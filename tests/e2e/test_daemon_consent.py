@@ -9,7 +9,7 @@ day's improvement release waits in the outbox when the household turns improveme
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -45,11 +45,9 @@ pytestmark = pytest.mark.mosquitto
 
 
 @pytest.fixture
-def broker(tmp_path: Path) -> AsyncIterator[Mosquitto]:
-    mosquitto = Mosquitto(tmp_path / "broker", broker_users(SITE))
-    mosquitto.start()
-    yield mosquitto  # type: ignore[misc]
-    mosquitto.stop()
+def broker(tmp_path: Path) -> Iterator[Mosquitto]:
+    with Mosquitto(tmp_path / "broker", broker_users(SITE)) as mosquitto:
+        yield mosquitto
 
 
 def _install(files: SiteFiles) -> None:

@@ -18,7 +18,7 @@ the restart itself are missing.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -50,11 +50,9 @@ pytestmark = pytest.mark.mosquitto
 
 
 @pytest.fixture
-def broker(tmp_path: Path) -> AsyncIterator[Mosquitto]:
-    mosquitto = Mosquitto(tmp_path / "broker", broker_users(SITE))
-    mosquitto.start()
-    yield mosquitto  # type: ignore[misc]
-    mosquitto.stop()
+def broker(tmp_path: Path) -> Iterator[Mosquitto]:
+    with Mosquitto(tmp_path / "broker", broker_users(SITE)) as mosquitto:
+        yield mosquitto
 
 
 class PausableWall:

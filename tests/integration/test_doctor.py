@@ -21,10 +21,8 @@ UNIT_FILE = Path(__file__).parents[2] / "systemd" / "hems-agent.service"
 
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[Mosquitto]:
-    mosquitto = Mosquitto(tmp_path / "broker", PASSWORDS)
-    mosquitto.start()
-    yield mosquitto
-    mosquitto.stop()
+    with Mosquitto(tmp_path / "broker", PASSWORDS) as mosquitto:
+        yield mosquitto
 
 
 @pytest.fixture

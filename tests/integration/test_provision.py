@@ -33,10 +33,8 @@ CONSENT = ["--consent", "maintenance_watch:installer=30min", "--consent-ref", "F
 
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[Mosquitto]:
-    mosquitto = Mosquitto(tmp_path / "broker", PASSWORDS)
-    mosquitto.start()
-    yield mosquitto
-    mosquitto.stop()
+    with Mosquitto(tmp_path / "broker", PASSWORDS) as mosquitto:
+        yield mosquitto
 
 
 @pytest.fixture

@@ -76,10 +76,8 @@ def _by_purpose(entries: list[dict[str, object]]) -> list[str]:
 
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[Mosquitto]:
-    mosquitto = Mosquitto(tmp_path / "broker", PASSWORDS)
-    mosquitto.start()
-    yield mosquitto
-    mosquitto.stop()
+    with Mosquitto(tmp_path / "broker", PASSWORDS) as mosquitto:
+        yield mosquitto
 
 
 @contextlib.asynccontextmanager

@@ -28,10 +28,8 @@ pytestmark = pytest.mark.mosquitto
 
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[Mosquitto]:
-    mosquitto = Mosquitto(tmp_path / "broker", PASSWORDS)
-    mosquitto.start()
-    yield mosquitto
-    mosquitto.stop()
+    with Mosquitto(tmp_path / "broker", PASSWORDS) as mosquitto:
+        yield mosquitto
 
 
 @pytest.fixture

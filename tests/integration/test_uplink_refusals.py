@@ -43,9 +43,8 @@ REFUSED = {"purpose": "improvement", "kind": "data", "reason": "0x87"}
 def broker(tmp_path: Path) -> Iterator[Mosquitto]:
     mosquitto = Mosquitto(tmp_path / "broker", PASSWORDS)
     mosquitto.write_acl(ONLY_SERVICE)
-    mosquitto.start()
-    yield mosquitto
-    mosquitto.stop()
+    with mosquitto:
+        yield mosquitto
 
 
 @pytest.fixture

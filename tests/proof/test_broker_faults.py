@@ -15,7 +15,7 @@ import asyncio
 import subprocess
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -60,11 +60,9 @@ SMALL_OUTBOX = "\n[outbox]\nmax_bytes = 1048576\ndrain_rate = 200.0\n"
 
 
 @pytest.fixture
-def broker(tmp_path: Path) -> AsyncIterator[Mosquitto]:
-    mosquitto = Mosquitto(tmp_path / "broker", broker_users(SITE))
-    mosquitto.start()
-    yield mosquitto  # type: ignore[misc]
-    mosquitto.stop()
+def broker(tmp_path: Path) -> Iterator[Mosquitto]:
+    with Mosquitto(tmp_path / "broker", broker_users(SITE)) as mosquitto:
+        yield mosquitto
 
 
 def _grant_everything(files: SiteFiles) -> None:

@@ -11,7 +11,7 @@ reading that was not good, and every other device's records are complete.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -36,11 +36,9 @@ Span = tuple[str, str, float, float]  # (device, fault, first simulated second, 
 
 
 @pytest.fixture
-def broker(tmp_path: Path) -> AsyncIterator[Mosquitto]:
-    mosquitto = Mosquitto(tmp_path / "broker", broker_users(SITE))
-    mosquitto.start()
-    yield mosquitto  # type: ignore[misc]
-    mosquitto.stop()
+def broker(tmp_path: Path) -> Iterator[Mosquitto]:
+    with Mosquitto(tmp_path / "broker", broker_users(SITE)) as mosquitto:
+        yield mosquitto
 
 
 @pytest.mark.timeout(300)

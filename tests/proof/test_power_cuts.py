@@ -19,7 +19,7 @@ import os
 import random
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -76,12 +76,10 @@ async def _operator_send(broker: Mosquitto, directory: Path, n: int) -> None:
 
 
 @pytest.fixture
-def broker(tmp_path: Path) -> AsyncIterator[Mosquitto]:
-    mosquitto = Mosquitto(tmp_path / "broker",
-                          {**broker_users(SITE), OPERATOR_USER: OPERATOR_PASSWORD})
-    mosquitto.start()
-    yield mosquitto  # type: ignore[misc]
-    mosquitto.stop()
+def broker(tmp_path: Path) -> Iterator[Mosquitto]:
+    users = {**broker_users(SITE), OPERATOR_USER: OPERATOR_PASSWORD}
+    with Mosquitto(tmp_path / "broker", users) as mosquitto:
+        yield mosquitto
 
 
 class Lives:

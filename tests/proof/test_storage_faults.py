@@ -13,7 +13,7 @@ import contextlib
 import os
 import sqlite3
 import subprocess
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -53,11 +53,9 @@ LEFT_FREE = 256 * 1024  # what the filler leaves of the 2 MiB
 
 
 @pytest.fixture
-def broker(tmp_path: Path) -> AsyncIterator[Mosquitto]:
-    mosquitto = Mosquitto(tmp_path / "broker", broker_users(SITE))
-    mosquitto.start()
-    yield mosquitto  # type: ignore[misc]
-    mosquitto.stop()
+def broker(tmp_path: Path) -> Iterator[Mosquitto]:
+    with Mosquitto(tmp_path / "broker", broker_users(SITE)) as mosquitto:
+        yield mosquitto
 
 
 @pytest.fixture

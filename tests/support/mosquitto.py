@@ -135,6 +135,14 @@ class Mosquitto:
                 time.sleep(0.05)
         raise RuntimeError(f"mosquitto did not listen on port {self.port} within {timeout} s")
 
+    def __enter__(self) -> Mosquitto:
+        """``with Mosquitto(...) as broker:`` starts it, and stops it on the way out."""
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
     def stop(self) -> None:
         """Graceful stop (SIGTERM): mosquitto writes its persistence file and exits."""
         self._end(signal.SIGTERM)
