@@ -51,16 +51,28 @@ class Cloud:
 
 
 @contextlib.asynccontextmanager
-async def cloud(files: SiteFiles, broker: Mosquitto, db: Path) -> AsyncIterator[Cloud]:
+async def cloud(files: SiteFiles, broker: Mosquitto, db: Path, *, backoff_max: float = 60.0,
+                raw: list[tuple[str, bytes]] | None = None) -> AsyncIterator[Cloud]:
     """A receiver holding every recipient's key, subscribed without sharing (so its persistent
-    subscription survives a broker restart, see docs/broker.md)."""
+    subscription survives a broker restart, see docs/broker.md). ``backoff_max`` bounds its
+    reconnect delay (the proofs stop brokers for long stretches); ``raw`` records every
+    payload it is handed."""
     out = io.StringIO()
     receiver = Receiver(device_keys=load_device_registry(files.device_registry),
                         recipient_keys={k.key_id: k for k in files.recipient_keys.values()},
                         rules=CatalogueRules(), replay=ReplayStore(db), output=out)
+    if raw is not None:
+        handle, record = receiver.handle, raw
+
+        def recording(topic: str, payload: bytes) -> Any:
+            record.append((topic, payload))
+            return handle(topic, payload)
+
+        receiver.handle = recording  # type: ignore[method-assign]
     config = BrokerConfig(host="127.0.0.1", port=broker.port, ca_file=broker.ca,
                           client_id=f"receiver-{files.site_id}", username=RECEIVER_USER,
-                          password=broker_users(files.site_id)[RECEIVER_USER], timeout=2.0)
+                          password=broker_users(files.site_id)[RECEIVER_USER], timeout=2.0,
+                          backoff_max=backoff_max)
     task = asyncio.create_task(receiver.run(config, None))
     try:
         yield Cloud(receiver, out)

@@ -10,22 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import random
 import sqlite3
 from collections import Counter
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from agent.doctor_state import verify_ledger
-from agent.receiver import CatalogueRules, Receiver, ReplayStore, load_device_registry
-from agent.uplink import BrokerConfig
-from tests.e2e.daemon_helpers import Cloud, release_log, sent_seqs, withdrawn_releases
-from tests.support.mosquitto import RECEIVER_USER, Mosquitto
-from tests.support.site import SiteFiles, broker_users
+from tests.e2e.daemon_helpers import Cloud, cloud, release_log, sent_seqs, withdrawn_releases
+from tests.support.mosquitto import Mosquitto
+from tests.support.site import SiteFiles
 
 Window = tuple[str, str, int, int]
 
@@ -186,32 +183,8 @@ def rejected(c: Cloud) -> dict[str, Any]:
     return dict(c.receiver.rejected)
 
 
-@contextlib.asynccontextmanager
-async def quick_cloud(files: SiteFiles, broker: Mosquitto, db: Path,
-                      raw: list[tuple[str, bytes]] | None = None) -> AsyncIterator[Cloud]:
-    """Like ``daemon_helpers.cloud`` but reconnecting within two seconds of a broker's return
-    (the proofs stop brokers for long stretches), optionally recording every raw payload."""
-    out = io.StringIO()
-    receiver = Receiver(device_keys=load_device_registry(files.device_registry),
-                        recipient_keys={k.key_id: k for k in files.recipient_keys.values()},
-                        rules=CatalogueRules(), replay=ReplayStore(db), output=out)
-    if raw is not None:
-        handle = receiver.handle
-
-        def recording(topic: str, payload: bytes) -> Any:
-            raw.append((topic, payload))
-            return handle(topic, payload)
-
-        receiver.handle = recording  # type: ignore[method-assign]
-    config = BrokerConfig(host="127.0.0.1", port=broker.port, ca_file=broker.ca,
-                          client_id=f"receiver-{files.site_id}", username=RECEIVER_USER,
-                          password=broker_users(files.site_id)[RECEIVER_USER], timeout=2.0,
-                          backoff_max=2.0)
-    task = asyncio.create_task(receiver.run(config, None))
-    try:
-        yield Cloud(receiver, out)
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        receiver.replay.close()
+def quick_cloud(files: SiteFiles, broker: Mosquitto, db: Path,
+                raw: list[tuple[str, bytes]] | None = None
+                ) -> contextlib.AbstractAsyncContextManager[Cloud]:
+    """``daemon_helpers.cloud`` reconnecting within two seconds of a broker's return."""
+    return cloud(files, broker, db, backoff_max=2.0, raw=raw)
