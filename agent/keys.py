@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives import hpke, serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, mlkem, x25519
 
 from agent.errors import KeyFileError
+from policy.storage import atomic_write
 
 KEM_X25519 = "x25519"
 KEM_HYBRID = "mlkem768x25519"
@@ -236,22 +237,7 @@ def write_private_file(path: Path, data: bytes) -> None:
 def write_file_atomic(path: Path, data: bytes, *, mode: int) -> None:
     """Write ``data`` to ``path`` so a power cut leaves the old or the new file, never a torn
     one: a temp file with ``mode``, fsync, rename, then fsync of the directory."""
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.fchmod(fd, mode)  # a temp file left by a crash keeps its old mode otherwise
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
+    atomic_write(path, data, mode=mode)
 
 
 def _read(path: Path) -> bytes:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from typing import Any
 from agent.keys import write_file_atomic
 from policy.errors import PolicyError
 from policy.minimise import Minimiser
+from policy.storage import fsync_dir
 
 log = logging.getLogger(__name__)
 
@@ -119,11 +119,7 @@ class MinimiserSnapshots:
         try:
             self.path.unlink(missing_ok=True)
             self.path.with_name(self.path.name + ".tmp").unlink(missing_ok=True)
-            directory = os.open(self.path.parent, os.O_RDONLY)
-            try:
-                os.fsync(directory)
-            finally:
-                os.close(directory)
+            fsync_dir(self.path.parent)
         except OSError as exc:
             log.error("minimiser snapshot %s could not be deleted: %s", self.path,
                       exc.strerror or exc)

@@ -21,11 +21,13 @@ from policy.errors import LedgerIntegrityError
 TMP_SUFFIX = ".tmp"
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` so that a crash leaves either the old or the new file."""
+def atomic_write(path: Path, data: bytes, *, mode: int = 0o600) -> None:
+    """Replace ``path`` with ``data`` (file mode ``mode``) so that a crash leaves either the
+    old or the new file."""
     tmp = path.with_name(path.name + TMP_SUFFIX)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
+        os.fchmod(fd, mode)  # a temp file left by a crash keeps its old mode otherwise
         view = memoryview(data)
         while view:
             written = os.write(fd, view)
