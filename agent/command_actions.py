@@ -23,11 +23,12 @@ from typing import Any
 
 from agent.catalogue_store import is_newer, store_catalogue
 from agent.commands import Command, CommandType
+from agent.pipeline import erase_local_data
 from agent.state import State
 from policy.catalogue import Catalogue, parse_catalogue
 from policy.errors import CatalogueError, PolicyError
 from policy.records import ConsentChange, Source
-from policy.rights import delete_household_data, export_all
+from policy.rights import export_all
 from policy.tiers import parse as parse_tier
 from policy.tiers import rank
 
@@ -160,12 +161,8 @@ class Actions:
 
     def _delete(self, command: Command) -> Outcome:
         state = self._state
-        # Queued uploads go first: a power cut part-way then leaves nothing to send that the
-        # household asked to delete (the deletion is simply asked for again).
-        purged = sum(state.outbox.purge(pid, reason="erasure")
-                     for pid in state.ledger.catalogue.purposes)
-        deletion = delete_household_data(
-            ledger=state.ledger, now=self._now(), source=SOURCE,
+        deletion, purged = erase_local_data(
+            state.outbox.purge, ledger=state.ledger, now=self._now(), source=SOURCE,
             reference=command.args["reference"], minimiser=state.minimiser,
             release_log=state.release_log)
         state.pipeline.apply_changes(deletion.changes, reason="erasure")

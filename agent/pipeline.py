@@ -33,9 +33,9 @@ from agent.outbox import Noted, Outbox
 from agent.topics import topic_for
 from policy.ledger import Ledger
 from policy.minimise import Minimiser, ReadingLike
-from policy.records import ConsentChange
+from policy.records import ConsentChange, Source
 from policy.release import Release
-from policy.rights import ReleaseLog, withdrawal_reason
+from policy.rights import Deletion, ReleaseLog, delete_household_data, withdrawal_reason
 from policy.tiers import not_allowed
 
 log = logging.getLogger(__name__)
@@ -270,6 +270,19 @@ class Pipeline:
             self._unroutable.add((purpose, recipient))
             log.warning("no key configured for recipient %s: %s releases to it are not sent",
                         recipient, purpose)
+
+
+def erase_local_data(purge: Callable[..., int], *, ledger: Ledger, minimiser: Minimiser | None,
+                     release_log: ReleaseLog, now: datetime, source: Source | str,
+                     reference: str | None = None) -> tuple[Deletion, int]:
+    """Erasure on the device: every queued upload purged (``purge`` is ``Outbox.purge``),
+    then :func:`~policy.rights.delete_household_data`; the deletion and how many envelopes
+    went. Queued uploads go first: a power cut part-way leaves nothing to send that the
+    household asked to delete (the deletion is simply asked for again)."""
+    purged = sum(purge(pid, reason="erasure") for pid in ledger.catalogue.purposes)
+    deletion = delete_household_data(ledger=ledger, now=now, source=source, reference=reference,
+                                     minimiser=minimiser, release_log=release_log)
+    return deletion, purged
 
 
 def _mark_key(release: Release) -> str:

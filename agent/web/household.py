@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from agent.paths import PENDING_REQUESTS_FILE
+from agent.pipeline import erase_local_data
 from agent.web.pending import LIFETIME, PendingRequests
 from agent.web.pending import PendingRequest as PendingRequest
 from policy.catalogue import Catalogue
@@ -28,7 +29,6 @@ from policy.records import ConsentChange, ConsentRecord, Grant, Source
 from policy.rights import (
     STATUS_WITHDRAWN,
     ReleaseLog,
-    delete_household_data,
     export_all,
     withdrawal_reason,
 )
@@ -239,12 +239,10 @@ class HouseholdService:
         The consent history and the records of provision to third parties stay: they are the
         evidence the law asks to keep, and hold no measurements.
         """
-        # Queued uploads go first: a power cut part-way then leaves nothing to send that the
-        # household asked to delete (the page shows the data still held; they delete again).
-        purged = sum(self._outbox.purge(pid, reason="erasure") for pid in self.catalogue.purposes)
-        deletion = delete_household_data(ledger=self._ledger, now=self.now(), source=SOURCE,
-                                         minimiser=self._minimiser,
-                                         release_log=self._release_log)
+        deletion, purged = erase_local_data(self._outbox.purge, ledger=self._ledger,
+                                            now=self.now(), source=SOURCE,
+                                            minimiser=self._minimiser,
+                                            release_log=self._release_log)
         outcome = self._apply(deletion.changes, reason="erasure")
         self._on_deletion(deletion.item)
         log.info("household page: local data deleted, deletion request handed on")

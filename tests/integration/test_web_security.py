@@ -488,12 +488,12 @@ def test_a_power_cut_inside_erasure_leaves_nothing_queued_to_send(
                            recipient="company", tier="1d", kind="data")
     rig.outbox.flush()
     assert rig.outbox.queued_data()
-    import agent.web.household as household
+    import agent.pipeline as pipeline
 
     def power_cut(**_: Any) -> None:
         raise SystemExit("power cut")
 
-    monkeypatch.setattr(household, "delete_household_data", power_cut)
+    monkeypatch.setattr(pipeline, "delete_household_data", power_cut)
     with pytest.raises(SystemExit):
         rig.service.delete_local_data()
     # Whatever the erasure had not reached yet, nothing it was deleting can still leave.
