@@ -1,11 +1,15 @@
 """Asyncio ECHONET Lite client over UDP/IPv4: port 3610 both ways, multicast 224.0.23.0.
 
-One socket sends every request and receives the replies; requests are matched to replies by
-TID (and source address), so any number of requests to any number of nodes are in flight at
-once and a slow node (15-20 s is not unusual) never delays the others. Each attempt has a
-deadline; a lost datagram is sent again (same TID, so a late reply to the first copy still
-counts) after a short backoff. That resend is UDP's nature, not a device-level retry policy:
-when a node stays silent, :class:`DeviceUnreachable` goes up and the supervisor backs off.
+One socket sends every request and receives the replies. A reply is taken only when it has the
+request's TID, comes from the address the request went to (any address for multicast), has a
+response ESV of the request's ESV (Get 0x62: Get_Res 0x72 or Get_SNA 0x52, see
+:data:`REPLIES`) and its SEOJ is the object asked (the instance may differ only when 0x00 was
+asked); anything else is dropped and counted (``stats.mismatched``). So any number of
+requests to any number of nodes are in flight at once and a slow node (15-20 s is not
+unusual) never delays the others. Each attempt has a deadline; a lost datagram is sent again
+(same TID, so a late reply to the first copy still counts) after a short backoff. That
+resend is UDP's nature, not a device-level retry policy: when a node stays silent,
+:class:`DeviceUnreachable` goes up and the supervisor backs off.
 
 INF (0x73) and INFC (0x74) notifications go to subscribers; an INFC is acknowledged with
 INFC_Res (0x7A). Requests addressed to us are ignored: the agent is a read-only controller.
@@ -18,7 +22,7 @@ import contextlib
 import logging
 import socket
 import struct
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Self
@@ -42,6 +46,27 @@ PORT = 3610
 MULTICAST_GROUP = "224.0.23.0"
 Notify = Callable[[str, Frame], None]
 
+REPLIES: Mapping[Esv, frozenset[Esv]] = {
+    Esv.SETI: frozenset({Esv.SETI_SNA}),
+    Esv.SETC: frozenset({Esv.SET_RES, Esv.SETC_SNA}),
+    Esv.GET: frozenset({Esv.GET_RES, Esv.GET_SNA}),
+    Esv.INF_REQ: frozenset({Esv.INF, Esv.INF_SNA}),
+    Esv.SETGET: frozenset({Esv.SETGET_RES, Esv.SETGET_SNA}),
+}
+"""Request ESV -> the ESVs that answer it (ECHONET Lite Specification Part II, 3.2.5)."""
+
+
+def same_object(asked: Eoj, seoj: Eoj) -> bool:
+    """True if ``seoj`` is the object ``asked`` (any instance of the class when 0x00 was asked)."""
+    return seoj.class_code == asked.class_code and asked.instance in (0, seoj.instance)
+
+
+def answers(request: Frame, reply: Frame) -> bool:
+    """True if ``reply`` answers ``request``: same TID, a response ESV of the request's ESV and
+    the SEOJ the request's DEOJ (the sender's address is the caller's to check)."""
+    return (reply.tid == request.tid and reply.esv in REPLIES.get(request.esv, frozenset())
+            and same_object(request.deoj, reply.seoj))
+
 
 @dataclass(slots=True)
 class ClientStats:
@@ -52,11 +77,13 @@ class ClientStats:
     timeouts: int = 0
     garbled: int = 0
     notifications: int = 0
+    mismatched: int = 0  # a pending TID, but the wrong sender, ESV or object: dropped
 
 
 @dataclass(slots=True)
 class _Pending:
-    address: str | None  # None: a multicast request, every reply is collected
+    address: str | None  # None: a multicast request, every answering node's reply is collected
+    request: Frame
     future: asyncio.Future[Frame]
     replies: list[tuple[str, Frame]] = field(default_factory=list)
 
@@ -168,18 +195,18 @@ class EchonetClient:
 
     async def request(self, address: str, deoj: Eoj, esv: Esv, properties: Sequence[Property],
                       *, deadline: float | None = None, retries: int | None = None) -> Frame:
-        """Send a unicast request and return the reply with the same TID from ``address``.
+        """Send a unicast request and return its reply from ``address`` (see :func:`answers`).
 
         ``deadline`` (per attempt) and ``retries`` override the client's defaults.
         """
+        _check_request(esv)
         timeout = self.timeout if deadline is None else deadline
         retries = self.retries if retries is None else retries
         loop = asyncio.get_running_loop()
-        tid = self._tid()
-        pending = _Pending(address=address, future=loop.create_future())
-        self._pending[tid] = pending
-        frame = Frame(tid=tid, seoj=self.source, deoj=deoj, esv=esv,
+        frame = Frame(tid=self._tid(), seoj=self.source, deoj=deoj, esv=esv,
                       properties=tuple(properties))
+        pending = _Pending(address=address, request=frame, future=loop.create_future())
+        self._pending[frame.tid] = pending
         self.stats.requests += 1
         try:
             for attempt in range(retries + 1):
@@ -197,7 +224,7 @@ class EchonetClient:
             raise DeviceUnreachable(f"ECHONET Lite {address} {deoj}: no reply to ESV "
                                     f"0x{esv:02X} in {retries + 1} attempt(s) of {timeout} s")
         finally:
-            del self._pending[tid]
+            del self._pending[frame.tid]
             pending.future.cancel()
 
     async def get(self, address: str, deoj: Eoj, epcs: Iterable[int], *,
@@ -211,21 +238,23 @@ class EchonetClient:
     async def multicast(self, deoj: Eoj, esv: Esv, properties: Sequence[Property], *,
                         wait: float, address: str | None = None) -> list[tuple[str, Frame]]:
         """Send one request to the multicast group (or ``address``, e.g. a broadcast or a
-        test node) and collect every reply with its TID for ``wait`` seconds."""
+        test node) and collect every node's reply to it (see :func:`answers`) for ``wait``
+        seconds."""
+        _check_request(esv)
         target = address or self.group
         if target is None:
             raise ValueError("multicast is off (group=None) and no address was given")
         loop = asyncio.get_running_loop()
-        tid = self._tid()
-        pending = _Pending(address=None, future=loop.create_future())
-        self._pending[tid] = pending
+        frame = Frame(tid=self._tid(), seoj=self.source, deoj=deoj, esv=esv,
+                      properties=tuple(properties))
+        pending = _Pending(address=None, request=frame, future=loop.create_future())
+        self._pending[frame.tid] = pending
         try:
-            self._send(Frame(tid=tid, seoj=self.source, deoj=deoj, esv=esv,
-                             properties=tuple(properties)), target)
+            self._send(frame, target)
             await asyncio.sleep(wait)
             return list(pending.replies)
         finally:
-            del self._pending[tid]
+            del self._pending[frame.tid]
             pending.future.cancel()
 
     def _received(self, data: bytes, address: str) -> None:
@@ -235,16 +264,25 @@ class EchonetClient:
             self.stats.garbled += 1
             log.debug("dropped a garbled ECHONET Lite datagram: %s", exc)
             return
-        if frame.esv in RESPONSES:
-            pending = self._pending.get(frame.tid)
-            if pending is None:
-                return  # a reply nobody waits for any more
-            if pending.address is None:
-                pending.replies.append((address, frame))
-            elif pending.address == address and not pending.future.done():
-                pending.future.set_result(frame)
-        elif frame.esv in NOTIFICATIONS:
+        pending = self._pending.get(frame.tid)
+        if pending is not None and self._answered(pending, frame, address):
+            return
+        if frame.esv in NOTIFICATIONS:
             self._notified(frame, address)
+        elif pending is not None and frame.esv in RESPONSES:
+            self.stats.mismatched += 1
+            log.debug("dropped a reply with the TID of a pending request: wrong sender, ESV "
+                      "(0x%02X to 0x%02X) or object", frame.esv, pending.request.esv)
+
+    @staticmethod
+    def _answered(pending: _Pending, frame: Frame, address: str) -> bool:
+        if not answers(pending.request, frame) or pending.address not in (None, address):
+            return False
+        if pending.address is None:
+            pending.replies.append((address, frame))
+        elif not pending.future.done():
+            pending.future.set_result(frame)
+        return True
 
     def _notified(self, frame: Frame, address: str) -> None:
         self.stats.notifications += 1
@@ -259,13 +297,18 @@ class EchonetClient:
                 log.exception("ECHONET Lite notification subscriber failed")
 
 
+def _check_request(esv: Esv) -> None:
+    if esv not in REPLIES:
+        raise ValueError(f"ESV 0x{esv:02X} is not a request (one of "
+                         f"{', '.join(f'0x{e:02X}' for e in REPLIES)})")
+
+
 def get_result(reply: Frame, deoj: Eoj, wanted: Sequence[int]) -> dict[int, bytes | None]:
     """EPC -> EDT of a Get reply; ``None`` for an EPC refused with PDC 0 (Get_SNA)."""
     if reply.esv not in (Esv.GET_RES, Esv.GET_SNA):
         raise DeviceProtocolError(f"{deoj}: expected Get_Res or Get_SNA, got ESV "
                                   f"0x{reply.esv:02X}")
-    if reply.seoj.class_code != deoj.class_code or (
-            deoj.instance and reply.seoj.instance != deoj.instance):
+    if not same_object(deoj, reply.seoj):
         raise DeviceProtocolError(f"reply from {reply.seoj} to a request for {deoj}")
     got = reply.values()
     if set(got) != set(wanted):
