@@ -7,6 +7,11 @@ address, ``SKSREG S2``/``S3`` (channel, PAN) and ``SKJOIN`` (EVENT 25 success, 2
 Requests go out with ``SKSENDTO`` to UDP 3610 and come back as ERXUDP. EVENT 29 (session
 lifetime expired) or 24/26/28 mark the session down and the next request joins again.
 
+Only the joined meter is heard: an ERXUDP to UDP 3610 is used only if it comes from the
+meter's link-local address and MAC (learned by scan and ``SKLL64``) over the secured link
+(SEC=1); a reply only if it also has the request's TID, Get_Res/Get_SNA and SEOJ 0x028801.
+Anything else is dropped and counted in :class:`BrouteStats`; it never becomes a reading.
+
 :class:`BrouteMeter` polls like :class:`drivers.echonet.device.EchonetDevice`: 0xE7 and the
 cumulative 0xE0/0xE3 on intervals, pushed 0xEA/0xEB with the meter's own timestamps.
 """
@@ -16,15 +21,33 @@ from __future__ import annotations
 import logging
 import math
 import stat
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Self
 
-from drivers.broute.sk import SkModule, parse_erxudp
+from drivers.broute.sk import (
+    Pan,
+    RxUdp,
+    SkModule,
+    ipv6,
+    is_ipv6_line,
+    parse_epandesc,
+    parse_erxudp,
+    parse_event,
+)
 from drivers.echonet import meter as meter_values
-from drivers.echonet.client import get_result
-from drivers.echonet.codec import CONTROLLER, Eoj, Esv, Frame, Property, decode, encode
+from drivers.echonet.client import answers, get_result, same_object
+from drivers.echonet.codec import (
+    CONTROLLER,
+    NOTIFICATIONS,
+    Eoj,
+    Esv,
+    Frame,
+    Property,
+    decode,
+    encode,
+)
 from drivers.echonet.tables import MeterContext, decode_value, load_tables, raw_number, unit_kwh
 from drivers.errors import DeviceProtocolError, DeviceUnreachable, DriverError
 from drivers.models import DeviceIdentity, Quality, Reading
@@ -33,7 +56,9 @@ log = logging.getLogger(__name__)
 
 METER = Eoj(class_code=0x0288, instance=0x01)
 ECHONET_PORT = "0E1A"  # 3610
-_SESSION_DOWN = ("EVENT 24", "EVENT 26", "EVENT 28", "EVENT 29")
+_SESSION_DOWN = frozenset({0x24, 0x26, 0x28, 0x29})
+
+__all__ = ["BrouteMeter", "BrouteSettings", "BrouteStats", "Pan", "read_secret"]
 
 
 def read_secret(path: Path, what: str) -> str:
@@ -71,14 +96,14 @@ class BrouteSettings:
         return f"BrouteSettings(device={self.device!r}, route_b_id=***, password=***)"
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Pan:
-    """A meter's PAN found by active scan."""
+@dataclass(slots=True)
+class BrouteStats:
+    """Counters since the meter object was made: what was dropped, never read."""
 
-    channel: int
-    pan_id: int
-    mac: str
-    lqi: int = 0
+    refused: int = 0  # ECHONET Lite datagrams not from the joined meter or not secured
+    mismatched: int = 0  # from the meter, but answering no outstanding request
+    garbled: int = 0  # lines or frames that did not parse
+    warned: bool = field(default=False, repr=False)
 
 
 class BrouteMeter:
@@ -96,8 +121,10 @@ class BrouteMeter:
         self.context = MeterContext()
         self.joins = 0
         self._joined = False
+        self.stats = BrouteStats()
         self._tid = 0
-        self._replies: dict[int, Frame] = {}
+        self._asked: Frame | None = None  # the request in flight
+        self._reply: Frame | None = None
         self._pushed: list[Reading] = []
         table = load_tables()[METER.class_code].by_epc()
         self._table = table
@@ -128,6 +155,7 @@ class BrouteMeter:
             await module.command(f"SKSETRBID {self.settings.route_b_id}")
             if self.pan is None:
                 self.pan = await self._scan()
+            self.address = ""  # hear nobody until SKLL64 has named the meter
             self.address = await self._link_local(self.pan.mac)
             await module.command(f"SKSREG S2 {self.pan.channel:02X}")
             await module.command(f"SKSREG S3 {self.pan.pan_id:04X}")
@@ -149,48 +177,74 @@ class BrouteMeter:
             await self.module.expect(collect, deadline=self.settings.scan_timeout,
                                      what="end of scan (EVENT 22)")
             if {"Channel", "Pan ID", "Addr"} <= found.keys():
-                return Pan(channel=int(found["Channel"], 16), pan_id=int(found["Pan ID"], 16),
-                           mac=found["Addr"], lqi=int(found.get("LQI", "0"), 16))
+                return parse_epandesc(found)
         raise DeviceUnreachable(f"no smart meter beacon after {self.settings.scan_attempts} "
                                 "scans: check the module's placement and the B-route ID")
 
     async def _link_local(self, mac: str) -> str:
         self.module.write(f"SKLL64 {mac}\r\n".encode("ascii"))
-        return await self.module.expect(lambda s: s.count(":") == 7, deadline=5.0,
+        line = await self.module.expect(is_ipv6_line, deadline=5.0,
                                         what="IPv6 address from SKLL64")
+        return ipv6(line, "SKLL64 answer")
+
+    def _join_result(self, line: str) -> bool:
+        if not line.startswith("EVENT"):
+            return False
+        try:
+            event = parse_event(line)
+        except DeviceProtocolError:
+            return False
+        return event.code in (0x24, 0x25) and event.sender == self.address
 
     async def _join(self) -> None:
         await self.module.command(f"SKJOIN {self.address}")
-        event = await self.module.expect(lambda s: s.startswith(("EVENT 24", "EVENT 25")),
-                                         deadline=self.settings.join_timeout,
-                                         what="PANA result (EVENT 24/25)")
-        if event.startswith("EVENT 24"):
+        event = await self.module.expect(self._join_result, deadline=self.settings.join_timeout,
+                                         what="PANA result (EVENT 24/25) from the meter")
+        if event.split()[1] == "24":
             raise DeviceUnreachable("B-route join refused (EVENT 24): check the ID and password")
         self._joined = True
         self.joins += 1
         log.info("B-route session up (join %d)", self.joins)
 
     def _unsolicited(self, line: str) -> None:
-        if line.startswith(_SESSION_DOWN):
-            if self._joined:
-                log.info("B-route session down (%s)", line.split()[:2][-1])
-            self._joined = False
-        elif line.startswith("ERXUDP"):
-            self._datagram(line)
-
-    def _datagram(self, line: str) -> None:
+        """Handle a line nobody waits for; never raises (a bad line is counted and dropped)."""
         try:
-            rx = parse_erxudp(line)
-            frame = decode(rx.data)
+            if line.startswith("EVENT"):
+                event = parse_event(line)
+                if event.code in _SESSION_DOWN:
+                    if self._joined:
+                        log.info("B-route session down (EVENT %02X)", event.code)
+                    self._joined = False
+            elif line.startswith("ERXUDP"):
+                self._datagram(parse_erxudp(line))
         except DeviceProtocolError as exc:
-            log.debug("B-route: dropped a datagram: %s", exc)
-            return
+            self.stats.garbled += 1
+            log.debug("B-route: dropped a line: %s", exc)
+
+    def _from_meter(self, rx: RxUdp) -> bool:
+        return (bool(self.address) and rx.sender == self.address and rx.secured
+                and self.pan is not None and rx.mac == self.pan.mac.upper())
+
+    def _datagram(self, rx: RxUdp) -> None:
         if rx.lport != 3610:
             return  # PANA and other traffic
-        if frame.esv in (Esv.INF, Esv.INFC):
-            self._push(frame)
+        if not self._from_meter(rx):
+            self.stats.refused += 1
+            if not self.stats.warned:  # once: it may be a neighbour's meter, or an attack
+                self.stats.warned = True
+                log.warning("%s: dropped an ECHONET Lite datagram that was not from the joined "
+                            "meter or not secured (further ones are only counted)", self.name)
+            return
+        frame = decode(rx.data)
+        if frame.esv in NOTIFICATIONS:
+            if same_object(METER, frame.seoj):
+                self._push(frame)
+        elif self._asked is not None and answers(self._asked, frame):
+            self._reply = frame
         else:
-            self._replies[frame.tid] = frame
+            self.stats.mismatched += 1
+            log.debug("B-route: dropped ESV 0x%02X from 0x%04X%02X: answers no request",
+                      frame.esv, frame.seoj.class_code, frame.seoj.instance)
 
     async def get(self, epcs: list[int]) -> dict[int, bytes | None]:
         """Get properties of the meter object; refused EPCs map to ``None``."""
@@ -207,23 +261,26 @@ class BrouteMeter:
 
     async def _request(self, epcs: list[int]) -> Frame | None:
         self._tid = self._tid % 0xFFFF + 1
-        tid = self._tid
-        self._replies.clear()  # late replies to earlier attempts
-        payload = encode(Frame(tid=tid, seoj=CONTROLLER, deoj=METER, esv=Esv.GET,
-                               properties=tuple(Property(epc=e) for e in epcs)))
-        await self.module.command(f"SKSENDTO 1 {self.address} {ECHONET_PORT} 1 "
-                                  f"{len(payload):04X}", payload=payload)
+        request = Frame(tid=self._tid, seoj=CONTROLLER, deoj=METER, esv=Esv.GET,
+                        properties=tuple(Property(epc=e) for e in epcs))
+        payload = encode(request)
+        self._asked, self._reply = request, None  # a late reply to an earlier TID is refused
         try:
-            await self.module.expect(lambda line: self._reply_or_down(line, tid),
-                                     deadline=self.settings.request_timeout,
-                                     what="reply from the meter", forward=False)
+            await self.module.command(f"SKSENDTO 1 {self.address} {ECHONET_PORT} 1 "
+                                      f"{len(payload):04X}", payload=payload)
+            if self._reply is None:  # it may have come before the OK
+                await self.module.expect(self._reply_or_down,
+                                         deadline=self.settings.request_timeout,
+                                         what="reply from the meter", forward=False)
         except DeviceUnreachable:
             return None
-        return self._replies.pop(tid, None)
+        finally:
+            self._asked = None
+        return self._reply
 
-    def _reply_or_down(self, line: str, tid: int) -> bool:
+    def _reply_or_down(self, line: str) -> bool:
         self._unsolicited(line)
-        return tid in self._replies or not self._joined
+        return self._reply is not None or not self._joined
 
     async def _read_context(self) -> None:
         values = await self.get([0xD3, 0xE1, 0x8A, 0x8D])

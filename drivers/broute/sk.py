@@ -5,15 +5,20 @@ The line is a file descriptor watched with ``loop.add_reader`` (pyserial only op
 configures it), so every wait has an asyncio deadline and nothing runs in a thread. Lines go
 into one queue; :meth:`SkModule.expect` takes lines until one matches and hands the others to
 ``on_line`` (ERXUDP notifications, EVENT 29 session expiry, ...). One command at a time.
-Secrets (B-route ID and password) are never logged: commands carrying them are logged redacted.
+Secrets (B-route ID and password) and addresses are never logged: commands are logged redacted.
+
+The line parsers (:func:`parse_erxudp`, :func:`parse_event`, :func:`parse_epandesc`,
+:func:`ipv6`) check every field and raise only :class:`DeviceProtocolError`, whatever the line.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import os
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
@@ -26,40 +31,136 @@ _SECRET_COMMANDS = ("SKSETPWD", "SKSETRBID")
 MAX_LINE = 4096
 
 
+_HEX4 = re.compile(r"[0-9A-Fa-f]{4}")
+_MAC = re.compile(r"[0-9A-Fa-f]{16}")
+_IPV6 = re.compile(r"[0-9A-Fa-f]{1,4}(:[0-9A-Fa-f]{1,4}){7}")
+_HEX_FIELD = re.compile(r"[0-9A-Fa-f]{1,4}")
+_EVENT_CODE = re.compile(r"[0-9A-Fa-f]{2}")
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RxUdp:
-    """One ERXUDP line: a UDP datagram the module received."""
+    """One ERXUDP line: a UDP datagram the module received.
+
+    ``sender`` is the IPv6 address in the module's own form (eight groups of four upper-case
+    hex digits), ``mac`` the sender's 64-bit MAC in upper-case hex; ``secured`` is true when
+    the datagram came over the PANA-secured link (SEC=1).
+    """
 
     sender: str
     dest: str
     rport: int
     lport: int
     mac: str
+    secured: bool
     data: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SkEvent:
+    """One ``EVENT <code> <sender> [<side>] [<param>]`` line; ``sender`` as in :class:`RxUdp`."""
+
+    code: int
+    sender: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Pan:
+    """A meter's PAN found by active scan (the EPANDESC fields)."""
+
+    channel: int
+    pan_id: int
+    mac: str
+    lqi: int = 0
+
+
+def ipv6(text: str, what: str) -> str:
+    """``text`` as an IPv6 address in the module's form, or :class:`DeviceProtocolError` naming
+    ``what`` (never the text: addresses are personal data)."""
+    if _IPV6.fullmatch(text) is None:
+        raise DeviceProtocolError(f"{what} is not an IPv6 address of eight hex groups")
+    try:
+        return ipaddress.IPv6Address(text).exploded.upper()
+    except ValueError:
+        raise DeviceProtocolError(f"{what} is not an IPv6 address") from None
+
+
+def _hex(text: str, pattern: re.Pattern[str], what: str) -> int:
+    if pattern.fullmatch(text) is None:
+        raise DeviceProtocolError(f"malformed {what}")
+    return int(text, 16)
 
 
 def parse_erxudp(line: str) -> RxUdp:
     """Parse ``ERXUDP <sender> <dest> <rport> <lport> <mac> <secured> [<side>] <len> <hex>``
-    (BP35C2 adds the side field); the data must be in ASCII hex (WOPT 01)."""
+    (BP35C2 adds the side field); the data must be in ASCII hex (WOPT 01).
+
+    Every field is checked (ports and length: 4 hex digits, MAC: 16, secured: 0 or 1); any
+    failure is a :class:`DeviceProtocolError` naming the field.
+    """
     parts = line.split()
     if len(parts) not in (9, 10) or parts[0] != "ERXUDP":
-        raise DeviceProtocolError(f"malformed ERXUDP line ({len(parts)} fields)")
+        raise DeviceProtocolError(f"malformed ERXUDP line ({len(parts)} fields, need 9 or 10)")
+    sender = ipv6(parts[1], "ERXUDP sender")
+    dest = ipv6(parts[2], "ERXUDP destination")
+    rport = _hex(parts[3], _HEX4, "ERXUDP remote port")
+    lport = _hex(parts[4], _HEX4, "ERXUDP local port")
+    if _MAC.fullmatch(parts[5]) is None:
+        raise DeviceProtocolError("malformed ERXUDP sender MAC (need 16 hex digits)")
+    if parts[6] not in ("0", "1"):
+        raise DeviceProtocolError("malformed ERXUDP secured flag (need 0 or 1)")
+    if len(parts) == 10 and _HEX_FIELD.fullmatch(parts[7]) is None:
+        raise DeviceProtocolError("malformed ERXUDP side field")
+    length = _hex(parts[-2], _HEX4, "ERXUDP data length (need 4 hex digits)")
+    if len(parts[-1]) != 2 * length:
+        raise DeviceProtocolError(f"ERXUDP says {length} bytes but carries {len(parts[-1])} "
+                                  "hex digits (is the module in ASCII mode, WOPT 01?)")
     try:
-        length = int(parts[-2], 16)
         data = bytes.fromhex(parts[-1])
-        rport, lport = int(parts[3], 16), int(parts[4], 16)
-    except ValueError as exc:
-        raise DeviceProtocolError(f"malformed ERXUDP line: {exc}") from None
-    if len(data) != length:
-        raise DeviceProtocolError(f"ERXUDP says {length} bytes but carries {len(data)} "
-                                  "(is the module in ASCII mode, WOPT 01?)")
-    return RxUdp(sender=parts[1], dest=parts[2], rport=rport, lport=lport, mac=parts[5],
-                 data=data)
+    except ValueError:
+        raise DeviceProtocolError("ERXUDP data is not hex (is the module in ASCII mode, "
+                                  "WOPT 01?)") from None
+    return RxUdp(sender=sender, dest=dest, rport=rport, lport=lport, mac=parts[5].upper(),
+                 secured=parts[6] == "1", data=data)
+
+
+def parse_event(line: str) -> SkEvent:
+    """Parse ``EVENT <code> <sender> [<side>] [<param>]`` (BP35A1: no side; BP35C2: side)."""
+    parts = line.split()
+    if not 3 <= len(parts) <= 5 or parts[0] != "EVENT":
+        raise DeviceProtocolError(f"malformed EVENT line ({len(parts)} fields, need 3 to 5)")
+    code = _hex(parts[1], _EVENT_CODE, "EVENT code (need 2 hex digits)")
+    sender = ipv6(parts[2], "EVENT sender")
+    if any(_HEX_FIELD.fullmatch(p) is None for p in parts[3:]):
+        raise DeviceProtocolError("malformed EVENT side or parameter")
+    return SkEvent(code=code, sender=sender)
+
+
+def parse_epandesc(fields: Mapping[str, str]) -> Pan:
+    """A :class:`Pan` from the ``key:value`` lines of one EPANDESC block."""
+    missing = [k for k in ("Channel", "Pan ID", "Addr") if k not in fields]
+    if missing:
+        raise DeviceProtocolError(f"EPANDESC without {', '.join(missing)}")
+    channel = _hex(fields["Channel"], _EVENT_CODE, "EPANDESC Channel (need 2 hex digits)")
+    pan_id = _hex(fields["Pan ID"], _HEX4, "EPANDESC Pan ID (need 4 hex digits)")
+    if _MAC.fullmatch(fields["Addr"]) is None:
+        raise DeviceProtocolError("malformed EPANDESC Addr (need 16 hex digits)")
+    lqi = _hex(fields.get("LQI", "00"), _EVENT_CODE, "EPANDESC LQI (need 2 hex digits)")
+    return Pan(channel=channel, pan_id=pan_id, mac=fields["Addr"].upper(), lqi=lqi)
+
+
+def is_ipv6_line(line: str) -> bool:
+    """True for a line that is only an IPv6 address (the answer to ``SKLL64``)."""
+    return _IPV6.fullmatch(line) is not None
 
 
 def redact(line: str) -> str:
-    """A command as it may be logged."""
-    return line.split()[0] + " ***" if line.startswith(_SECRET_COMMANDS) else line
+    """A command as it may be logged: no secrets, and no addresses (the meter's MAC and the
+    IPv6 address made from it identify the household's meter)."""
+    if line.startswith(_SECRET_COMMANDS):
+        return line.split()[0] + " ***"
+    return " ".join("<addr>" if _IPV6.fullmatch(word) or _MAC.fullmatch(word) else word
+                    for word in line.split(" "))
 
 
 Opener = Callable[[str, int], Any]

@@ -5,6 +5,9 @@ the SK commands the B-route driver uses (echo until ``SKSREG SFE 0``), scans (EV
 EPANDESC, EVENT 22), joins (EVENT 25, or 24 with wrong credentials), turns ``SKSENDTO``
 ECHONET Lite Gets into ERXUDP replies from an emulated 0x0288 object, pushes INF, and expires
 the session on request (EVENT 29; the meter then ignores requests until the next join).
+
+``forgeries`` go out before every genuine reply: ERXUDP lines with the request's TID from
+another node, over the unsecured link, or with a wrong ESV or SEOJ, carrying other values.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import os
 import tty
+from dataclasses import dataclass, field
 
 from drivers.echonet.codec import Eoj, Esv, Frame, Property, decode, encode
 from drivers.sim.echonet_emulator import EmulatedObject, smart_meter
@@ -19,7 +23,21 @@ from drivers.sim.echonet_emulator import EmulatedObject, smart_meter
 METER_MAC = "001C640003A1B2C3"
 METER_IP = "FE80:0000:0000:0000:021C:6400:03A1:B2C3"
 OUR_IP = "FE80:0000:0000:0000:021D:1290:0003:0001"
+OTHER_MAC = "001C6400DEADBEEF"
+OTHER_IP = "FE80:0000:0000:0000:021C:6400:DEAD:BEEF"
 CHANNEL, PAN_ID = 0x21, 0x8888
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Forgery:
+    """A reply sent before the meter's, with the request's TID and these differences."""
+
+    sender: str = METER_IP
+    mac: str = METER_MAC
+    secured: bool = True
+    esv: Esv | None = None  # None: the genuine reply's
+    seoj: Eoj | None = None
+    values: dict[int, bytes] = field(default_factory=dict)  # EPC -> EDT instead of the meter's
 
 
 class FakeSkModule:
@@ -35,6 +53,7 @@ class FakeSkModule:
         self.joins = 0
         self.commands: list[str] = []
         self.silent = False  # the meter answers nothing (lost radio frames)
+        self.forgeries: list[Forgery] = []
         self._given: dict[str, str] = {}
         self._buffer = bytearray()
         self._master, self._slave = os.openpty()
@@ -104,21 +123,37 @@ class FakeSkModule:
         props = [Property(epc=p.epc, edt=self.meter.read(p.epc) or b"")
                  for p in request.properties]
         esv = Esv.GET_SNA if any(not p.edt for p in props) else Esv.GET_RES
-        self.erxudp(Frame(tid=request.tid, seoj=self.meter.eoj, deoj=request.seoj, esv=esv,
-                          properties=tuple(props)))
+        genuine = Frame(tid=request.tid, seoj=self.meter.eoj, deoj=request.seoj, esv=esv,
+                        properties=tuple(props))
+        for forgery in self.forgeries:
+            self.erxudp(Frame(
+                tid=request.tid, seoj=forgery.seoj or genuine.seoj, deoj=request.seoj,
+                esv=forgery.esv or esv, properties=tuple(
+                    Property(epc=p.epc, edt=forgery.values.get(p.epc, p.edt)) for p in props)),
+                sender=forgery.sender, mac=forgery.mac, secured=forgery.secured)
+        self.erxudp(genuine)
 
-    def erxudp(self, frame: Frame) -> None:
-        """Deliver an ECHONET Lite frame from the meter (ASCII-hex ERXUDP, BP35A1 layout)."""
+    def erxudp(self, frame: Frame, *, sender: str = METER_IP, mac: str = METER_MAC,
+               secured: bool = True) -> None:
+        """Deliver an ECHONET Lite frame (ASCII-hex ERXUDP, BP35A1 layout), by default from
+        the meter over the secured link."""
         data = encode(frame)
-        self._out(f"ERXUDP {METER_IP} {OUR_IP} 0E1A 0E1A {METER_MAC} 1 {len(data):04X} "
+        self._out(f"ERXUDP {sender} {OUR_IP} 0E1A 0E1A {mac} {int(secured)} {len(data):04X} "
                   f"{data.hex().upper()}")
 
-    def push(self, epcs: list[int]) -> None:
-        """The meter sends an INF of ``epcs`` (e.g. 0xEA every 30 minutes)."""
+    def line(self, text: str) -> None:
+        """Send any line, as if the module had printed it."""
+        self._out(text)
+
+    def push(self, epcs: list[int], *, values: dict[int, bytes] | None = None,
+             sender: str = METER_IP, mac: str = METER_MAC, secured: bool = True) -> None:
+        """The meter sends an INF of ``epcs`` (e.g. 0xEA every 30 minutes); ``values``,
+        ``sender``, ``mac`` and ``secured`` forge one from elsewhere."""
+        edt = {**self.meter.values, **(values or {})}
         self.erxudp(Frame(tid=0x4242, seoj=self.meter.eoj,
                           deoj=Eoj(class_code=0x05FF, instance=1), esv=Esv.INF,
-                          properties=tuple(Property(epc=e, edt=self.meter.values[e])
-                                           for e in epcs)))
+                          properties=tuple(Property(epc=e, edt=edt[e]) for e in epcs)),
+                    sender=sender, mac=mac, secured=secured)
 
     def expire(self) -> None:
         """The PANA session's lifetime ends (EVENT 29)."""
