@@ -43,12 +43,12 @@ def decode_fixed_time(entry: EpcSpec, edt: bytes, meter: MeterContext) -> TimedV
     if len(edt) != _FIXED_LEN:
         raise ValueError(f"EPC {entry.epc}: expected {_FIXED_LEN} bytes, got {len(edt)}")
     year = int.from_bytes(edt[0:2], "big")
-    try:
-        local = datetime(year, edt[2], edt[3], edt[4], edt[5], edt[6], tzinfo=JST)
-    except ValueError as exc:
+    try:  # year 1 before 09:00 JST is before UTC's year 1: OverflowError
+        ts = datetime(year, edt[2], edt[3], edt[4], edt[5], edt[6], tzinfo=JST).astimezone(UTC)
+    except (ValueError, OverflowError) as exc:
         raise ValueError(f"EPC {entry.epc}: bad timestamp {edt[:7].hex()}: {exc}") from None
     value, error = _scaled(entry, int.from_bytes(edt[7:11], "big"), meter)
-    return TimedValue(ts=local.astimezone(UTC), value=value, error=error)
+    return TimedValue(ts=ts, value=value, error=error)
 
 
 def decode_history(entry: EpcSpec, edt: bytes, meter: MeterContext,

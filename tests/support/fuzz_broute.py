@@ -109,6 +109,18 @@ def check_meter_sender(sender: str, mac: str, secured: bool, cut: int | None) ->
     assert meter.stats.refused == int(whole and not genuine)
 
 
+def check_meter_push(epc: int, edt: bytes) -> None:
+    """Whatever the meter itself pushes, the handler never raises; a bad value is no reading."""
+    frame = Frame(tid=1, seoj=PUSHED.seoj, deoj=PUSHED.deoj, esv=Esv.INF,
+                  properties=(Property(epc=epc, edt=edt),))
+    data = encode(frame).hex().upper()
+    meter = _meter()
+    assert meter.module.on_line is not None
+    meter.module.on_line(f"ERXUDP {METER_IP} {OUR_IP} 0E1A 0E1A {METER_MAC} 1 "
+                         f"{len(data) // 2:04X} {data}")
+    assert len(meter._pushed) <= 1
+
+
 def cases(examples: int) -> dict[str, Test]:
     """The fuzz tests with ``examples`` examples each."""
     budget = settings(max_examples=examples, deadline=5000, derandomize=examples < 1000,
@@ -136,5 +148,16 @@ def cases(examples: int) -> dict[str, Test]:
     def meter_senders(sender: str, mac: str, secured: bool, cut: int | None) -> None:
         check_meter_sender(sender.upper(), mac.upper(), secured, cut)
 
+    @budget
+    @given(st.sampled_from([0xEA, 0xEB, 0xE7, 0xE2]), st.one_of(
+        st.binary(max_size=20),
+        st.tuples(st.integers(0, 0xFFFF), st.binary(min_size=9, max_size=9)).map(
+            lambda t: t[0].to_bytes(2, "big") + t[1]),
+        st.tuples(st.integers(0, 3), st.integers(0, 13), st.integers(0, 32),
+                  st.integers(0, 25), st.binary(min_size=6, max_size=6)).map(
+            lambda t: bytes([0, t[0], t[1], t[2], t[3]]) + t[4])))
+    def meter_pushes(epc: int, edt: bytes) -> None:
+        check_meter_push(epc, edt)
+
     return {"sk_lines": sk_lines, "epandesc": epandesc, "meter_lines": meter_lines,
-            "meter_senders": meter_senders}
+            "meter_senders": meter_senders, "meter_pushes": meter_pushes}

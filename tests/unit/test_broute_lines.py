@@ -8,7 +8,7 @@ import pytest
 from drivers.broute.sk import Pan, parse_epandesc, parse_erxudp, parse_event
 from drivers.errors import DeviceProtocolError
 from tests.support.fake_sk_module import METER_IP, METER_MAC, OUR_IP
-from tests.support.fuzz_broute import cases
+from tests.support.fuzz_broute import cases, check_meter_push
 
 _CASES = cases(100)
 
@@ -60,3 +60,9 @@ def test_event_and_epandesc() -> None:
         parse_epandesc({"Channel": "٢١", "Pan ID": "8888", "Addr": METER_MAC})
     with pytest.raises(DeviceProtocolError, match="without Pan ID"):
         parse_epandesc({"Channel": "21", "Addr": METER_MAC})
+test_meter_pushes_never_raise = _CASES["meter_pushes"]
+
+
+def test_a_pushed_timestamp_before_utc_year_1_is_no_reading() -> None:
+    # 0001-01-01 00:00 JST: converting it to UTC once raised OverflowError out of the handler.
+    check_meter_push(0xEA, bytes([0, 1, 1, 1, 0, 0, 0, 0, 0, 0, 1]))
