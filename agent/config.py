@@ -130,6 +130,12 @@ class Web(_Model):
         check_page_address(host)
         return value
 
+    @model_validator(mode="after")
+    def _tls(self) -> Web:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together")
+        return self
+
 
 def check_page_address(host: str) -> None:
     """The household page's bind address: one LAN, link-local or loopback IP address.

@@ -97,6 +97,22 @@ def test_the_working_gateway_passes(gw: Gateway, capsys: pytest.CaptureFixture[s
     assert sorted(p.name for p in (gw.root / "state").iterdir()) == []  # the probe is gone
 
 
+def test_certificates_and_their_keys_are_loaded_as_a_pair(
+        gw: Gateway, capsys: pytest.CaptureFixture[str]) -> None:
+    gw.edit('password_file = "broker.pass"', 'password_file = "broker.pass"\n'
+            'client_cert = "server.pem"\nclient_key = "server.key"')
+    gw.edit('listen = "127.0.0.1:8080"', 'listen = "127.0.0.1:8080"\n'
+            'tls_cert = "server.pem"\ntls_key = "server.key"')
+    assert check_config(gw.config, capsys)[0] == 0
+    other = ed25519.Ed25519PrivateKey.generate()
+    keys.write_private_file(gw.root / "other.key", keys.device_private_pem(other))
+    gw.edit('tls_key = "server.key"', 'tls_key = "other.key"')
+    code, out = check_config(gw.config, capsys)
+    assert code == 2
+    assert (f"{gw.config}: web.tls_key: {gw.root}/other.key: not the private key of "
+            f"{gw.root}/server.pem") in out
+
+
 @contextlib.contextmanager
 def read_only(directory: Path) -> Iterator[None]:
     """``directory`` cannot take a write: mode 0500, or (as root, whom modes do not stop) a
@@ -145,6 +161,10 @@ def _nested(gw: Gateway) -> None:
     gw.config.write_text(CONFIG + "x = " + "[" * 2000 + "]" * 2000 + "\n", encoding="utf-8")
 
 
+def _page_key_without_certificate(gw: Gateway) -> None:
+    gw.edit('listen = "127.0.0.1:8080"', 'listen = "127.0.0.1:8080"\ntls_key = "server.key"')
+
+
 def _wildcard_page(gw: Gateway) -> None:
     gw.edit('listen = "127.0.0.1:8080"', 'listen = "0.0.0.0:8080"')
 
@@ -180,6 +200,8 @@ CASES: dict[str, tuple[Callable[[Gateway], None], str, str]] = {
     "page on 0.0.0.0": (_wildcard_page, "web.listen",
                         "0.0.0.0 listens on every interface"),
     "page on ::": (_wildcard_page_v6, "web.listen", "[::] listens on every interface"),
+    "page key without certificate": (_page_key_without_certificate, "web",
+                                     "tls_cert and tls_key go together"),
 }
 
 
