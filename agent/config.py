@@ -95,6 +95,12 @@ class Broker(_Model):
             raise ValueError("must look like mqtts://host:8883 (the uplink always uses TLS)")
         if parts.username or parts.password:
             raise ValueError("must not carry credentials; use username and password_file")
+        try:
+            port = parts.port
+        except ValueError:
+            port = 0
+        if port == 0:
+            raise ValueError("the port must be a number 1..65535, e.g. mqtts://host:8883")
         return value
 
     @model_validator(mode="after")

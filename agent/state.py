@@ -119,9 +119,9 @@ def broker_config(config: AgentConfig) -> BrokerConfig:
     try:
         host, port = endpoint(broker.url)
     except ValueError as exc:
-        raise ConfigError(f"broker.url {broker.url}: TLS with a pinned CA is required") from exc
+        raise ConfigError(f"broker.url: {exc}") from exc
     if broker.ca_file is None:
-        raise ConfigError(f"broker.url {broker.url}: TLS with a pinned CA is required")
+        raise ConfigError(f"broker.ca_file: required: TLS with a pinned CA ({broker.url})")
     password = None
     if broker.password_file is not None:
         try:

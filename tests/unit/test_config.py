@@ -73,6 +73,8 @@ def test_good_config_loads_into_frozen_models(tmp_path: Path) -> None:
         (('timezone = "Asia/Tokyo"', 'timezone = "Asia/Tokio"'), "unknown time zone 'Asia/Tokio'"),
         (('site_id = "site-0001"\n', ""), "site_id: required but missing"),
         (('ca_file = "ca.pem"\n', ""), "mqtts needs ca_file"),
+        (("broker.example:8883", "broker.example:88830"), "broker.url: the port must be"),
+        (("broker.example:8883", "broker.example:0"), "broker.url: the port must be"),
     ],
 )
 def test_errors_name_file_field_and_problem(tmp_path: Path, change: tuple[str, str],
