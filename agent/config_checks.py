@@ -117,7 +117,10 @@ def state_dir_problem(state_dir: Path) -> str | None:
     A directory that does not exist yet is fine if ``run`` can create it (its nearest existing
     parent is a writable directory); one that exists must be a directory that takes a write.
     """
-    resolved = state_dir.resolve()
+    try:
+        resolved = state_dir.resolve()
+    except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop
+        return f"cannot be resolved ({exc})"
     for pseudo in PSEUDO_FILE_SYSTEMS:
         if resolved.is_relative_to(pseudo):
             return f"is under {pseudo}, a kernel file system that cannot keep state"
