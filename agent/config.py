@@ -11,7 +11,7 @@ import ipaddress
 import re
 import tomllib
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -23,6 +23,8 @@ from agent.errors import ConfigError
 DEFAULT_PATH = Path("/etc/hems-agent/agent.toml")
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 SITE_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{2,63}$"  # also an MQTT topic segment
+MAX_CONFIG_BYTES = 1 << 20
+"""A configuration is a few kilobytes; a bigger file is refused before it is parsed."""
 
 
 class _Model(BaseModel):
@@ -93,6 +95,12 @@ class Broker(_Model):
             raise ValueError("must look like mqtts://host:8883 (the uplink always uses TLS)")
         if parts.username or parts.password:
             raise ValueError("must not carry credentials; use username and password_file")
+        try:
+            port = parts.port
+        except ValueError:
+            port = 0
+        if port == 0:
+            raise ValueError("the port must be a number 1..65535, e.g. mqtts://host:8883")
         return value
 
     @model_validator(mode="after")
@@ -125,10 +133,31 @@ class Web(_Model):
         host, sep, port = value.rpartition(":")
         if not sep or not port.isdigit() or not 0 < int(port) < 65536:
             raise ValueError("must be ADDRESS:PORT, e.g. 192.168.1.20:8080")
-        address = ipaddress.ip_address(host.strip("[]"))
-        if not (address.is_private or address.is_loopback or address.is_link_local):
-            raise ValueError("the household page binds to a LAN or loopback address, never the WAN")
+        check_page_address(host)
         return value
+
+    @model_validator(mode="after")
+    def _tls(self) -> Web:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together")
+        return self
+
+
+def check_page_address(host: str) -> None:
+    """The household page's bind address: one LAN, link-local or loopback IP address.
+
+    ``0.0.0.0`` and ``::`` are refused although Python counts them as private: they listen on
+    every interface, the WAN's included. The page's server applies the same rule when it binds.
+    """
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError as exc:
+        raise ValueError(f"{host!r} is not an IP address (e.g. 192.168.1.20:8080)") from exc
+    if address.is_unspecified:
+        raise ValueError(f"{host} listens on every interface, the WAN's too: give the "
+                         "gateway's LAN address, e.g. 192.168.1.20:8080")
+    if not (address.is_private or address.is_loopback or address.is_link_local):
+        raise ValueError("the household page binds to a LAN or loopback address, never the WAN")
 
 
 class Clock(_Model):
@@ -201,6 +230,7 @@ class AgentConfig(_Model):
         check_echonet(self.echonet, self.echonet_devices)
         _unique("buses", [b.name for b in self.buses])
         _unique("recipients", [r.id for r in self.recipients])
+        _unique("operator_keys", [k.id for k in self.operator_keys])
         buses = {b.name for b in self.buses}
         for device in self.devices:
             if isinstance(device, RtuDevice) and device.bus not in buses:
@@ -209,11 +239,19 @@ class AgentConfig(_Model):
 
     def secret_files(self) -> list[Path]:
         """Files that must be readable by the agent's user only."""
-        files = [self.device_key_file, self.broker.password_file, self.broker.client_key,
-                 self.web.pairing_hash_file, self.web.tls_key]
+        return list(self.secret_fields().values())
+
+    def secret_fields(self) -> dict[str, Path]:
+        """Field name -> file, for the files that must be readable by the agent's user only."""
+        fields = {"device_key_file": self.device_key_file,
+                  "broker.password_file": self.broker.password_file,
+                  "broker.client_key": self.broker.client_key,
+                  "web.pairing_hash_file": self.web.pairing_hash_file,
+                  "web.tls_key": self.web.tls_key}
         if self.broute is not None:
-            files += [self.broute.id_file, self.broute.password_file]
-        return [f for f in files if f is not None]
+            fields |= {"broute.id_file": self.broute.id_file,
+                       "broute.password_file": self.broute.password_file}
+        return {k: v for k, v in fields.items() if v is not None}
 
 
 def _unique(what: str, names: list[str]) -> None:
@@ -225,22 +263,46 @@ def _unique(what: str, names: list[str]) -> None:
 
 
 def load_config(path: Path, *, check_secrets: bool = True) -> AgentConfig:
-    """Read, validate and return the configuration; raise ConfigError with one clear message."""
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise ConfigError(f"{path}: no such file") from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read: {exc}") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    """Read, validate and return the configuration; raise ConfigError with one clear message.
+
+    This checks the file alone (and, with ``check_secrets``, the secrets' modes); the files and
+    directories it names are checked by :func:`agent.config_checks.load_checked`, which is what
+    ``run`` and ``check-config`` call.
+    """
+    raw = read_toml(path)
     try:
         config = AgentConfig.model_validate(_resolve_paths(raw, path.parent))
     except ValidationError as exc:
         raise ConfigError(format_validation_error(path, exc)) from exc
+    except RecursionError as exc:
+        raise ConfigError(f"{path}: values nested too deeply") from exc
     if check_secrets:
         check_secret_permissions(config, path)
     return config
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """The TOML document in ``path``; ConfigError, in one line naming the file, if it is missing,
+    unreadable, larger than :data:`MAX_CONFIG_BYTES`, not UTF-8, not TOML or nested so deeply
+    that the parser gives up (``tomllib`` raises RecursionError there, not a decode error)."""
+    try:
+        with path.open("rb") as file:
+            data = file.read(MAX_CONFIG_BYTES + 1)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{path}: no such file") from exc
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES >> 10} KiB: not a "
+                          "configuration file")
+    try:
+        return tomllib.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    except RecursionError as exc:
+        raise ConfigError(f"{path}: not valid TOML: tables or arrays nested too deeply") from exc
 
 
 def _resolve_paths(raw: dict[str, object], base: Path) -> dict[str, object]:
@@ -289,13 +351,15 @@ def check_secret_permissions(config: AgentConfig, path: Path) -> None:
     """Refuse secrets that group or others can read (or that do not exist)."""
     from agent.keys import exposed_mode
 
-    for secret in config.secret_files():
+    for field, secret in config.secret_fields().items():
         try:
             mode = exposed_mode(secret)
         except OSError as exc:
-            raise ConfigError(f"{path}: secret file {secret}: {exc.strerror}") from exc
+            raise ConfigError(f"{path}: {field}: secret file {secret}: {exc.strerror}") from exc
         if mode is not None:
-            raise ConfigError(
-                f"{path}: secret file {secret} is readable by others (mode "
-                f"{mode:04o}); run: chmod 600 {secret}"
-            )
+            raise ConfigError(f"{path}: {field}: {exposed_message(secret, mode)}")
+
+
+def exposed_message(secret: Path, mode: int) -> str:
+    """What is wrong with a secret file group or others can access, and the fix."""
+    return f"secret file {secret} is readable by others (mode {mode:04o}); run: chmod 600 {secret}"

@@ -1,5 +1,5 @@
-"""``hems-agent doctor``'s first check: the configuration loads, secrets are private and every
-key file it names loads."""
+"""``hems-agent doctor``'s first checks: the configuration loads, and every file and directory
+it names passes the checks ``run`` makes before it starts (:mod:`agent.config_checks`)."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ if TYPE_CHECKING:
 
 
 def config_checks(path: Path) -> tuple[AgentConfig | None, list[Check]]:
-    """The configuration, the secrets' modes and every key file."""
-    from agent import keys
-    from agent.config import check_secret_permissions, load_config
+    """The configuration, the secrets' modes, every key file and the state directory."""
+    from agent.config import load_config
+    from agent.config_checks import config_problems
     from agent.errors import AgentError
 
     try:
@@ -25,14 +25,12 @@ def config_checks(path: Path) -> tuple[AgentConfig | None, list[Check]]:
                              f"edit {path} or re-run hems-agent provision")]
     checks = [passed("config valid", f"{path}: {len(config.devices)} device(s), "
                                      f"{len(config.recipients)} recipient(s)")]
-    try:
-        check_secret_permissions(config, path)
-        keys.load_device_key(config.device_key_file)
-        for recipient in config.recipients:
-            keys.load_recipient_public(recipient.key_file)
-    except AgentError as exc:
+    problems = config_problems(config)
+    if problems:
         fix = "re-run hems-agent provision (it rewrites missing keys and sets the modes)"
-        if "readable by others" in str(exc) or "accessible by group" in str(exc):
+        if any("readable by others" in p for p in problems):
             fix = "chmod 600 the file named (and chown it to the service user)"
-        return config, [*checks, failed("secrets", str(exc), fix)]
-    return config, [*checks, passed("secrets", "private files 0600, every key file loads")]
+        detail = "\n".join(f"{path}: {p}" for p in problems)
+        return config, [*checks, failed("secrets", detail, fix)]
+    return config, [*checks, passed("secrets", "private files 0600, every file named loads, "
+                                                "state directory writable")]

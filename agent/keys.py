@@ -171,8 +171,12 @@ def load_recipient_private(path: Path) -> RecipientPrivateKey:
 
 
 def load_recipient_public(path: Path) -> RecipientPublicKey:
-    """Load a recipient public key file (either format)."""
+    """Load a recipient public key file (either format); a private key is refused, so the
+    recipient's private key is never left on a gateway by mistake."""
     data = _read(path)
+    if b"PRIVATE KEY-----" in data:
+        raise KeyFileError(f"{path}: a private key, not a public key: give the recipient's "
+                           "public key (its private key must never be on the gateway)")
     raw = _unarmour(data, "PUBLIC KEY", path)
     if raw is not None:
         return recipient_public_from_raw(KEM_HYBRID, raw)

@@ -75,17 +75,13 @@ def check_broker_url(text: str) -> str:
 
 
 def check_ca_file(text: str) -> Path:
-    from cryptography import x509
+    """A CA file the uplink will load (the same check ``run`` makes)."""
+    from agent.config_checks import file_problem, load_ca
 
     path = Path(text.strip()).expanduser().resolve()
-    try:
-        certs = x509.load_pem_x509_certificates(path.read_bytes())
-    except OSError as exc:
-        raise ValueError(f"CA file {path}: {exc.strerror}") from exc
-    except ValueError as exc:
-        raise ValueError(f"CA file {path}: not a PEM certificate") from exc
-    if not certs:
-        raise ValueError(f"CA file {path}: no certificate in it")
+    problem = file_problem(path, load_ca)
+    if problem is not None:
+        raise ValueError(f"CA file {problem}")
     return path
 
 
@@ -122,11 +118,11 @@ def check_listen(text: str) -> str:
 
     from agent.config import Web
 
-    try:
+    try:  # the configuration's own rule, so provision writes only what run accepts
         Web(listen=text.strip())
-    except (ValidationError, ValueError) as exc:
-        raise ValueError(f"page address {text!r}: must be a LAN ADDRESS:PORT such as "
-                         "192.168.1.20:8080") from exc
+    except ValidationError as exc:
+        reason = exc.errors()[0]["msg"].removeprefix("Value error, ")
+        raise ValueError(f"page address {text!r}: {reason}") from exc
     return text.strip()
 
 

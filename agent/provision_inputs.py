@@ -8,7 +8,6 @@ become a plan that is applied at the very end.
 from __future__ import annotations
 
 import argparse
-import tomllib
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -30,12 +29,15 @@ T = TypeVar("T")
 
 
 def existing_config(path: Path) -> dict[str, Any]:
+    from agent.config import read_toml
+    from agent.errors import ConfigError
+
     if not path.exists():
         return {}
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ProvisionError(f"{path}: cannot read the existing configuration: {exc}; fix or "
+        return read_toml(path)
+    except ConfigError as exc:
+        raise ProvisionError(f"cannot read the existing configuration: {exc}; fix or "
                              "move it aside") from exc
 
 

@@ -50,10 +50,13 @@ def apply_plan(plan: Plan) -> dict[str, Any]:
     """Write everything (the layout is in :mod:`agent.provision`); returns what the installer
     must see."""
     from agent import keys
-    from agent.config import load_config
+    from agent.config_checks import load_checked, state_dir_problem
     from agent.errors import AgentError
 
     state = Path(plan.raw["state_dir"])
+    problem = state_dir_problem(state)
+    if problem is not None:  # refused before anything is written, as run would refuse it
+        raise ProvisionError(f"{plan.path}: state_dir: {state}: {problem}")
     try:
         for directory in (plan.conf_dir, plan.conf_dir / "recipients", state / "keys"):
             directory.mkdir(parents=True, exist_ok=True)
@@ -72,7 +75,7 @@ def apply_plan(plan: Plan) -> dict[str, Any]:
         if plan.web_tls and not Path(plan.raw["web"]["tls_key"]).exists():
             page_certificate(plan.raw["web"])
         write_public(plan.path, to_toml(plan.raw).encode("utf-8"))
-        config = load_config(plan.path)
+        config = load_checked(plan.path)  # what check-config and run check
         outcome["consent"] = _ledger(plan, config)
         _chown(plan, config)
     except (AgentError, OSError) as exc:

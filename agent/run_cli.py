@@ -37,15 +37,15 @@ def _aware(text: str) -> datetime:
 
 
 def main(args: argparse.Namespace) -> int:
-    from agent.config import load_config
+    from agent.config_checks import load_checked
     from agent.daemon import Daemon, DaemonOptions
     from agent.errors import AgentError, ConfigError, OutboxError
     from agent.logs import setup_logging
     from policy.errors import PolicyError
 
     setup_logging(args.log_level)
-    try:
-        config = load_config(args.config)
+    try:  # the same checks as check-config, so what it passes this starts on
+        config = load_checked(args.config)
     except ConfigError as exc:
         print(f"hems-agent: invalid configuration\n{exc}", file=sys.stderr)
         return 2

@@ -9,7 +9,6 @@ snapshot) is read here but restored later, once the clock is trusted; a bad one 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,12 +19,12 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from agent.catalogue_store import newest_catalogue
 from agent.config import AgentConfig
-from agent.errors import ConfigError, KeyFileError, OutboxError
+from agent.config_checks import probe_writable, read_broker_password, recipient_key
+from agent.errors import ConfigError, OutboxError
 from agent.keys import (
     RecipientPublicKey,
     device_history_verifier,
     load_device_key,
-    load_recipient_public,
     retired_device_keys,
 )
 from agent.metrics import Metrics
@@ -33,7 +32,7 @@ from agent.outbox import Outbox, OutboxConfig
 from agent.paths import LEDGER_FILE, MINIMISER_STATE_FILE, OUTBOX_FILE, RELEASE_LOG_FILE
 from agent.pipeline import Pipeline
 from agent.snapshots import MinimiserSnapshots
-from agent.uplink import BrokerConfig, Publisher, endpoint, read_password
+from agent.uplink import BrokerConfig, Publisher, endpoint
 from policy.catalogue import Catalogue, load_catalogue
 from policy.ledger import Ledger
 from policy.minimise import Minimiser
@@ -70,7 +69,11 @@ class State:
 def open_state(config: AgentConfig, metrics: Metrics, *, now: datetime) -> State:
     """Open keys and state files; raises ConfigError/KeyFileError/PolicyError/OutboxError."""
     state_dir = config.state_dir
-    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as exc:
+        raise ConfigError(f"state_dir: {state_dir}: cannot be created "
+                          f"({exc.strerror or exc})") from exc
     check_writable(state_dir)
     device_key = load_device_key(config.device_key_file)
     recipients = load_recipients(config)
@@ -106,11 +109,7 @@ def load_recipients(config: AgentConfig) -> dict[str, RecipientPublicKey]:
     """Each configured recipient's HPKE public key, checked against its configured KEM."""
     keys: dict[str, RecipientPublicKey] = {}
     for recipient in config.recipients:
-        key = load_recipient_public(recipient.key_file)
-        if key.kem != recipient.kem:
-            raise KeyFileError(f"{recipient.key_file}: recipient {recipient.id} is configured "
-                               f"with kem {recipient.kem} but the key is {key.kem}")
-        keys[recipient.id] = key
+        keys[recipient.id] = recipient_key(recipient.key_file, kem=recipient.kem)
     return keys
 
 
@@ -120,16 +119,18 @@ def broker_config(config: AgentConfig) -> BrokerConfig:
     try:
         host, port = endpoint(broker.url)
     except ValueError as exc:
-        raise ConfigError(f"broker.url {broker.url}: TLS with a pinned CA is required") from exc
+        raise ConfigError(f"broker.url: {exc}") from exc
     if broker.ca_file is None:
-        raise ConfigError(f"broker.url {broker.url}: TLS with a pinned CA is required")
+        raise ConfigError(f"broker.ca_file: required: TLS with a pinned CA ({broker.url})")
     password = None
     if broker.password_file is not None:
         try:
-            password = read_password(broker.password_file)
+            password = read_broker_password(broker.password_file)
         except OSError as exc:
-            raise ConfigError(f"broker.password_file {broker.password_file}: "
+            raise ConfigError(f"broker.password_file: {broker.password_file}: "
                               f"{exc.strerror}") from exc
+        except ValueError as exc:
+            raise ConfigError(f"broker.password_file: {broker.password_file}: {exc}") from exc
     return BrokerConfig(host=host, port=port, ca_file=broker.ca_file,
                         client_id=f"hems-{config.site_id}", username=broker.username,
                         password=password, client_cert=broker.client_cert,
@@ -140,15 +141,8 @@ def broker_config(config: AgentConfig) -> BrokerConfig:
 def check_writable(state_dir: Path) -> None:
     """Fail at start-up, naming the cause, when the state directory cannot take a write (a
     read-only remount after SD card errors, a full disk, wrong ownership)."""
-    probe = state_dir / ".write-check"
     try:
-        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.write(fd, b"\0")
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        probe.unlink()
+        probe_writable(state_dir)
     except OSError as exc:
         raise OutboxError(f"state directory {state_dir} cannot be written: "
                           f"{exc.strerror or exc}") from exc

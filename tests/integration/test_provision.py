@@ -186,12 +186,19 @@ async def test_a_missing_input_names_the_flag_and_writes_nothing(
     (["--consent", "proposals:company=1d"], "give the paper form's reference with --consent-ref"),
     (["--consent", "proposals:company=raw", "--consent-ref", "F-1"], "consent:"),
     (["--recipient", "nobody={company}"], "recipient 'nobody' is not in the catalogue"),
+    # What run refuses is refused here, before anything is written.
+    (["--web-listen", "0.0.0.0:8080"], "page address '0.0.0.0:8080': 0.0.0.0 listens on every"),
+    (["--state-dir", "/proc/hems-state"], "state_dir: /proc/hems-state: is under /proc"),
+    (["--recipient", "company={company_private}"], "a private key, not a public key"),
 ])
 async def test_bad_input_is_refused_before_anything_is_written(
         gw: Gateway, broker: Mosquitto, site: Site, extra: list[str], message: str) -> None:
     args = base_args(gw, broker, site)
     company = args[args.index("--recipient") + 1].split("=", 1)[1]
-    extra = [e.format(dead=free_port(), company=company) for e in extra]
+    private = gw.root / "company.key"
+    private.write_bytes(keys.recipient_private_pem(keys.generate_recipient_key()))
+    extra = [e.format(dead=free_port(), company=company, company_private=private)
+             for e in extra]
     code, out, err = await cli(*args, *extra)
     assert code == 2, out
     assert message in err
