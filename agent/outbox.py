@@ -231,7 +231,8 @@ class Outbox:
             self.flush()
 
     def flush(self) -> None:
-        """Commit pending enqueues and acks in one transaction; returns after the commit."""
+        """Commit pending enqueues, acks and in-flight marks in one transaction; returns after
+        the commit."""
         if not (self._pending or self._acked or self._seq_dirty or self._marks_pending
                 or self._publishing):
             return
