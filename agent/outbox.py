@@ -13,8 +13,10 @@ power cut only means the envelope is sent again, and receivers dedupe by (site, 
 
 What became of each data envelope is reported by sequence number to :attr:`Outbox.events`
 (the release log): queued once committed, with the log entry's note stored in its row by the
-same commit; sent when the broker acknowledged it, durably before its row is deleted;
-withdrawn, durably before the delete, when :meth:`Outbox.purge` or the bound removes it unsent.
+same commit; sent when the broker acknowledged it, durably before its row is deleted; and
+when :meth:`Outbox.purge` or the bound removes it, durably before the delete: possibly sent if
+the publisher had handed it to the MQTT client (:meth:`Outbox.publishing` marks it in flight,
+committed before the PUBLISH, so a restart does not forget it), else withdrawn.
 A row leaves only after its queued report succeeded (a failed one is repeated first), and
 :meth:`Outbox.noted` gives every stored note for the start-up check after a power cut: the
 release log lists every envelope that can leave.
@@ -35,7 +37,14 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from agent.errors import OutboxError
-from agent.outbox_db import DATA_SEQ, FIELDS, open_database, stored_bytes
+from agent.outbox_db import (
+    DATA_SEQ,
+    FIELDS,
+    IN_FLIGHT,
+    open_database,
+    stored_bytes,
+    transaction,
+)
 from agent.outbox_types import Noted, OutboxConfig, OutboxItem, OutboxStats, ReleaseEvents
 
 __all__ = ["CONTROL_PRIORITY", "Noted", "Outbox", "OutboxConfig", "OutboxItem", "OutboxStats",
@@ -66,8 +75,10 @@ class Outbox:
         self._unlogged: list[Noted] = []  # committed, not yet reported queued
         self._acked: set[int] = set()
         self._acked_since = 0.0
+        self._publishing: list[int] = []  # to mark in flight with the next commit
         # Handed out by the last next_batch; of those, dropped by the bound (acknowledged after
-        # all: it arrived, no longer a drop) and purged or dropped (id -> seq, for the same).
+        # all: it arrived, no longer a drop); and purged or dropped while handed out or in
+        # flight (id -> seq: their acknowledgement may still come, then they were sent).
         self._handed: set[int] = set()
         self._dropped_handed: dict[int, str] = {}
         self._gone_seqs: dict[int, int] = {}
@@ -190,30 +201,49 @@ class Outbox:
                 list(ids)) if r[0] is not None]
         return seqs
 
+    def publishing(self, items: Sequence[OutboxItem]) -> None:
+        """The publisher is about to hand ``items`` to the MQTT client: their data envelopes
+        are marked in flight, committed (with whatever else is pending) before this returns.
+
+        Removed later by a purge or the bound before the broker acknowledged them, also after
+        a restart, they are reported possibly sent, not withdrawn: the PUBLISH may have
+        reached the broker. Envelopes marked already (sent again after a reconnect) cost no
+        write, nor do control messages (in no release log)."""
+        ids = [item.id for item in items if item.kind == "data"]
+        if not ids:
+            return
+        with self._db_errors("read"):
+            marked = {int(r[0]) for r in self._conn.execute(
+                f"SELECT id FROM in_flight WHERE id IN ({', '.join('?' * len(ids))})", ids)}
+        self._publishing = [i for i in ids if i not in marked]
+        if not self._publishing:
+            return
+        try:
+            self.flush()
+        finally:
+            self._publishing = []  # on a failure nothing is published: not in flight
+
     def commit_due(self) -> None:
         """The flusher's step: commit new envelopes; acknowledgements alone only once
         ``ack_interval`` has passed since the first of them (fewer commits, fewer writes)."""
-        if (self._pending or self._seq_dirty or self._marks_pending or (
+        if (self._pending or self._seq_dirty or self._marks_pending or self._publishing or (
                 self._acked and self._clock() - self._acked_since >= self.config.ack_interval)):
             self.flush()
 
     def flush(self) -> None:
-        """Commit pending enqueues and acks in one transaction; returns after the commit."""
-        if not (self._pending or self._acked or self._seq_dirty or self._marks_pending):
+        """Commit pending enqueues, acks and in-flight marks in one transaction; returns after
+        the commit."""
+        if not (self._pending or self._acked or self._seq_dirty or self._marks_pending
+                or self._publishing):
             return
         if self._acked:
             self._report(lambda events: events.sync())  # "sent" is durable before rows go
         stored = self._bytes
         with self._db_errors("commit"):
-            self._conn.execute("BEGIN IMMEDIATE")
             try:
-                self._write_batch()
-                self._conn.execute("COMMIT")
+                with transaction(self._conn):
+                    self._write_batch()
             except BaseException:
-                # sqlite has already rolled back after some errors (a full disk on COMMIT);
-                # a second ROLLBACK would fail and hide the real error.
-                if self._conn.in_transaction:
-                    self._conn.execute("ROLLBACK")
                 self._bytes = stored
                 with suppress(sqlite3.Error):  # what is stored, should the failure be odd
                     self._bytes = stored_bytes(self._conn)
@@ -222,6 +252,7 @@ class Outbox:
                            if row[0] is not None and row[10] is not None and row[5] == "data"]
         self._pending.clear()
         self._acked.clear()
+        self._publishing = []
         self._arrived.clear()
         self._seq_dirty = False
         self._marks.update(self._marks_pending)
@@ -237,6 +268,10 @@ class Outbox:
         acked = list(self._acked)
         self._bytes -= stored_bytes(c, acked)  # some may be gone already (purged, dropped)
         c.executemany("DELETE FROM envelopes WHERE id = ?", [(i,) for i in acked])
+        c.executemany("DELETE FROM in_flight WHERE id = ?", [(i,) for i in acked])
+        # Only rows still stored: an id in in_flight always names an envelope.
+        c.executemany("INSERT OR IGNORE INTO in_flight (id) SELECT id FROM envelopes "
+                      "WHERE id = ?", [(i,) for i in self._publishing])
         first, self._next_id = self._next_id, self._next_id + len(self._pending)
         c.executemany(
             f"INSERT INTO envelopes (id, seq, {FIELDS}, log_entry) "
@@ -257,23 +292,25 @@ class Outbox:
 
     def _enforce_bound(self) -> None:
         dropped: dict[str, int] = {}
-        removed: list[tuple[int, int | None]] = []
+        removed: list[tuple[int, int | None, bool]] = []
         while self._bytes > self.config.max_bytes:
             rows = self._conn.execute(
-                f"SELECT id, purpose, size, {DATA_SEQ} FROM envelopes ORDER BY priority, id"
-                " LIMIT 64").fetchall()
+                f"SELECT id, purpose, size, {DATA_SEQ}, {IN_FLIGHT} FROM envelopes "
+                "ORDER BY priority, id LIMIT 64").fetchall()
             if not rows:
                 break
-            for row_id, purpose, size, seq in rows:
+            for row_id, purpose, size, seq, flying in rows:
                 if self._bytes <= self.config.max_bytes:
                     break
                 self._conn.execute("DELETE FROM envelopes WHERE id = ?", (row_id,))
+                if flying:
+                    self._conn.execute("DELETE FROM in_flight WHERE id = ?", (row_id,))
                 if row_id in self._handed:
                     self._dropped_handed[row_id] = purpose
-                removed.append((row_id, seq))
+                removed.append((row_id, seq, bool(flying)))
                 self._bytes -= size
                 dropped[purpose] = dropped.get(purpose, 0) + 1
-        self._withdraw(removed, "outbox_full")  # before the COMMIT that deletes them
+        self._report_removed(removed, "outbox_full")  # before the COMMIT that deletes them
         self._conn.executemany(
             "INSERT INTO drops (purpose, count) VALUES (?, ?) "
             "ON CONFLICT (purpose) DO UPDATE SET count = count + excluded.count",
@@ -333,9 +370,10 @@ class Outbox:
               tiers: Sequence[str] | None = None, *, reason: str = "consent_change") -> int:
         """Delete queued data envelopes a withdrawn or narrowed consent no longer covers.
 
-        Consent-change and deletion messages are never purged. ``reason`` (consent_change,
-        expiry, erasure) is reported to :attr:`events` before the delete. Returns how many
-        were removed.
+        Consent-change and deletion messages are never purged. What was removed is reported
+        to :attr:`events` with ``reason`` (consent_change, expiry, erasure) before the delete:
+        possibly sent if it was in flight (:meth:`publishing`), else withdrawn. Returns how
+        many were removed.
         """
         self.flush()
         where, args = "kind NOT IN ('consent', 'deletion') AND purpose = ?", [purpose]
@@ -347,25 +385,34 @@ class Outbox:
             args.extend(tiers)
         with self._db_errors("purge"):
             rows = self._conn.execute(
-                f"SELECT id, {DATA_SEQ}, size FROM envelopes WHERE {where}", args).fetchall()
-        self._withdraw([(row_id, seq) for row_id, seq, _ in rows], reason)
+                f"SELECT id, {DATA_SEQ}, size, {IN_FLIGHT} FROM envelopes WHERE {where}",
+                args).fetchall()
+        self._report_removed([(i, seq, bool(flying)) for i, seq, _, flying in rows], reason)
         with self._db_errors("purge"):
             # The rows just read: nothing else writes between (one connection, one thread).
-            count = self._conn.execute(f"DELETE FROM envelopes WHERE {where}", args).rowcount
-            self._bytes -= sum(size for _, _, size in rows)
+            with transaction(self._conn):
+                count = self._conn.execute(f"DELETE FROM envelopes WHERE {where}", args).rowcount
+                self._conn.executemany("DELETE FROM in_flight WHERE id = ?",
+                                       [(row[0],) for row in rows if row[3]])
+            self._bytes -= sum(size for _, _, size, _ in rows)
         self.purged[purpose] = self.purged.get(purpose, 0) + count
         log.log(logging.INFO if count else logging.DEBUG,
                 "outbox purge for purpose %s%s: removed %d queued envelopes", purpose,
                 f" (tiers {', '.join(tiers)})" if tiers is not None else "", count)
         return int(count)
 
-    def _withdraw(self, rows: Sequence[tuple[int, int | None]], reason: str) -> None:
-        """Report rows about to be removed unsent; remember the seqs of those handed out, in
-        case their acknowledgement still comes (then they did leave)."""
-        seqs = [seq for _, seq in rows if seq is not None]
-        self._gone_seqs.update((i, seq) for i, seq in rows if seq is not None and i in self._handed)
-        if seqs:
-            self._report(lambda events: events.withdrawn(seqs, reason))
+    def _report_removed(self, rows: Sequence[tuple[int, int | None, bool]], reason: str) -> None:
+        """Report rows (id, seq, in flight) about to be removed: possibly sent if in flight,
+        else withdrawn. Remember the seqs of those handed out or in flight, in case their
+        acknowledgement still comes (then they did leave)."""
+        unsent = [seq for _, seq, flying in rows if seq is not None and not flying]
+        maybe = [seq for _, seq, flying in rows if seq is not None and flying]
+        self._gone_seqs.update((i, seq) for i, seq, flying in rows
+                               if seq is not None and (flying or i in self._handed))
+        if unsent:
+            self._report(lambda events: events.withdrawn(unsent, reason))
+        if maybe:
+            self._report(lambda events: events.possibly_sent(maybe, reason))
 
     def noted(self) -> list[Noted]:
         """Every stored data envelope with a release log note (seq, size, note), by sequence

@@ -8,13 +8,21 @@ only need to be unique while it runs. Tables from before sequence numbers were s
 rebuilt once, keeping their ids; their rows get no ``seq``. ``log_entry`` (the release log's
 note of a data envelope, :meth:`policy.rights.ReleaseLog.note`) is added in place to a table
 from before it (no row is rewritten); older rows have none.
+
+``in_flight`` holds the ids of data envelopes the publisher has handed to the MQTT client at
+least once and the broker has not acknowledged (:meth:`agent.outbox.Outbox.publishing`): a
+table of its own, so marking a batch writes one small page, not every envelope's row (with
+its overflow pages) again. An id leaves it in the transaction that deletes its envelope. A file
+from before it gets the table empty: what an older agent published and never saw acknowledged
+is not known.
 """
 
 from __future__ import annotations
 
 import logging
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -39,7 +47,10 @@ CREATE INDEX IF NOT EXISTS envelopes_order ON envelopes (priority, id);
 CREATE INDEX IF NOT EXISTS envelopes_created ON envelopes (created);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS drops (purpose TEXT PRIMARY KEY, count INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS in_flight (id INTEGER PRIMARY KEY);
 """
+# 1 for an envelope handed to the MQTT client and not acknowledged, else 0.
+IN_FLIGHT = "id IN (SELECT id FROM in_flight)"
 
 
 def open_database(path: Path) -> sqlite3.Connection:
@@ -51,6 +62,21 @@ def open_database(path: Path) -> sqlite3.Connection:
     _migrate(conn, path)
     conn.executescript(_SCHEMA)
     return conn
+
+
+@contextmanager
+def transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    """``BEGIN IMMEDIATE`` … ``COMMIT``; on any failure ``ROLLBACK``, unless sqlite has rolled
+    back already (it does after some errors, a full disk on COMMIT: a second ROLLBACK would
+    fail and hide the real error)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
 
 
 def stored_bytes(conn: sqlite3.Connection, ids: Sequence[int] | None = None) -> int:

@@ -41,7 +41,13 @@ class ReleaseEvents(Protocol):
         """Make the sent reports durable (called before acknowledged rows are deleted)."""
 
     def withdrawn(self, seqs: Sequence[int], reason: str) -> None:
-        """They are about to be removed unsent; durable when this returns."""
+        """They are about to be removed unsent (never handed to the MQTT client); durable
+        when this returns."""
+
+    def possibly_sent(self, seqs: Sequence[int], reason: str) -> None:
+        """They are about to be removed after the publisher handed them to the MQTT client
+        and before the broker acknowledged them: they may have left. Durable when this
+        returns."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -8,9 +8,11 @@ message for the backend ahead of any data.
 
 The release log lists each release once its envelope is committed, then what became of it: the
 pipeline connects the outbox's :attr:`~agent.outbox.Outbox.events` to the log, so a committed
-envelope is listed as queued, an acknowledged one is marked sent and one purged or dropped
-unsent is marked withdrawn (with the reason). The household page and the export show as
-released only what was sent. The log entry's note is committed with the envelope; when the
+envelope is listed as queued, an acknowledged one is marked sent, one purged or dropped after
+the publisher handed it to the MQTT client and before its acknowledgement is marked possibly
+sent, and one purged or dropped unsent is marked withdrawn (each removal with its reason). The
+household page and the export show as released what was sent or possibly sent (the page marks
+the latter "may have been sent"). The log entry's note is committed with the envelope; when the
 pipeline connects the two it appends the entries a power cut kept from the log
 (:meth:`Pipeline.recover_release_log`), before anything can purge their rows.
 """
@@ -65,6 +67,9 @@ class ReleaseLogEvents:
 
     def withdrawn(self, seqs: Sequence[int], reason: str) -> None:
         self._log.mark_withdrawn(seqs, reason=reason, now=self._now())
+
+    def possibly_sent(self, seqs: Sequence[int], reason: str) -> None:
+        self._log.mark_possibly_sent(seqs, reason=reason, now=self._now())
 
 
 @dataclass(kw_only=True)

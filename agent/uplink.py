@@ -7,7 +7,10 @@ session (clean start off, session expiry set). Every network await has a deadlin
 not arrive in time is "unknown, send again": it stays in the outbox and is resent on the next
 connection; receivers dedupe by (site, seq). An envelope leaves the outbox only on a PUBACK
 that accepts it: on MQTT v5 a PUBACK with a failure reason code (an ACL denying the topic, a
-quota) holds that topic back and retries it later (``agent/uplink_acks.py``).
+quota) holds that topic back and retries it later (``agent/uplink_acks.py``). Before a batch is
+handed to the MQTT client its envelopes are marked in flight in the outbox (committed), so one
+removed before its PUBACK, by a purge or the bound, even after a restart, is recorded as
+possibly sent: its PUBLISH may have reached the broker.
 """
 
 from __future__ import annotations
@@ -202,6 +205,8 @@ class Publisher:
                         await self._wake.wait()
                 continue
             timeout = self.config.timeout
+            # Committed before any PUBLISH: what is purged from now on may have left.
+            self.outbox.publishing(items)
             async with asyncio.TaskGroup() as group:
                 tasks = [group.create_task(acks.publish(client, item.topic, item.payload,
                                                              timeout))

@@ -112,7 +112,10 @@ class _Hour:
         if self.log is not None and not self.new:
             for release, size, _ in queued:  # as the pipeline did: one fsync per release
                 self.log.append(release, size=size, now=self._now())
-        self.box.ack([item.id for item in self.box.next_batch()])  # PUBACKs come at once
+        batch = self.box.next_batch()
+        if self.new:  # the publisher marks them in flight, committed, before the PUBLISH
+            self.box.publishing(batch)
+        self.box.ack([item.id for item in batch])  # PUBACKs come at once
         return seq
 
     def run(self, every: int, n: int) -> int:

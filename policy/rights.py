@@ -2,9 +2,10 @@
 
 * :class:`ReleaseLog` — "what left my home": one entry per release (purpose, recipient, tier,
   window, points, record count, bytes, consent record, envelope sequence number), then whether
-  the broker acknowledged it or the outbox withdrew it unsent. Entries for third-party
-  recipients that left are the APPI Art. 29 records of provision, kept 3 years; other entries
-  1 year.
+  the broker acknowledged it, the outbox removed it after handing it to the MQTT client but
+  before its acknowledgement (it may have left), or the outbox withdrew it unsent. Entries for
+  third-party recipients that left or may have left are the APPI Art. 29 records of provision,
+  kept 3 years; other entries 1 year.
 * :func:`export_all` — disclosure: everything policy holds, as one JSON-able dict.
 * :func:`delete_household_data` — erasure: clears what policy holds, switches consent off and
   returns the deletion-request item for the backend. Consent history and provision records
@@ -34,15 +35,18 @@ from policy.storage import atomic_write, fsync_dir
 
 PROVISION_RETENTION = timedelta(days=3 * 365 + 1)  # APPI Art. 29, enforcement rules: 3 years
 LOG_RETENTION = timedelta(days=365)
-EVENT_SENT, EVENT_WITHDRAWN = "sent", "withdrawn"
+EVENT_SENT, EVENT_POSSIBLY_SENT, EVENT_WITHDRAWN = "sent", "possibly_sent", "withdrawn"
 STATUS_SENT, STATUS_QUEUED, STATUS_WITHDRAWN = "sent", "queued", "withdrawn"
+STATUS_POSSIBLY_SENT = "possibly_sent"
+# What may have left the home: acknowledged by the broker, or published and never acknowledged.
+LEFT_STATUSES = frozenset({STATUS_SENT, STATUS_POSSIBLY_SENT})
 WITHDRAW_REASONS = frozenset({"consent_change", "expiry", "erasure", "outbox_full"})
 
 
 class ReleaseLog:
     """Append-only JSON-lines log of releases and of what became of them.
 
-    Three kinds of line; only retention (:meth:`prune`) and erasure rewrite the file:
+    Four kinds of line; only retention (:meth:`prune`) and erasure rewrite the file:
 
     * a release (purpose, recipient, tier, window, points, bytes, consent record, ``seq``: the
       sequence number of its envelope), appended once the envelope is committed to the outbox.
@@ -51,13 +55,19 @@ class ReleaseLog:
       (:meth:`append_noted` with ``only_missing``): every release that can leave is listed.
     * ``{"event": "sent", "seqs": [...]}``: the broker acknowledged those envelopes. Written
       before the outbox forgets them, so a power cut in between only means a second send.
+    * ``{"event": "possibly_sent", "seqs": [...], "reason": ...}``: the outbox removed them (a
+      consent change, an expiry, erasure, or the outbox full) after the publisher had handed
+      them to the MQTT client and before the broker acknowledged them: the PUBLISH may have
+      reached the broker, which may deliver it. Written before the delete.
     * ``{"event": "withdrawn", "seqs": [...], "reason": ...}``: the outbox removed them unsent
-      (a consent change, an expiry, erasure, or the outbox full). Written before the delete.
+      (never handed to the MQTT client), for the same reasons. Written before the delete.
 
-    A release is *sent* once a sent line names it (also after a withdrawal: an envelope already
-    on the wire when it was purged did leave), *withdrawn* if only a withdrawal names it, else
-    *queued*. Lines without ``seq`` predate this tracking and count as sent. A torn last line
-    (power cut) is dropped on open.
+    A release is *sent* once a sent line names it (also after a removal: its acknowledgement
+    still came, so it did leave), *possibly sent* if a possibly-sent line names it and no sent
+    line does, *withdrawn* if only a withdrawal names it, else *queued*. Sent and possibly sent
+    releases are listed as released (:meth:`released`, :meth:`provision_records`): a record of
+    provision must not leave out what may have been provided. Lines without ``seq`` predate
+    this tracking and count as sent. A torn last line (power cut) is dropped on open.
     """
 
     def __init__(self, path: str | Path, catalogue: Catalogue, subject: str) -> None:
@@ -130,10 +140,14 @@ class ReleaseLog:
 
     def mark_withdrawn(self, seqs: Collection[int], *, reason: str, now: datetime) -> None:
         """These envelopes are removed from the outbox unsent (call before the delete)."""
-        if reason not in WITHDRAW_REASONS:
-            raise ValueError(f"unknown withdrawal reason {reason!r}; one of "
-                             f"{', '.join(sorted(WITHDRAW_REASONS))}")
-        self._write([self._event(EVENT_WITHDRAWN, seqs, now) | {"reason": reason}], sync=True)
+        self._write([self._removal(EVENT_WITHDRAWN, seqs, reason, now)], sync=True)
+
+    def mark_possibly_sent(self, seqs: Collection[int], *, reason: str,
+                           now: datetime) -> None:
+        """These envelopes are removed from the outbox (call before the delete) after they were
+        handed to the MQTT client and before the broker acknowledged them: they may have left.
+        ``reason`` is why they were removed, as for :meth:`mark_withdrawn`."""
+        self._write([self._removal(EVENT_POSSIBLY_SENT, seqs, reason, now)], sync=True)
 
     def sync(self) -> None:
         """Make lines written with ``sync=False`` durable."""
@@ -146,31 +160,32 @@ class ReleaseLog:
             self._unsynced = False
 
     def entries(self, *, since: datetime | None = None) -> Iterator[dict[str, Any]]:
-        """Release entries, oldest first, each with its ``status`` (sent, queued, withdrawn)
-        and ``sent_at`` or ``withdrawn_at`` and ``withdrawn_reason``; optionally only those
-        logged at or after ``since``."""
+        """Release entries, oldest first, each with its ``status`` (sent, possibly_sent,
+        queued, withdrawn) and ``sent_at``, or ``possibly_sent_at`` and
+        ``possibly_sent_reason`` (when and why the outbox removed it unacknowledged), or
+        ``withdrawn_at`` and ``withdrawn_reason``; optionally only those logged at or after
+        ``since``."""
         lines = self._lines()
-        sent: dict[int, str] = {}
-        withdrawn: dict[int, tuple[str, str]] = {}
+        seen: dict[str, dict[int, tuple[str, str]]] = {
+            EVENT_SENT: {}, EVENT_POSSIBLY_SENT: {}, EVENT_WITHDRAWN: {}}
         for line in lines:
-            if line.get("event") == EVENT_SENT:
+            if (found := seen.get(line.get("event", ""))) is not None:
                 for seq in line["seqs"]:
-                    sent.setdefault(seq, line["logged_at"])
-            elif line.get("event") == EVENT_WITHDRAWN:
-                for seq in line["seqs"]:
-                    withdrawn.setdefault(seq, (line["logged_at"], line["reason"]))
+                    found.setdefault(seq, (line["logged_at"], line.get("reason", "")))
         for line in lines:
             if "event" in line or (since is not None
                                    and datetime.fromisoformat(line["logged_at"]) < since):
                 continue
-            yield line | _status(line.get("seq"), sent, withdrawn)
+            yield line | _status(line.get("seq"), seen)
 
     def released(self) -> list[dict[str, Any]]:
-        """Releases that left the home: the broker acknowledged them."""
-        return [e for e in self.entries() if e["status"] == STATUS_SENT]
+        """Releases that left the home or may have: the broker acknowledged them (``sent``),
+        or they were published and removed before an acknowledgement (``possibly_sent``)."""
+        return [e for e in self.entries() if e["status"] in LEFT_STATUSES]
 
     def provision_records(self) -> list[dict[str, Any]]:
-        """The APPI Art. 29 records: releases to third parties that left the home."""
+        """The APPI Art. 29 records: releases to third parties that left the home or may have
+        (each entry's ``status`` says which)."""
         return [e for e in self.released() if e["provision_record"]]
 
     def prune(self, now: datetime) -> int:
@@ -206,6 +221,13 @@ class ReleaseLog:
         if seq is not None:
             entry["seq"] = seq
         return entry
+
+    def _removal(self, event: str, seqs: Collection[int], reason: str,
+                 now: datetime) -> dict[str, Any]:
+        if reason not in WITHDRAW_REASONS:
+            raise ValueError(f"unknown withdrawal reason {reason!r}; one of "
+                             f"{', '.join(sorted(WITHDRAW_REASONS))}")
+        return self._event(event, seqs, now) | {"reason": reason}
 
     def _event(self, event: str, seqs: Collection[int], now: datetime) -> dict[str, Any]:
         return {"event": event, "logged_at": utc_iso(now), "subject": self._subject,
@@ -291,14 +313,20 @@ def withdrawal_reason(change: ConsentChange) -> str:
     return "expiry" if change.record.source == Source.EXPIRY else "consent_change"
 
 
-def _status(seq: int | None, sent: Mapping[int, str],
-            withdrawn: Mapping[int, tuple[str, str]]) -> dict[str, Any]:
+def _status(seq: int | None,
+            seen: Mapping[str, Mapping[int, tuple[str, str]]]) -> dict[str, Any]:
+    """A release's status from the event lines naming it: sent wins (its acknowledgement came),
+    then possibly sent (published, removed unacknowledged), then withdrawn (removed unsent)."""
     if seq is None:
         return {"status": STATUS_SENT}  # logged before envelopes were tracked: counted as sent
-    if seq in sent:
-        return {"status": STATUS_SENT, "sent_at": sent[seq]}
-    if seq in withdrawn:
-        at, reason = withdrawn[seq]
+    if seq in seen[EVENT_SENT]:
+        return {"status": STATUS_SENT, "sent_at": seen[EVENT_SENT][seq][0]}
+    if seq in seen[EVENT_POSSIBLY_SENT]:
+        at, reason = seen[EVENT_POSSIBLY_SENT][seq]
+        return {"status": STATUS_POSSIBLY_SENT, "possibly_sent_at": at,
+                "possibly_sent_reason": reason}
+    if seq in seen[EVENT_WITHDRAWN]:
+        at, reason = seen[EVENT_WITHDRAWN][seq]
         return {"status": STATUS_WITHDRAWN, "withdrawn_at": at, "withdrawn_reason": reason}
     return {"status": STATUS_QUEUED}
 
@@ -307,13 +335,15 @@ def export_all(*, ledger: Ledger, now: datetime, release_log: ReleaseLog | None 
                minimiser: Minimiser | None = None) -> dict[str, Any]:
     """Disclosure (APPI Art. 33, incl. 33(5) for provision records): everything policy holds.
 
-    ``release_log`` and ``provision_records`` hold only what left the home; what is committed
-    but not yet acknowledged, and what was queued and then withdrawn unsent, are listed apart.
+    ``release_log`` and ``provision_records`` hold what left the home (``status`` sent) or may
+    have (``possibly_sent``: published, then removed before the broker acknowledged it); what
+    the outbox still holds (committed, not yet acknowledged) and what was queued and then
+    withdrawn unsent are listed apart.
     """
     cat = ledger.catalogue
     count, head = ledger.head()
     log = [] if release_log is None else list(release_log.entries())
-    sent = [e for e in log if e["status"] == STATUS_SENT]
+    sent = [e for e in log if e["status"] in LEFT_STATUSES]
     return {
         "format": "hems-export/1", "generated_at": utc_iso(now), "subject": ledger.subject,
         "catalogue": {"version": cat.version, "hash": cat.content_hash,

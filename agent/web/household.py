@@ -27,6 +27,7 @@ from policy.ledger import Ledger
 from policy.minimise import Minimiser
 from policy.records import ConsentChange, ConsentRecord, Grant, Source
 from policy.rights import (
+    STATUS_POSSIBLY_SENT,
     STATUS_WITHDRAWN,
     ReleaseLog,
     export_all,
@@ -70,6 +71,8 @@ class ReleaseEntry:
     tier: str
     points: int
     size: int
+    possibly_sent: bool = False
+    """Published, then removed before the broker acknowledged it: it may have left."""
 
     @classmethod
     def from_log(cls, entry: Mapping[str, Any]) -> ReleaseEntry:
@@ -79,7 +82,8 @@ class ReleaseEntry:
                    purpose=entry["purpose"], recipient=entry["recipient"],
                    window_start=datetime.fromisoformat(entry["start"]),
                    window_end=datetime.fromisoformat(entry["end"]), tier=entry["tier"],
-                   points=len(entry["points"]), size=int(entry["bytes"]))
+                   points=len(entry["points"]), size=int(entry["bytes"]),
+                   possibly_sent=entry["status"] == STATUS_POSSIBLY_SENT)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -172,8 +176,9 @@ class HouseholdService:
         return list(reversed(self._ledger.history()))
 
     def recent_releases(self, limit: int = 5) -> dict[Key, list[ReleaseEntry]]:
-        """The last ``limit`` releases that left the home, of each purpose × recipient, newest
-        first (one pass over the release log)."""
+        """The last ``limit`` releases that left the home or may have (published, removed
+        before an acknowledgement), of each purpose × recipient, newest first (one pass over
+        the release log)."""
         found: dict[Key, list[ReleaseEntry]] = {}
         for entry in self._release_log.released():
             found.setdefault((entry["purpose"], entry["recipient"]), []).append(
@@ -193,7 +198,7 @@ class HouseholdService:
 
     def provision_records(self) -> list[Mapping[str, Any]]:
         """Records of provision to third parties (APPI Art. 29; disclosed under Art. 33(5)):
-        releases to them that left the home."""
+        releases to them that left the home or may have (``status`` possibly_sent)."""
         return list(self._release_log.provision_records())
 
     def withdrawn_provisions(self) -> list[Mapping[str, Any]]:

@@ -23,6 +23,7 @@ class ReleaseRow:
     tier: str
     points: int
     size: str
+    possibly_sent: bool = False  # published, removed before its acknowledgement
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -101,7 +102,8 @@ def recipient_name(service: HouseholdService, recipient: Recipient, lang: str) -
 def release_rows(entries: Sequence[ReleaseEntry], t: Translator) -> tuple[ReleaseRow, ...]:
     return tuple(ReleaseRow(time=local_time(e.time),
                             window=f"{local_time(e.window_start)} – {local_time(e.window_end)}",
-                            tier=t(f"tier.{e.tier}"), points=e.points, size=size_text(e.size, t))
+                            tier=t(f"tier.{e.tier}"), points=e.points, size=size_text(e.size, t),
+                            possibly_sent=e.possibly_sent)
                  for e in entries)
 
 

@@ -222,21 +222,24 @@ def sent_seqs(files: SiteFiles) -> set[int]:
 
 
 def _withdrawn_reasons(files: SiteFiles) -> dict[int, str]:
+    """Why the outbox removed releases it never saw acknowledged: withdrawn unsent, or
+    possibly sent (published, then removed before the PUBACK: the broker may deliver it)."""
     lines, sent = _release_log_lines(files), sent_seqs(files)
-    return {s: e["reason"] for e in lines if e.get("event") == "withdrawn"
+    return {s: e["reason"] for e in lines if e.get("event") in {"withdrawn", "possibly_sent"}
             for s in e["seqs"] if s not in sent}
 
 
 def release_log(files: SiteFiles, *, with_withdrawn: bool = False) -> list[dict[str, Any]]:
     """The releases in state/release-log.jsonl that were sent or are still queued; with
-    ``with_withdrawn`` also those withdrawn unsent."""
+    ``with_withdrawn`` also those removed unacknowledged (withdrawn or possibly sent)."""
     withdrawn = {} if with_withdrawn else _withdrawn_reasons(files)
     return [e for e in _release_log_lines(files)
             if "event" not in e and e.get("seq") not in withdrawn]
 
 
 def withdrawn_releases(files: SiteFiles, reason: str) -> list[dict[str, Any]]:
-    """The releases the release log marks withdrawn unsent for ``reason``."""
+    """The releases the release log marks removed unacknowledged (withdrawn unsent or
+    possibly sent) for ``reason``."""
     withdrawn = _withdrawn_reasons(files)
     return [e for e in _release_log_lines(files)
             if "event" not in e and withdrawn.get(e.get("seq", -1)) == reason]

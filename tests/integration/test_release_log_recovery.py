@@ -195,3 +195,23 @@ def test_an_outbox_from_before_log_notes_gets_the_column_in_place(tmp_path: Path
                 kind="data", seq=18, log_entry='{"n":1}')
     assert box.noted() == [(18, 2, '{"n":1}')]
     box.close()
+
+
+def test_an_envelope_in_flight_at_a_power_cut_and_purged_at_the_next_start_is_possibly_sent(
+        tmp_path: Path) -> None:
+    """The publisher marked the batch in flight and handed it to the MQTT client; the
+    household switched the installer off, and the power went before the purge: the start-up
+    check purges it, and the log says it may have left."""
+    with _site(tmp_path) as site:
+        _grant_and_release(site)
+        batch = site.outbox.next_batch()
+        site.outbox.publishing([item for item in batch if item.purpose == "maintenance_watch"])
+        site.ledger.set_grant("maintenance_watch", "installer", None, source="household_page",
+                              now=T0 + timedelta(minutes=31))
+    with _site(tmp_path) as site:
+        assert site.pipeline.reconcile_outbox(T0 + timedelta(minutes=32)) == 1
+        [record] = site.release_log.provision_records()
+        assert (record["status"], record["possibly_sent_reason"]) == (
+            "possibly_sent", "consent_change")
+        assert {e["purpose"]: e["status"] for e in site.release_log.entries()} == {
+            "service": "queued", "maintenance_watch": "possibly_sent"}

@@ -2,13 +2,16 @@
 
 Releases committed to the outbox and then purged by a consent change or an expiry are marked
 withdrawn and never appear as released in the export; what the broker acknowledged is marked
-sent, and is exactly what a subscriber on the broker saw.
+sent, and is exactly what a subscriber on the broker saw. What was published to a stalled
+broker (SIGSTOP) and purged before its PUBACK is marked possibly sent and stays among the
+provision records: the broker delivers it once it runs again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -215,3 +218,115 @@ def test_start_up_withdraws_what_a_grant_that_expired_while_off_had_queued(site:
     entries = {e["purpose"]: e for e in site.release_log.entries()}
     assert entries["support"]["status"] == "withdrawn"
     assert entries["support"]["withdrawn_reason"] == "expiry"
+
+
+def _in_flight(outbox: Outbox) -> int:
+    return int(outbox._conn.execute("SELECT COUNT(*) FROM in_flight").fetchone()[0])
+
+
+def _bytes_waiting_at(port: int) -> int:
+    """Bytes received and not yet read by whoever listens on ``port`` (all its connections):
+    what clients wrote to a paused broker."""
+    total = 0
+    for line in Path("/proc/net/tcp").read_text(encoding="ascii").splitlines()[1:]:
+        fields = line.split()
+        if int(fields[1].split(":")[1], 16) == port:
+            total += int(fields[4].split(":")[1], 16)
+    return total
+
+
+async def _published_to_a_paused_broker(site: Site, broker: Mosquitto) -> int:
+    """Pause the broker, release a half hour (service and maintenance watch data) and wait
+    until both PUBLISHes wait in the broker's socket; the bytes of the two envelopes."""
+    broker.pause()
+    assert _half_hour(site, T0) == 2
+    size = sum(n for _, n, _ in site.outbox.noted())
+    await wait_until(lambda: _in_flight(site.outbox) == 2, "both marked in flight")
+    await wait_until(lambda: _bytes_waiting_at(broker.port) >= size,
+                     "both PUBLISHes written to the paused broker's socket")
+    return size
+
+
+def _switch_the_installer_off(site: Site) -> None:
+    site.pipeline.apply_changes([site.ledger.set_grant(
+        "maintenance_watch", "installer", None, source="household_page",
+        now=T0 + timedelta(minutes=31))])
+
+
+async def _stop(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+@pytest.mark.mosquitto
+async def test_an_envelope_published_to_a_stalled_broker_and_then_purged_is_possibly_sent(
+        site: Site, broker: Mosquitto) -> None:
+    """The broker stalls after the PUBLISH reached its socket; the household switches the
+    installer off; the purge cannot take back what is on the wire, and the broker delivers it
+    when it runs again: the release log says possibly sent, the export lists it among the
+    provision records."""
+    site.pipeline.apply_changes([site.ledger.set_grant(
+        "maintenance_watch", "installer", "30min", source="household_page",
+        now=T0 - timedelta(minutes=30))])
+    config = dataclasses.replace(broker_config(broker, SITE), timeout=1.0)
+    publisher = Publisher(config, site.outbox, batch=10, idle_wait=0.05)
+    site.outbox.on_commit = publisher.notify
+    watch = f"hems/v1/{SITE}/maintenance_watch/data"
+    async with _seen_on_broker(broker) as topics:
+        task = asyncio.create_task(publisher.run())
+        try:
+            await wait_until(lambda: site.outbox.unacknowledged() == 0, "the grant's notice sent")
+            try:
+                await _published_to_a_paused_broker(site, broker)
+                _switch_the_installer_off(site)
+                # The PUBACK never comes: the publisher gives that connection up.
+                await wait_until(lambda: publisher.reconnects >= 1, "the publish timed out")
+            finally:
+                broker.resume()
+            entries = {e["purpose"]: e for e in site.release_log.entries()}
+            assert entries["maintenance_watch"]["status"] == "possibly_sent"
+            assert entries["maintenance_watch"]["possibly_sent_reason"] == "consent_change"
+            await wait_until(lambda: watch in topics, "the broker delivered it after all")
+            await wait_until(lambda: site.outbox.unacknowledged() == 0, "the outbox drained")
+            site.outbox.flush()
+        finally:
+            await _stop(task)
+    assert topics.count(watch) == 1
+
+    exported = export_all(ledger=site.ledger, now=T0 + timedelta(hours=1),
+                          release_log=site.release_log)
+    [record] = exported["provision_records"]
+    assert (record["purpose"], record["status"]) == ("maintenance_watch", "possibly_sent")
+    assert exported["withdrawn_never_sent"] == [] and exported["queued_not_yet_sent"] == []
+    assert {e["purpose"]: e["status"] for e in exported["release_log"]} == {
+        "service": "sent", "maintenance_watch": "possibly_sent"}
+
+
+@pytest.mark.mosquitto
+async def test_a_possibly_sent_envelope_whose_puback_comes_after_the_purge_is_sent(
+        site: Site, broker: Mosquitto) -> None:
+    site.pipeline.apply_changes([site.ledger.set_grant(
+        "maintenance_watch", "installer", "30min", source="household_page",
+        now=T0 - timedelta(minutes=30))])
+    # A PUBACK wait far longer than the pause: the broker answers on the same connection.
+    config = dataclasses.replace(broker_config(broker, SITE), timeout=30.0)
+    publisher = Publisher(config, site.outbox, batch=10, idle_wait=0.05)
+    site.outbox.on_commit = publisher.notify
+    task = asyncio.create_task(publisher.run())
+    try:
+        await wait_until(lambda: site.outbox.unacknowledged() == 0, "the grant's notice sent")
+        try:
+            await _published_to_a_paused_broker(site, broker)
+            _switch_the_installer_off(site)
+            statuses = {e["purpose"]: e["status"] for e in site.release_log.entries()}
+            assert statuses == {"service": "queued", "maintenance_watch": "possibly_sent"}
+        finally:
+            broker.resume()
+        await wait_until(lambda: site.outbox.unacknowledged() == 0, "the outbox drained")
+        site.outbox.flush()
+    finally:
+        await _stop(task)
+    assert publisher.reconnects == 0  # the same connection: its PUBACKs came
+    assert [(e["purpose"], e["status"]) for e in site.release_log.provision_records()] == [
+        ("maintenance_watch", "sent")]

@@ -149,7 +149,8 @@ def committed_windows(files: SiteFiles) -> Counter[Window]:
 
 
 def dropped(files: SiteFiles) -> Counter[Window]:
-    """Releases the release log marks withdrawn because the outbox bound dropped them."""
+    """Releases the outbox bound dropped unacknowledged, from the release log (withdrawn
+    unsent, or possibly sent: published, dropped before its PUBACK)."""
     return _windows(withdrawn_releases(files, "outbox_full"))
 
 

@@ -2,7 +2,7 @@
 
 The CA and server certificate are generated here with ``cryptography``; passwords are hashed
 with ``mosquitto_passwd``. The broker can be stopped (SIGTERM, it saves its persistence file),
-killed (SIGKILL) and restarted on the same port mid-test.
+killed (SIGKILL), paused (SIGSTOP: a stalled broker) and restarted on the same port mid-test.
 """
 
 from __future__ import annotations
@@ -151,9 +151,21 @@ class Mosquitto:
         """Hard stop (SIGKILL), like a crash or power cut of the broker host."""
         self._end(signal.SIGKILL)
 
+    def pause(self) -> None:
+        """Freeze the broker (SIGSTOP): its connections stay open but nothing is read or
+        answered; what clients write waits in the sockets until :meth:`resume` (SIGCONT)."""
+        assert self._proc is not None and self._proc.poll() is None, "mosquitto is not running"
+        os.kill(self._proc.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """Thaw a broker frozen by :meth:`pause`: it reads what waited and goes on."""
+        assert self._proc is not None and self._proc.poll() is None, "mosquitto is not running"
+        os.kill(self._proc.pid, signal.SIGCONT)
+
     def _end(self, sig: int) -> None:
         if self._proc is None or self._proc.poll() is not None:
             return
+        os.kill(self._proc.pid, signal.SIGCONT)  # a paused broker would never act on sig
         os.kill(self._proc.pid, sig)
         self._proc.wait(timeout=10)
         if self._proc.stderr is not None:

@@ -8,6 +8,9 @@ import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 
+import pytest
+
+from agent.errors import OutboxError
 from agent.outbox import Outbox, OutboxConfig
 from tests.unit.test_outbox import Clock
 
@@ -34,6 +37,9 @@ class Events:
 
     def withdrawn(self, seqs: Sequence[int], reason: str) -> None:
         self.calls.append((f"withdrawn:{reason}", list(seqs), self._rows()))
+
+    def possibly_sent(self, seqs: Sequence[int], reason: str) -> None:
+        self.calls.append((f"possibly_sent:{reason}", list(seqs), self._rows()))
 
 
 def _box(tmp_path: Path, config: OutboxConfig | None = None,
@@ -184,3 +190,86 @@ def test_committed_notes_are_reported_queued_before_anything_else(tmp_path: Path
     box.flush()
     assert events.calls == [("queued", [1, 2], 3)]  # after the commit
     assert box.noted() == [(1, 10, '{"n":1}'), (2, 10, '{"n":2}')]
+
+
+# -- in flight: handed to the MQTT client, not acknowledged -----------------------------------
+
+def _in_flight(box: Outbox) -> list[int]:
+    return [int(r[0]) for r in box._conn.execute("SELECT id FROM in_flight ORDER BY id")]
+
+
+def test_a_purge_reports_what_was_published_possibly_sent_and_the_rest_withdrawn(
+        tmp_path: Path) -> None:
+    box, events = _box(tmp_path)
+    _put(box, [1, 2, 3])
+    first, *_ = box.next_batch()
+    box.publishing([first])  # handed to the MQTT client; no PUBACK yet
+    assert box.purge("service", reason="consent_change") == 3
+    assert events.calls == [("withdrawn:consent_change", [2, 3], 3),
+                            ("possibly_sent:consent_change", [1], 3)]  # before the delete
+    assert _in_flight(box) == []  # gone with its envelope
+
+
+def test_the_in_flight_mark_is_committed_before_the_publish_and_survives_a_power_cut(
+        tmp_path: Path) -> None:
+    box, _ = _box(tmp_path)
+    _put(box, [4, 5])
+    box.publishing(box.next_batch()[:1])
+    box._conn.close()  # the power goes while the PUBLISH waits for its PUBACK
+    again, events = _box(tmp_path)
+    assert again.purge("service", reason="expiry") == 2  # the start-up check, say
+    assert events.calls == [("withdrawn:expiry", [5], 2), ("possibly_sent:expiry", [4], 2)]
+    again.close()
+
+
+def test_the_bound_reports_a_dropped_envelope_in_flight_possibly_sent(tmp_path: Path) -> None:
+    box, events = _box(tmp_path, OutboxConfig(max_bytes=250))
+    _put(box, [1, 2])
+    box.publishing(box.next_batch())
+    _put(box, [3])  # over the bound: the oldest goes
+    assert events.calls == [("possibly_sent:outbox_full", [1], 2)]
+    assert _in_flight(box) == [2]
+
+
+def test_a_possibly_sent_envelope_whose_puback_then_comes_is_reported_sent(
+        tmp_path: Path) -> None:
+    box, events = _box(tmp_path)
+    _put(box, [7])
+    [item] = box.next_batch()
+    box.publishing([item])
+    box.purge("service")
+    box.ack([item.id])  # the broker answered after all: it left
+    box.flush()
+    assert [c[:2] for c in events.calls] == [("possibly_sent:consent_change", [7]),
+                                             ("sent", [7]), ("sync", [])]
+
+
+def test_marking_costs_one_commit_once_and_nothing_for_control_messages(
+        tmp_path: Path) -> None:
+    box, _ = _box(tmp_path)
+    commits: list[int] = []
+    _put(box, [1, 2])
+    _put(box, [3], kind="consent")
+    box.on_commit = lambda: commits.append(1)
+    items = box.next_batch()
+    box.publishing(items)
+    assert len(commits) == 1 and len(_in_flight(box)) == 2
+    box.publishing(items)  # sent again after a reconnect: marked already
+    box.publishing([i for i in items if i.kind == "consent"])
+    assert len(commits) == 1
+    box.ack([i.id for i in items])
+    box.flush()
+    assert _in_flight(box) == [] and box.stats().depth == 0  # acknowledged: marks gone too
+
+
+def test_a_failed_mark_commit_leaves_nothing_in_flight(tmp_path: Path) -> None:
+    box, _ = _box(tmp_path)
+    _put(box, [1])
+    items = box.next_batch()
+    box._conn.execute("CREATE TRIGGER refuse BEFORE INSERT ON in_flight "
+                      "BEGIN SELECT RAISE(ABORT, 'disk full'); END")
+    with pytest.raises(OutboxError, match="disk full"):
+        box.publishing(items)
+    box._conn.execute("DROP TRIGGER refuse")
+    box.flush()
+    assert _in_flight(box) == []  # not retried later: nothing was published

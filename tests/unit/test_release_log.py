@@ -184,3 +184,67 @@ def test_an_entry_rebuilt_from_its_note_is_the_entry(tmp_path: Path) -> None:
 def _without(catalogue: Catalogue, purpose: str) -> Catalogue:
     purposes = {k: v for k, v in catalogue.purposes.items() if k != purpose}
     return dataclasses.replace(catalogue, purposes=purposes)
+
+
+# -- possibly sent: published, removed before the broker acknowledged it -----------------------
+
+def test_a_release_removed_after_its_publish_is_possibly_sent_and_listed_as_released(
+        tmp_path: Path) -> None:
+    log = _log(tmp_path)
+    _three(log)
+    log.mark_possibly_sent([2], reason="consent_change", now=T0 + timedelta(minutes=3))
+    log.mark_withdrawn([3], reason="consent_change", now=T0 + timedelta(minutes=3))
+    assert _status(log) == {1: "queued", 2: "possibly_sent", 3: "withdrawn"}
+    maybe = next(e for e in log.entries() if e["seq"] == 2)
+    assert (maybe["possibly_sent_at"], maybe["possibly_sent_reason"]) == (
+        "2026-05-31T15:03:00+00:00", "consent_change")
+    assert "withdrawn_at" not in maybe and "sent_at" not in maybe
+    # A record of provision must not leave out what may have been provided.
+    assert [e["seq"] for e in log.released()] == [2]
+    assert [(e["seq"], e["status"]) for e in log.provision_records()] == [(2, "possibly_sent")]
+
+
+def test_sent_wins_over_possibly_sent_and_possibly_sent_over_withdrawn(tmp_path: Path) -> None:
+    log = _log(tmp_path)
+    _three(log)
+    log.mark_possibly_sent([1, 2], reason="erasure", now=T0)
+    log.mark_withdrawn([2, 3], reason="erasure", now=T0)  # a later start-up check, say
+    log.mark_sent([1], now=T0)  # its PUBACK came after the purge
+    assert _status(log) == {1: "sent", 2: "possibly_sent", 3: "withdrawn"}
+
+
+def test_an_unknown_reason_for_possibly_sent_is_refused_and_nothing_is_written(
+        tmp_path: Path) -> None:
+    log = _log(tmp_path)
+    _three(log)
+    size = (tmp_path / "releases.jsonl").stat().st_size
+    with pytest.raises(ValueError, match="unknown withdrawal reason 'because'"):
+        log.mark_possibly_sent([1], reason="because", now=T0)
+    assert (tmp_path / "releases.jsonl").stat().st_size == size
+
+
+def test_the_export_lists_possibly_sent_among_the_provision_records(tmp_path: Path) -> None:
+    ledger = Ledger.open(tmp_path / "l.json", load_catalogue(), "site-1", T0)
+    log = _log(tmp_path)
+    _three(log)
+    log.mark_sent([1], now=T0)
+    log.mark_possibly_sent([2], reason="consent_change", now=T0)
+    log.mark_withdrawn([3], reason="consent_change", now=T0)
+    exported = export_all(ledger=ledger, release_log=log, now=T0)
+    json.dumps(exported)
+    assert [(e["seq"], e["status"]) for e in exported["release_log"]] == [
+        (1, "sent"), (2, "possibly_sent")]
+    assert [e["seq"] for e in exported["provision_records"]] == [2]
+    assert [e["seq"] for e in exported["withdrawn_never_sent"]] == [3]
+    assert exported["queued_not_yet_sent"] == []
+
+
+def test_erasure_and_retention_keep_possibly_sent_provision_records(tmp_path: Path) -> None:
+    log = _log(tmp_path)
+    _three(log)
+    log.mark_possibly_sent([1, 2], reason="erasure", now=T0)
+    log.mark_withdrawn([3], reason="erasure", now=T0)
+    assert log.forget_household() == 1  # the service entry, possibly sent or not
+    assert log.prune(T0 + timedelta(days=366)) == 0  # provision records: 3 years
+    assert _status(log) == {2: "possibly_sent", 3: "withdrawn"}
+    assert log.prune(T0 + timedelta(days=3 * 365 + 2)) == 2
