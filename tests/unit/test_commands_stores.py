@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
+from pydantic import ValidationError
 
 from agent.catalogue_store import (
     CATALOGUE_FILE,
@@ -17,7 +18,7 @@ from agent.catalogue_store import (
 )
 from agent.config import AgentConfig
 from agent.downlink import TokenBucket, load_operator_keys
-from agent.errors import ConfigError, KeyFileError
+from agent.errors import KeyFileError
 from agent.keys import device_public_pem
 from agent.seen_ids import SeenIds
 from policy.catalogue import load_catalogue, parse_catalogue
@@ -115,5 +116,6 @@ def test_operator_key_problems_name_the_file_or_the_id(tmp_path: Path) -> None:
         load_operator_keys(_config(tmp_path, [("ops-a", tmp_path / "bad.pub")]))
     key = ed25519.Ed25519PrivateKey.generate()
     (tmp_path / "a.pub").write_bytes(device_public_pem(key.public_key()))
-    with pytest.raises(ConfigError, match="'ops-a' appears twice"):
-        load_operator_keys(_config(tmp_path, [("ops-a", tmp_path / "a.pub")] * 2))
+    # A repeated id is refused when the configuration is validated, before any key is read.
+    with pytest.raises(ValidationError, match="operator_keys: 'ops-a' appears twice"):
+        _config(tmp_path, [("ops-a", tmp_path / "a.pub")] * 2)
