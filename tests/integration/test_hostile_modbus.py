@@ -10,14 +10,17 @@ import sys
 from collections.abc import Iterator
 
 import pytest
-from pymodbus.framer import FramerSocket
+from pymodbus.framer import FramerRTU, FramerSocket
 from pymodbus.pdu import DecodePDU
 
 from drivers.errors import DeviceProtocolError
+from drivers.sim.devices import DeviceKind
+from drivers.sim.server import SimHome, SimulatedDevice
 from drivers.transport import Bus
 from tests.integration.test_scan_cli import encoded, scan
 from tests.integration.test_sunspec_pysunspec2 import chain_image
 from tests.support.hostile_modbus import Fault, HostileUnit, hostile_server
+from tests.support.rtu_line import Direction, Piece, rtu_line
 
 SECRET = [0x7A69, 0x4B1D, 0x5EC2, 0x3A7F]  # registers the device sends: 31337, 19229, ...
 
@@ -84,6 +87,28 @@ async def test_a_reply_to_a_read_of_unit_0_must_come_from_unit_0() -> None:
     async with hostile_server({0: unit}) as server, Bus.tcp("127.0.0.1", server.port) as bus:
         with pytest.raises(DeviceProtocolError, match="from unit 200, the request was for unit 0"):
             await bus.read_holding(0, 4, unit=0)
+
+
+async def test_an_rtu_frame_pymodbus_cannot_decode_is_a_protocol_error(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """An intact RTU frame (valid CRC) of function 17 with an empty body makes pymodbus's decoder
+    raise inside ``data_received``; the transport contains it."""
+    caplog.set_level(logging.DEBUG)
+    spoil = [True]
+
+    def forge(frame: bytes, direction: Direction) -> list[Piece]:
+        if direction is Direction.REQUEST or not spoil or not spoil.pop():
+            return [(0.0, frame)]
+        body = bytes((frame[0], 0x11, 0x00))
+        return [(0.0, body + FramerRTU.compute_CRC(body).to_bytes(2, "big"))]
+
+    meter = SimulatedDevice(DeviceKind.METER, SimHome(wall=lambda: 0.0), unit=1)
+    async with rtu_line([meter], forge) as relay, \
+            Bus.serial(relay.client_path, timeout=1.0, gap=0.0) as bus:
+        with pytest.raises(DeviceProtocolError, match="undecodable reply of 5 bytes"):
+            await bus.read_holding(40000, 2, unit=1)
+        assert await bus.read_holding(40000, 2, unit=1) == [0x5375, 0x6E53]  # "SunS"
+    assert not [r for r in caplog.records if r.name.startswith(("pymodbus", "asyncio"))]
 
 
 def test_asyncio_reports_of_a_library_exception_carry_no_frame() -> None:
