@@ -17,7 +17,8 @@ instead of escaping into asyncio. Frames hold serial numbers and live values, so
 is logged: pymodbus's logger (which dumps frames in hex at ERROR) is cut off from the log, and
 asyncio's report of an exception raised inside pymodbus is reduced to the exception's type.
 
-This module imports only ``pymodbus.client`` (never ``pymodbus.server``, which pulls in aiohttp).
+This module and :mod:`drivers.framing` import ``pymodbus.client``, ``.framer`` and ``.pdu``, never
+``pymodbus.server`` (which pulls in aiohttp).
 """
 
 from __future__ import annotations
