@@ -60,7 +60,7 @@ class StrictSocketFramer(FramerSocket):
         reason = (_header_problem(got_tid, got_unit, tid, unit)
                   or _pdu_problem(data[_MBAP.size:size]))
         if reason is None and len(data) > size:
-            reason = f"{len(data) - size} bytes after the reply"
+            reason = f"{len(data) - size} byte(s) after the reply"
         pdu = self.decoder.decode(data[_MBAP.size:size]) if reason is None else None
         if pdu is None:
             self._refuse(reason or f"undecodable reply of {size} bytes")
