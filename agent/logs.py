@@ -1,7 +1,9 @@
 """Structured logs for journald and terminals: one logfmt line per event.
 
 Messages carry purposes, device names (as configured) and counts; never serial numbers,
-addresses, pairing codes or measured values at INFO.
+addresses, pairing codes or measured values at INFO. Libraries that would log device data are
+kept out where they are wrapped: pymodbus (which dumps received frames in hex) and asyncio's
+tracebacks from inside it, by ``drivers.framing.contain_library_logs``.
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ def setup_logging(level: str = "info") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # Library chatter (connection retries with addresses) stays below WARNING.
-    for noisy in ("pymodbus", "aiomqtt", "paho", "uvicorn", "asyncio"):
+    # Library chatter (connection retries with addresses) stays below WARNING. pymodbus is not
+    # listed: drivers.transport cuts its logger off entirely, and a level set here must not
+    # undo that.
+    for noisy in ("aiomqtt", "paho", "uvicorn", "asyncio"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -9,7 +9,16 @@ Every pymodbus and OS error is translated here, once, into :mod:`drivers.errors`
 an exception response becomes :class:`DeviceProtocolError` (with its ``exception_code``); no
 answer, a refused or lost connection become :class:`DeviceUnreachable`.
 
-This module imports only ``pymodbus.client`` (never ``pymodbus.server``, which pulls in aiohttp).
+Received bytes reach pymodbus's decoder only through the framers below. On Modbus TCP a reply
+must carry the request's transaction id (pymodbus takes 0 as "any") and unit id, protocol id 0
+and a length that fits; else the pending request fails with :class:`DeviceProtocolError` and the
+connection is dropped. An exception raised while decoding a frame is contained the same way
+instead of escaping into asyncio. Frames hold serial numbers and live values, so nothing of them
+is logged: pymodbus's logger (which dumps frames in hex at ERROR) is cut off from the log, and
+asyncio's report of an exception raised inside pymodbus is reduced to the exception's type.
+
+This module and :mod:`drivers.framing` import ``pymodbus.client``, ``.framer`` and ``.pdu``, never
+``pymodbus.server`` (which pulls in aiohttp).
 """
 
 from __future__ import annotations
@@ -24,12 +33,18 @@ from pymodbus import FramerType
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.client.base import ModbusBaseClient
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
+from pymodbus.framer import FramerRTU, FramerSocket
 from pymodbus.pdu import ModbusPDU
 
 from drivers.errors import DeviceProtocolError, DeviceUnreachable
+from drivers.framing import ContainedRtuFramer, StrictSocketFramer, contain_library_logs
 from drivers.planner import MAX_REGISTERS, CostModel
 
 log = logging.getLogger(__name__)
+
+# Here, not in the agent's log set-up: every command that reads a device (run, scan, doctor,
+# provision, demo) comes through this module, whether or not it configures logging.
+contain_library_logs()
 
 Function = Literal["holding", "input"]
 _FUNCTION_CODES = {"holding": 0x03, "input": 0x04}
@@ -62,7 +77,7 @@ class Bus:
         self.failures = 0  # of which failed (unreachable or protocol error)
         self._factory = factory
         self._client: ModbusBaseClient | None = None
-        self._lost = asyncio.Event()  # set when the open link goes down
+        self._link = _Link()  # what the open connection's callbacks reported
         self._lock = asyncio.Lock()
         self._quiet_until = 0.0  # loop time before which the next request must not start
 
@@ -153,10 +168,13 @@ class Bus:
             # A late answer must not be taken for the next request's: start afresh.
             self.close()
             raise DeviceUnreachable(f"{what}: no answer within {self.timeout} s") from exc
+        except _Refused as exc:  # the stream is not trusted past a broken frame: start afresh
+            self.close()
+            raise DeviceProtocolError(f"{what}: {exc}") from exc
         except (ConnectionException, OSError) as exc:
             self.close()
             raise DeviceUnreachable(f"{what}: link failed: {exc}") from exc
-        except ModbusIOException as exc:  # wrong unit or transaction id: the stream is garbled
+        except ModbusIOException as exc:  # pymodbus's own id checks: the stream is garbled
             self.close()
             raise DeviceProtocolError(f"{what}: garbled reply: {exc}") from exc
         except ModbusException as exc:
@@ -175,10 +193,12 @@ class Bus:
         return registers
 
     async def _unless_lost(self, request: Awaitable[ModbusPDU]) -> ModbusPDU:
-        """Await ``request``, but fail at once if the link goes down meanwhile (pymodbus would
-        otherwise wait out its own timeout for an answer that cannot come)."""
+        """Await ``request``, but fail at once if the link goes down or a framer refuses the
+        reply meanwhile (pymodbus would otherwise wait out its own timeout for an answer that
+        cannot come)."""
+        link = self._link
         answer = asyncio.ensure_future(request)
-        lost = asyncio.ensure_future(self._lost.wait())
+        lost = asyncio.ensure_future(link.down.wait())
         try:
             await asyncio.wait((answer, lost), return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -187,20 +207,19 @@ class Bus:
             if answer.done() and not answer.cancelled():
                 answer.exception()  # retrieved: an error is re-raised below or superseded
         if not answer.done() or answer.cancelled():
+            if link.refusal is not None:
+                raise _Refused(link.refusal)
             raise ConnectionException("connection lost while waiting for the answer")
         return answer.result()
 
     async def _connect(self) -> ModbusBaseClient:
-        if self._client is not None and self._client.connected:
+        if (self._client is not None and self._client.connected
+                and self._link.refusal is None):
             return self._client
         self.close()
-        lost = self._lost = asyncio.Event()
-
-        def on_connect(up: bool) -> None:
-            if not up:
-                lost.set()
-
-        client = self._factory(self.timeout + _LIBRARY_TIMEOUT_MARGIN, on_connect)
+        link = self._link = _Link()
+        client = self._factory(self.timeout + _LIBRARY_TIMEOUT_MARGIN, link.connection)
+        _guard(client, link.refuse)
         try:
             connected = await client.connect()
         except BaseException:  # cancelled by the deadline: do not leak a half-open socket
@@ -212,6 +231,38 @@ class Bus:
         log.debug("connected to %s", self.name)
         self._client = client
         return client
+
+
+class _Refused(Exception):
+    """A framer refused the reply; the message says why (no frame contents)."""
+
+
+class _Link:
+    """What the callbacks of one connection report: that it went down, or a refused reply."""
+
+    def __init__(self) -> None:
+        self.down = asyncio.Event()
+        self.refusal: str | None = None
+
+    def connection(self, up: bool) -> None:
+        if not up:
+            self.down.set()
+
+    def refuse(self, reason: str) -> None:
+        if self.refusal is None:
+            self.refusal = reason
+        self.down.set()
+
+
+def _guard(client: ModbusBaseClient, refuse: Callable[[str], None]) -> None:
+    """Put the strict (TCP) or contained (RTU) framer in front of ``client``'s decoder."""
+    framer = client.ctx.framer
+    if isinstance(framer, FramerSocket):
+        client.ctx.framer = StrictSocketFramer(framer.decoder, refuse)
+    elif isinstance(framer, FramerRTU):
+        client.ctx.framer = ContainedRtuFramer(framer.decoder, refuse)
+    else:
+        raise TypeError(f"no guarded framer for {type(framer).__name__}")
 
 
 def _check_request(function: str, address: int, count: int, unit: int) -> None:
