@@ -216,3 +216,20 @@ def test_nothing_is_released_for_a_purpose_the_update_paused(tmp_path: Path) -> 
     assert {r.purpose for r in releases} >= {"service"}
     assert "proposals" not in {r.purpose for r in releases}
     assert "improvement" in {r.purpose for r in releases}  # not widened: still at 1d
+
+
+# -- the catalogue matches the seed ---------------------------------------------------------
+
+@pytest.mark.parametrize("point", ["inverter.state", "battery.events", "inverter.temperature",
+                                   "battery.temperature", "battery.soh"])
+def test_maintenance_watch_receives_no_status_or_fault_history(point: str) -> None:
+    cat = load_catalogue()
+    assert not cat.allows("maintenance_watch", point)
+    assert cat.allows("service", point)  # the contract's own fault handling still has it
+
+
+def test_a_retention_period_appears_only_with_its_source() -> None:
+    for p in load_catalogue().spec.purposes:
+        ret = p.retention
+        assert ret.text is None or ret.source is not None, p.id
+        assert ret.days is None, p.id  # the seed sets no period for any purpose
