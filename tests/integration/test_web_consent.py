@@ -141,3 +141,4 @@ async def test_no_retention_period_is_shown_without_its_source(client: Client,
     assert "出典: プライバシーポリシー 2(2)[1]" in ja
     for unsourced in ("保存期間</dt>\n    <dd>3年", "1年", "90日"):
         assert unsourced not in ja
+
