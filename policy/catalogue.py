@@ -205,8 +205,15 @@ def load_catalogue(path: str | Path | None = None) -> Catalogue:
     return parse_catalogue(text, source=source)
 
 
-def parse_catalogue(text: str | bytes, *, source: str = "<catalogue>") -> Catalogue:
-    """Validate catalogue JSON text; errors name ``source`` and the field path."""
+def parse_catalogue(text: str | bytes, *, source: str = "<catalogue>",
+                    past: bool = False) -> Catalogue:
+    """Validate catalogue JSON text; errors name ``source`` and the field path.
+
+    ``past=True`` re-reads a catalogue the ledger was once bound to: it is checked as it was
+    then, without the rule on what may default to on (added later), so a ledger bound to a
+    catalogue that broke it still opens and the next :meth:`~policy.ledger.Ledger.apply_catalogue`
+    repairs what that catalogue switched on.
+    """
     try:
         raw = json.loads(text)
     except ValueError as exc:
@@ -217,14 +224,14 @@ def parse_catalogue(text: str | bytes, *, source: str = "<catalogue>") -> Catalo
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"]) or "(root)"
         raise CatalogueError(source, where, first["msg"]) from exc
-    _check(spec, source)
+    _check(spec, source, defaults=not past)
     return Catalogue(spec=spec, source=source,
                      content_hash=hashlib.sha256(canonical_json(spec_content(spec))).hexdigest(),
                      purposes={p.id: p for p in spec.purposes},
                      categories={c.id: c for c in spec.categories})
 
 
-def _check(spec: CatalogueSpec, source: str) -> None:
+def _check(spec: CatalogueSpec, source: str, *, defaults: bool = True) -> None:
     """Cross-field rules pydantic cannot express field by field."""
     def fail(where: str, problem: str) -> None:
         raise CatalogueError(source, where, problem)
@@ -255,7 +262,8 @@ def _check(spec: CatalogueSpec, source: str) -> None:
             for kind, step in steps.items():
                 if not step > 0:
                     fail(f"{at}.rounding.{tier_name}.{kind}", "step must be positive")
-        _check_default(p, at, fail)
+        if defaults:
+            _check_default(p, at, fail)
 
 
 CONSENT_KINDS = frozenset({"consent", "third_party_consent"})

@@ -20,7 +20,15 @@ from typing import Any
 
 from tinydb import TinyDB
 
-from policy.catalogue import Catalogue, Purpose, Recipient, Widening, canonical_json, widening
+from policy.catalogue import (
+    CONSENT_KINDS,
+    Catalogue,
+    Purpose,
+    Recipient,
+    Widening,
+    canonical_json,
+    widening,
+)
 from policy.chain import check_chain, check_meta, load_catalogue_snapshot
 from policy.errors import ConsentError, LedgerIntegrityError
 from policy.records import (
@@ -228,6 +236,14 @@ class Ledger:
                                    changes=added, **common)
             return self._draft(p, r, None, event=Event.INITIAL, needs_agreement=True,
                                changes=added, **common)
+        if (rec.event is Event.RESET and rec.tier is not None
+                and (p.legal_basis.kind in CONSENT_KINDS or r.kind == "third_party")):
+            # An older catalogue update reset this grant to a default that was on, without the
+            # household's agreement: pause it; agreeing restores what it had before the reset.
+            return self._draft(p, r, None, event=Event.PAUSED, needs_agreement=True,
+                               changes={"reset": [rec.previous_tier or "off",
+                                                  rec.tier.value]},
+                               restore=rec.previous_tier, **common)
         tier = rec.tier
         finest = -1 if p.finest is None else rank(p.finest)
         if tier is not None and rank(tier) > finest:
@@ -238,7 +254,7 @@ class Ledger:
                                    needs_agreement=True, changes=wider.as_dict(), **common)
             if rec.tier is not None:
                 return self._draft(p, r, None, event=Event.PAUSED, needs_agreement=True,
-                                   changes=wider.as_dict(), **common)
+                                   changes=wider.as_dict(), restore=rec.tier, **common)
             return None  # off stays off; nothing to agree to
         if tier != rec.tier:
             return self._draft(p, r, tier, event=Event.CHANGED, until=rec.valid_until,
@@ -290,8 +306,8 @@ class Ledger:
     def _draft(self, p: Purpose, r: Recipient, tier: Tier | None, *, event: Event | None,
                source: Source, now: datetime, reference: str | None = None,
                until: datetime | None = None, needs_agreement: bool = False,
-               catalogue: Catalogue | None = None,
-               changes: dict[str, Any] | None = None) -> dict[str, Any]:
+               catalogue: Catalogue | None = None, changes: dict[str, Any] | None = None,
+               restore: Tier | None = None) -> dict[str, Any]:
         cat = catalogue or self._catalogue
         prev = self._latest.get((p.id, r.id))
         prev_tier = None if prev is None else prev.tier
@@ -319,6 +335,8 @@ class Ledger:
         }
         if changes is not None:
             record["catalogue_changes"] = changes  # what a catalogue update widened
+        if event is Event.PAUSED:
+            record["restore_tier"] = None if restore is None else restore.value
         return record
 
     def _write(self, drafts: list[dict[str, Any]], catalogue: Catalogue) -> list[ConsentChange]:

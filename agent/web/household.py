@@ -32,7 +32,7 @@ from policy.rights import (
     export_all,
     withdrawal_reason,
 )
-from policy.tiers import rank
+from policy.tiers import Tier, rank
 
 log = logging.getLogger(__name__)
 
@@ -314,11 +314,18 @@ class HouseholdService:
 
 def _offered(p: Purpose, rec: ConsentRecord) -> str | None:
     """The tier agreeing sets: what the household had before the pause (or has now), else the
-    purpose's default; coarsened to the finest tier offered; None if the purpose has none."""
+    purpose's default; coarsened to the finest tier offered; None if there is nothing to
+    offer (then no card: the household may opt in as usual)."""
+    if rec.event is Event.PAUSED:
+        restore = rec.data.get("restore_tier")
+        if restore is None:
+            return None  # nothing the household had agreed to: it may opt in as usual
+        return _coarsened(p, Tier(restore))
+    tier = rec.tier or p.default or p.required_tier
+    return None if tier is None else _coarsened(p, tier)
+
+
+def _coarsened(p: Purpose, tier: str) -> str | None:
     if p.finest is None:
         return None
-    had = rec.previous_tier if rec.event is Event.PAUSED else rec.tier
-    tier = had or p.default or p.required_tier
-    if tier is None:
-        return None
-    return p.finest.value if rank(tier) > rank(p.finest) else str(tier)
+    return p.finest.value if rank(tier) > rank(p.finest) else Tier(tier).value

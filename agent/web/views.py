@@ -256,7 +256,7 @@ def change_sentences(catalogue: Catalogue, p: Purpose, req: AgreementRequest,
             out.append(t(key, items=sep.join(names)))
         elif kind == "power_stats":
             out.append(t(key, items=sep.join(t(f"stat.{s}") for s in value)))
-        elif kind in ("finest_tier", "default_tier"):
+        elif kind in ("finest_tier", "default_tier", "reset"):
             out.append(t(key, old=t(f"tier.{value[0]}"), new=t(f"tier.{value[1]}")))
         elif kind == "retention":
             old, new = (t("agree.no_period") if d is None else t("agree.days", n=d)

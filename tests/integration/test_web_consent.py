@@ -13,6 +13,8 @@ import pytest
 
 from agent.web.app import create_app
 from policy.catalogue import Catalogue, load_catalogue, parse_catalogue
+from policy.records import Event, Source
+from policy.tiers import Tier
 from tests.integration.test_web_security import (
     ORIGIN,
     Client,
@@ -142,3 +144,24 @@ async def test_no_retention_period_is_shown_without_its_source(client: Client,
     for unsourced in ("保存期間</dt>\n    <dd>3年", "1年", "90日"):
         assert unsourced not in ja
 
+
+
+async def test_a_grant_an_older_update_switched_on_is_stopped_and_explained(
+        client: Client, rig: Rig) -> None:
+    rig.service.set_grant("proposals", "company", "1mo")
+    raw: dict[str, Any] = json.loads(load_catalogue().canonical_json())
+    raw["version"] = "2026.5"
+    next(p for p in raw["purposes"] if p["id"] == "proposals")["default_tier"] = "1d"
+    bad = parse_catalogue(json.dumps(raw), past=True)  # what the old code accepted
+    p = bad.purposes["proposals"]
+    rig.ledger._write([rig.ledger._draft(p, p.recipients[0], Tier.DAY, event=Event.RESET,
+                                         source=Source.CATALOGUE_UPDATE, now=rig.clock(),
+                                         needs_agreement=True, catalogue=bad)], bad)
+    rig.ledger._catalogue = bad
+    assert grant_of(rig, "proposals", "company") == "1d"  # the incident
+    rig.ledger.apply_catalogue(_catalogue(), rig.clock())
+    assert grant_of(rig, "proposals", "company") == "off"
+    await log_in(client)
+    card = _card((await client.get("/")).text, "proposals", "company")
+    assert "ご同意なしに「1か月ごと」から「1日ごと」に切り替わっていた" in card
+    assert 'name="tier" value="1mo"' in card

@@ -15,7 +15,7 @@ from policy.catalogue import Catalogue, load_catalogue, parse_catalogue, widenin
 from policy.errors import CatalogueError
 from policy.ledger import Ledger
 from policy.minimise import Minimiser
-from policy.records import Event
+from policy.records import Event, Source
 from policy.tiers import Tier
 
 T0 = datetime(2026, 3, 1, 0, 0, tzinfo=UTC)  # 09:00 in Tokyo
@@ -233,3 +233,33 @@ def test_a_retention_period_appears_only_with_its_source() -> None:
         ret = p.retention
         assert ret.text is None or ret.source is not None, p.id
         assert ret.days is None, p.id  # the seed sets no period for any purpose
+
+
+# -- ledgers written before the rule ----------------------------------------------------------
+
+def test_a_ledger_an_older_update_switched_on_opens_and_the_grant_is_paused(
+        tmp_path: Path) -> None:
+    """The incident: an update with proposals defaulting to 1d reset proposals on (event
+    ``reset``). Such a ledger still opens, and the next catalogue pauses that grant."""
+    path = tmp_path / "ledger.json"
+    ledger = _ledger(tmp_path)
+    raw = _raw("2026.5")
+    _purpose(raw, "proposals")["default_tier"] = "1d"
+    _purpose(raw, "proposals")["power_stats"] = ["mean", "max"]
+    bad = parse_catalogue(json.dumps(raw), past=True)  # what the old code accepted
+    p = bad.purposes["proposals"]
+    t1 = T0 + timedelta(days=1)
+    old_reset = ledger._draft(p, p.recipients[0], Tier.DAY, event=Event.RESET,
+                              source=Source.CATALOGUE_UPDATE, now=t1, needs_agreement=True,
+                              catalogue=bad)
+    ledger._write([old_reset], bad)
+    ledger.close()
+    assert Ledger.open(path, bad, "site-7f3a", t1).grants(t1)[("proposals", "company")]
+
+    t2 = t1 + timedelta(days=1)
+    fixed = Ledger.open(path, load_catalogue(), "site-7f3a", t2)
+    [paused] = [c.record for c in fixed.startup_changes if c.record.purpose == "proposals"]
+    assert (paused.event, paused.tier, paused.needs_agreement) == (Event.PAUSED, None, True)
+    assert paused.data["restore_tier"] is None  # it was off before: nothing to restore
+    assert paused.data["catalogue_changes"] == {"reset": ["off", "1d"]}
+    assert ("proposals", "company") not in fixed.grants(t2)
