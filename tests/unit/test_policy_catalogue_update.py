@@ -4,12 +4,14 @@ for each kind of change (docs/policy.md, "Catalogue updates")."""
 from __future__ import annotations
 
 import json
+import logging
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from agent.catalogue_store import CATALOGUE_FILE, newest_catalogue
 from drivers.models import PointKind, Quality, Reading
 from policy.catalogue import Catalogue, load_catalogue, parse_catalogue, widening
 from policy.errors import CatalogueError
@@ -263,3 +265,14 @@ def test_a_ledger_an_older_update_switched_on_opens_and_the_grant_is_paused(
     assert paused.data["restore_tier"] is None  # it was off before: nothing to restore
     assert paused.data["catalogue_changes"] == {"reset": ["off", "1d"]}
     assert ("proposals", "company") not in fixed.grants(t2)
+
+
+def test_a_stored_catalogue_defaulting_consent_on_is_not_used_at_start_up(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    raw = _raw("2030.1")
+    _purpose(raw, "proposals")["default_tier"] = "1d"
+    (tmp_path / CATALOGUE_FILE).write_text(json.dumps(raw), encoding="utf-8")
+    factory = load_catalogue()
+    with caplog.at_level(logging.WARNING, logger="agent.catalogue_store"):
+        assert newest_catalogue(factory, tmp_path) is factory
+    assert "'proposals'" in caplog.text and "'company'" in caplog.text
