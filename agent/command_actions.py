@@ -3,9 +3,10 @@
 Support-centre requests arrive only after the centre has verified the caller's identity; they
 are recorded in the consent ledger with the source ``support_request`` and the request's
 reference. A request to *grant* a purpose is never applied here: it becomes a pending request
-on the household page, which only the household can accept. A catalogue update is validated,
-stored atomically, then applied with the ledger's rule (a purpose that became more invasive
-falls back to its default until the household agrees again on the page).
+on the household page, which only the household can accept. A catalogue update is validated
+(a consent purpose or a third-party recipient that defaults to on is refused), stored
+atomically, then applied with the ledger's rule: a purpose that became more invasive is paused
+(off) until the household agrees again on the page; it never takes the new default.
 
 Every action is synchronous and returns an :class:`Outcome`; refusals carry a reason and change
 nothing. Reasons and results never hold personal data, except the export, which the downlink

@@ -72,9 +72,23 @@ class LegalBasis(BaseModel):
 
 
 class Retention(BaseModel):
+    """How long the data is kept, as a document states it.
+
+    ``source`` names that document (e.g. the privacy policy's section); the page shows
+    ``text`` only when it has a source. ``days`` and ``text`` are ``null`` where no document
+    sets a period. ``source`` is optional in the file so that catalogues written before it
+    existed still load with the same content hash.
+    """
+
     model_config = _STRICT
     days: int | None = Field(ge=1)
-    text: Text
+    text: Text | None
+    source: Text | None = None
+
+    @property
+    def stated(self) -> bool:
+        """Whether a document states this retention (text with a source)."""
+        return self.text is not None and self.source is not None
 
 
 class Purpose(BaseModel):
@@ -138,7 +152,11 @@ class Catalogue:
         return self.spec.version
 
     def canonical_json(self) -> bytes:
-        return canonical_json(self.spec.model_dump(mode="json"))
+        return canonical_json(self.content())
+
+    def content(self) -> dict[str, Any]:
+        """The spec as JSON-able data, as hashed and stored (fields a file left out stay out)."""
+        return spec_content(self.spec)
 
     def category_of(self, point: str) -> str | None:
         """The category a canonical point belongs to (first matching category), or None."""
@@ -167,6 +185,12 @@ def canonical_json(value: Any) -> bytes:
                       allow_nan=False).encode("utf-8")
 
 
+def spec_content(spec: CatalogueSpec) -> dict[str, Any]:
+    """What the content hash covers: the validated spec without the optional fields the file
+    left out, so adding an optional field later does not change older catalogues' hashes."""
+    return spec.model_dump(mode="json", exclude_unset=True)
+
+
 def load_catalogue(path: str | Path | None = None) -> Catalogue:
     """Load and validate a catalogue file; ``None`` loads the shipped factory catalogue."""
     if path is None:
@@ -181,8 +205,15 @@ def load_catalogue(path: str | Path | None = None) -> Catalogue:
     return parse_catalogue(text, source=source)
 
 
-def parse_catalogue(text: str | bytes, *, source: str = "<catalogue>") -> Catalogue:
-    """Validate catalogue JSON text; errors name ``source`` and the field path."""
+def parse_catalogue(text: str | bytes, *, source: str = "<catalogue>",
+                    past: bool = False) -> Catalogue:
+    """Validate catalogue JSON text; errors name ``source`` and the field path.
+
+    ``past=True`` re-reads a catalogue the ledger was once bound to: it is checked as it was
+    then, without the rule on what may default to on (added later), so a ledger bound to a
+    catalogue that broke it still opens and the next :meth:`~policy.ledger.Ledger.apply_catalogue`
+    repairs what that catalogue switched on.
+    """
     try:
         raw = json.loads(text)
     except ValueError as exc:
@@ -193,15 +224,14 @@ def parse_catalogue(text: str | bytes, *, source: str = "<catalogue>") -> Catalo
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"]) or "(root)"
         raise CatalogueError(source, where, first["msg"]) from exc
-    _check(spec, source)
+    _check(spec, source, defaults=not past)
     return Catalogue(spec=spec, source=source,
-                     content_hash=hashlib.sha256(canonical_json(spec.model_dump(mode="json")))
-                     .hexdigest(),
+                     content_hash=hashlib.sha256(canonical_json(spec_content(spec))).hexdigest(),
                      purposes={p.id: p for p in spec.purposes},
                      categories={c.id: c for c in spec.categories})
 
 
-def _check(spec: CatalogueSpec, source: str) -> None:
+def _check(spec: CatalogueSpec, source: str, *, defaults: bool = True) -> None:
     """Cross-field rules pydantic cannot express field by field."""
     def fail(where: str, problem: str) -> None:
         raise CatalogueError(source, where, problem)
@@ -212,6 +242,8 @@ def _check(spec: CatalogueSpec, source: str) -> None:
     for i, p in enumerate(spec.purposes):
         at = f"purposes.{i}"
         _unique([r.id for r in p.recipients], f"{at}.recipients", fail)
+        if p.retention.days is not None and p.retention.text is None:
+            fail(f"{at}.retention.text", "a retention period in days needs its text")
         for j, cat in enumerate(p.categories):
             if cat not in known:
                 fail(f"{at}.categories.{j}", f"unknown category {cat!r}")
@@ -230,6 +262,27 @@ def _check(spec: CatalogueSpec, source: str) -> None:
             for kind, step in steps.items():
                 if not step > 0:
                     fail(f"{at}.rounding.{tier_name}.{kind}", "step must be positive")
+        if defaults:
+            _check_default(p, at, fail)
+
+
+CONSENT_KINDS = frozenset({"consent", "third_party_consent"})
+"""Legal bases under which nothing leaves the home before the household agrees."""
+
+
+def _check_default(p: Purpose, at: str, fail: Any) -> None:
+    """A purpose resting on consent, and any purpose with a third-party recipient, is off
+    until the household switches it on: its default must be ``off``."""
+    if p.default is None:
+        return
+    for r in p.recipients:
+        if p.legal_basis.kind in CONSENT_KINDS:
+            fail(f"{at}.default_tier", f"purpose {p.id!r} rests on consent (legal basis "
+                 f"{p.legal_basis.kind}): its default for recipient {r.id!r} must be off, "
+                 f"not {p.default_tier}")
+        if r.kind == "third_party":
+            fail(f"{at}.default_tier", f"recipient {r.id!r} of purpose {p.id!r} is a third "
+                 f"party: the purpose's default must be off, not {p.default_tier}")
 
 
 def _unique(ids: list[str], where: str, fail: Any) -> None:
@@ -240,26 +293,69 @@ def _unique(ids: list[str], where: str, fail: Any) -> None:
         seen.add(ident)
 
 
+@dataclass(frozen=True, kw_only=True)
+class Widening:
+    """How a new catalogue version makes one purpose more invasive than the old one.
+
+    Every field empty/false/None means: not wider (the change is not material).
+    """
+
+    categories: tuple[str, ...] = ()  # categories added, or whose point patterns widened
+    recipients: tuple[str, ...] = ()  # recipients added
+    finest_tier: tuple[str, str] | None = None  # (old, new) when the new one is finer
+    default_tier: tuple[str, str] | None = None  # (old, new) when the new one is finer
+    power_stats: tuple[str, ...] = ()  # statistics added (e.g. max)
+    rounding: bool = False  # a rounding step became finer or went away
+    retention: tuple[int | None, int | None] | None = None  # (old, new) days when longer
+    required: bool = False  # became contract-required
+
+    def __bool__(self) -> bool:
+        return bool(self.categories or self.recipients or self.finest_tier or self.default_tier
+                    or self.power_stats or self.rounding or self.retention or self.required)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The non-empty fields, JSON-able (stored in the ledger record that acts on it)."""
+        out: dict[str, Any] = {}
+        for name in ("categories", "recipients", "finest_tier", "default_tier", "power_stats",
+                     "rounding", "retention", "required"):
+            value = getattr(self, name)
+            if value:
+                out[name] = list(value) if isinstance(value, tuple) else value
+        return out
+
+
+def widening(old: Catalogue, new: Catalogue, purpose_id: str) -> Widening:
+    """How ``purpose_id`` (present in both) is more invasive in ``new`` than in ``old``."""
+    o, n = old.purposes[purpose_id], new.purposes[purpose_id]
+    old_patterns = old.patterns(purpose_id)
+    cats = tuple(c for c in n.categories
+                 if c not in o.categories
+                 or not {f"{c}:{p}" for p in new.categories[c].points} <= old_patterns)
+    old_days, new_days = o.retention.days, n.retention.days
+    return Widening(
+        categories=cats,
+        recipients=tuple(r.id for r in n.recipients if o.recipient(r.id) is None),
+        finest_tier=((o.finest_tier, n.finest_tier)
+                     if _finer(n.finest_tier, o.finest_tier) else None),
+        default_tier=((o.default_tier, n.default_tier)
+                      if _finer(n.default_tier, o.default_tier) else None),
+        power_stats=tuple(s for s in n.power_stats if s not in o.power_stats),
+        rounding=_finer_rounding(o, n),
+        retention=((old_days, new_days) if old_days is not None
+                   and (new_days is None or new_days > old_days) else None),
+        required=n.required and not o.required)
+
+
 def material_change(old: Catalogue, new: Catalogue) -> set[str]:
     """Purposes present in both whose new version is more invasive than the old one.
 
-    More invasive: more data (a category or point pattern not reachable before), a finer
-    finest or default tier, a recipient not listed before, a finer rounding step or a missing
-    one, a statistic added (e.g. max), or becoming contract-required.
+    More invasive (:class:`Widening`): more data (a category or point pattern not reachable
+    before), a finer finest or default tier, a recipient not listed before, a finer rounding
+    step or a missing one, a statistic added (e.g. max), a longer retention period (or none
+    where there was one), or becoming contract-required.
     """
-    changed: set[str] = set()
-    for pid, n in new.purposes.items():
-        o = old.purposes.get(pid)
-        if o is None:
-            continue
-        if (not new.patterns(pid) <= old.patterns(pid)
-                or not set(n.categories) <= set(o.categories)
-                or _finer(n.finest_tier, o.finest_tier) or _finer(n.default_tier, o.default_tier)
-                or not {r.id for r in n.recipients} <= {r.id for r in o.recipients}
-                or not set(n.power_stats) <= set(o.power_stats)
-                or (n.required and not o.required) or _finer_rounding(o, n)):
-            changed.add(pid)
-    return changed
+    return {pid for pid in new.purposes
+            if pid in old.purposes and widening(old, new, pid)}
 
 
 def _finer(a: str, b: str) -> bool:

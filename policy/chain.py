@@ -61,7 +61,7 @@ def load_catalogue_snapshot(catalogues: Mapping[str, Any], content_hash: str,
     if content is None:
         raise LedgerIntegrityError(source, "catalogues", f"catalogue {content_hash[:12]} missing")
     try:
-        cat = parse_catalogue(canonical_json(content), source=f"{source}#catalogue")
+        cat = parse_catalogue(canonical_json(content), source=f"{source}#catalogue", past=True)
     except CatalogueError as exc:
         raise LedgerIntegrityError(source, "catalogues", str(exc)) from exc
     if cat.content_hash != content_hash:

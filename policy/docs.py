@@ -26,7 +26,9 @@ _LABEL: dict[Lang, dict[str, str]] = {
            "expiry": "同意の有効期限(時間)", "cats": "データの種類", "points": "対象の計測点",
            "collected": "ゲートウェイで収集", "yes": "する", "no": "しない",
            "not_collected": "(収集しません)", "none": "なし", "rights": "お客様の権利",
-           "contact": "お申出先"},
+           "contact": "お申出先", "source": "出典",
+           "no_period": "プライバシーポリシーに保存期間の定めはありません。お問い合わせ: {contact}",
+           "notes": "カタログがポリシーをどう読むか"},
     "en": {"heading": "Purposes of use and your data", "seed": "Privacy policy", "desc": "What",
            "basis": "Legal basis", "seed_ref": "Article as cited in the policy text",
            "default": "Default", "finest": "Finest granularity",
@@ -35,7 +37,9 @@ _LABEL: dict[Lang, dict[str, str]] = {
            "expiry": "Consent expires after (hours)", "cats": "Kinds of data",
            "points": "Points", "collected": "Collected by the gateway", "yes": "yes",
            "no": "no", "not_collected": "(not collected)", "none": "none",
-           "rights": "Your rights", "contact": "Where to ask"},
+           "rights": "Your rights", "contact": "Where to ask", "source": "source",
+           "no_period": "The privacy policy sets no retention period. Ask: {contact}",
+           "notes": "How the catalogue reads the policy"},
 }
 
 
@@ -60,6 +64,7 @@ def _section(cat: Catalogue, lang: Lang) -> list[str]:
         points = ", ".join(f"`{p}`" for p in c.points) or "—"
         flag = label["yes"] if c.collected_by_gateway else label["no"]
         out.append(f"| `{c.id}` | {getattr(c.title, lang)} | {points} | {flag} |")
+    out += ["", f"## {label['notes']}", "", *_NOTES[lang]]
     out += ["", f"## {label['rights']}", ""]
     out += [f"- {getattr(r.title, lang)} ({r.seed_section}): {', '.join(r.articles)}"
             for r in cat.spec.rights]
@@ -88,13 +93,54 @@ def _purpose(cat: Catalogue, p: Purpose, lang: Lang) -> list[str]:
         f"- {label['data']}: {'、'.join(data) if lang == 'ja' else ', '.join(data)}",
         f"- {label['recipients']}: " + ", ".join(
             f"{getattr(r.name, lang)} (`{r.id}`, {r.kind})" for r in p.recipients),
-        f"- {label['retention']}: {getattr(p.retention.text, lang)}",
+        f"- {label['retention']}: {retention(cat, p, lang)}",
     ]
     if p.time_boxed_hours is not None:
         rows.append(f"- {label['expiry']}: {p.time_boxed_hours}")
     if p.required and p.required_tier is not None:
         rows.append(f"- {label['required']} {tiers[p.required_tier]})")
     return [*rows, ""]
+
+
+def retention(cat: Catalogue, p: Purpose, lang: Lang) -> str:
+    """The retention as a document states it, with its source; else that no period is set."""
+    label = _LABEL[lang]
+    contact = getattr(cat.spec.contact, lang)
+    ret = p.retention
+    if ret.text is None or ret.source is None:
+        return label["no_period"].format(contact=contact)
+    stated = f"{getattr(ret.text, lang)} ({label['source']}: {getattr(ret.source, lang)})"
+    if ret.days is None:
+        stated += " " + label["no_period"].format(contact=contact)
+    return stated
+
+
+_NOTES: dict[Lang, list[str]] = {
+    "ja": [
+        "- `maintenance_watch`(2(2)[4])の提供先に渡すのは、ポリシーが列挙する(1)〜(6)だけです。"
+        "ポリシーは2(2)[1]で「故障対応状況、故障履歴情報、利用設備情報」を別々の項目として挙げており、"
+        "2(2)[4]はそのうち「(4)発電設備情報」しか挙げていません。したがって状態・故障の履歴"
+        "(`equipment_status`: `*.state`, `*.events`, 温度, 蓄電池の劣化度)は発電設備情報に含めず、"
+        "第三者には提供しません。発電設備情報は機器の識別と定格(`equipment`)として読みます。",
+        "- 保存期間は、ポリシーまたは運営会社のカタログが定める場合だけ出典とともに示します。"
+        "ポリシーが定めるのは2(2)[1]の「契約終了後も上記の利用目的の範囲内で利用することがある」"
+        "という点だけで、期間の定めはありません。それ以外の使い道は「定めなし」と表示し、"
+        "お申出先を案内します。",
+    ],
+    "en": [
+        "- `maintenance_watch` (2(2)[4]) gives its recipients only the items (1)–(6) the policy "
+        "lists. In 2(2)[1] the policy names fault-handling status, fault history and equipment "
+        "information as separate items; 2(2)[4] names only \"(4) generation equipment "
+        "information\". So status and fault history (`equipment_status`: `*.state`, `*.events`, "
+        "temperatures, battery health) are not generation equipment information and are not "
+        "provided to third parties; generation equipment information is read as the devices' "
+        "identity and nameplate (`equipment`).",
+        "- A retention period is shown only where the policy or the operator's catalogue states "
+        "one, with its source. The policy states only, in 2(2)[1], that data may be used after "
+        "the contract ends within the purposes; it sets no period. Other purposes show that no "
+        "period is set and where to ask.",
+    ],
+}
 
 
 def main() -> int:

@@ -20,7 +20,15 @@ from typing import Any
 
 from tinydb import TinyDB
 
-from policy.catalogue import Catalogue, Purpose, Recipient, canonical_json, material_change
+from policy.catalogue import (
+    CONSENT_KINDS,
+    Catalogue,
+    Purpose,
+    Recipient,
+    Widening,
+    canonical_json,
+    widening,
+)
 from policy.chain import check_chain, check_meta, load_catalogue_snapshot
 from policy.errors import ConsentError, LedgerIntegrityError
 from policy.records import (
@@ -167,18 +175,25 @@ class Ledger:
         return changes + self._all_off(source, reference, now, lambda p, r: True)
 
     def apply_catalogue(self, new: Catalogue, now: datetime) -> list[ConsentChange]:
-        """Move to a new catalogue version.
+        """Move to a new catalogue version; a new version never widens what the household
+        agreed to (docs/policy.md, "Catalogue updates").
 
-        A materially changed purpose (:func:`~policy.catalogue.material_change`) goes back to
-        its default until re-consented, flagged ``needs_agreement``; a grant finer than the
-        new finest tier is lowered to it; removed purposes or recipients go off; new ones start
-        at their default. Everything else is kept.
+        For a purpose in both versions that became more invasive (:func:`widening`): a grant
+        in force is paused (event ``paused``, tier off, ``needs_agreement``, the record keeps
+        the tier it had in ``previous_tier`` and what widened in ``catalogue_changes``); a
+        grant that was off stays off; a contract-required purpose keeps its tier (event
+        ``kept``, ``needs_agreement``: the household is told). A recipient or purpose new in
+        this version starts off and asks for agreement when its default would be on (event
+        ``initial``), except a contract-required purpose, which starts at its default. A
+        grant finer than the new finest tier is lowered to it; removed purposes or recipients
+        go off. Everything else is kept.
         """
-        material = material_change(self._catalogue, new)
+        old = self._catalogue
         drafts: list[dict[str, Any]] = []
         for p in new.spec.purposes:
+            wider = widening(old, new, p.id) if p.id in old.purposes else None
             for r in p.recipients:
-                draft = self._reconcile(new, p, r, p.id in material, now)
+                draft = self._reconcile(new, p, r, wider, now)
                 if draft is not None:
                     drafts.append(draft)
         for (pid, rid), rec in sorted(self._latest.items()):
@@ -207,19 +222,43 @@ class Ledger:
 
     # -- internals -------------------------------------------------------------------------
 
-    def _reconcile(self, new: Catalogue, p: Purpose, r: Recipient, material: bool,
+    def _reconcile(self, new: Catalogue, p: Purpose, r: Recipient, wider: Widening | None,
                    now: datetime) -> dict[str, Any] | None:
         rec = self._latest.get((p.id, r.id))
-        if rec is None:
-            return self._draft(p, r, p.default, event=Event.INITIAL,
-                               source=Source.CATALOGUE_UPDATE, now=now, catalogue=new)
-        if material and (rec.tier is not None or rec.tier != p.default):
-            return self._draft(p, r, p.default, event=Event.RESET, source=Source.CATALOGUE_UPDATE,
-                               now=now, needs_agreement=True, catalogue=new)
+        common: dict[str, Any] = {"source": Source.CATALOGUE_UPDATE, "now": now,
+                                  "catalogue": new}
+        if rec is None:  # a purpose, or a recipient of a purpose, new in this version
+            added: dict[str, Any] = ({"purpose": True} if wider is None
+                                     else {"recipients": [r.id]})
+            if p.required or p.default is None:
+                return self._draft(p, r, p.default, event=Event.INITIAL,
+                                   needs_agreement=p.required and wider is not None,
+                                   changes=added, **common)
+            return self._draft(p, r, None, event=Event.INITIAL, needs_agreement=True,
+                               changes=added, **common)
+        if (rec.event is Event.RESET and rec.tier is not None
+                and (p.legal_basis.kind in CONSENT_KINDS or r.kind == "third_party")):
+            # An older catalogue update reset this grant to a default that was on, without the
+            # household's agreement: pause it; agreeing restores what it had before the reset.
+            return self._draft(p, r, None, event=Event.PAUSED, needs_agreement=True,
+                               changes={"reset": [rec.previous_tier or "off",
+                                                  rec.tier.value]},
+                               restore=rec.previous_tier, **common)
+        tier = rec.tier
         finest = -1 if p.finest is None else rank(p.finest)
-        if rec.tier is not None and rank(rec.tier) > finest:
-            return self._draft(p, r, p.finest, event=Event.CHANGED, until=rec.valid_until,
-                               source=Source.CATALOGUE_UPDATE, now=now, catalogue=new)
+        if tier is not None and rank(tier) > finest:
+            tier = p.finest  # the new version no longer offers the tier: coarser, never finer
+        if wider:
+            if p.required:
+                return self._draft(p, r, tier, event=Event.KEPT, until=rec.valid_until,
+                                   needs_agreement=True, changes=wider.as_dict(), **common)
+            if rec.tier is not None:
+                return self._draft(p, r, None, event=Event.PAUSED, needs_agreement=True,
+                                   changes=wider.as_dict(), restore=rec.tier, **common)
+            return None  # off stays off; nothing to agree to
+        if tier != rec.tier:
+            return self._draft(p, r, tier, event=Event.CHANGED, until=rec.valid_until,
+                               needs_agreement=rec.needs_agreement, **common)
         return None
 
     def _lookup(self, purpose: str, recipient: str) -> tuple[Purpose, Recipient]:
@@ -267,7 +306,8 @@ class Ledger:
     def _draft(self, p: Purpose, r: Recipient, tier: Tier | None, *, event: Event | None,
                source: Source, now: datetime, reference: str | None = None,
                until: datetime | None = None, needs_agreement: bool = False,
-               catalogue: Catalogue | None = None) -> dict[str, Any]:
+               catalogue: Catalogue | None = None, changes: dict[str, Any] | None = None,
+               restore: Tier | None = None) -> dict[str, Any]:
         cat = catalogue or self._catalogue
         prev = self._latest.get((p.id, r.id))
         prev_tier = None if prev is None else prev.tier
@@ -278,7 +318,7 @@ class Ledger:
         if (prev is not None and tier is not None and prev_tier == tier
                 and (prev.valid_until is None or now < prev.valid_until)):
             since = prev.data["valid_from"]  # same tier, unbroken: windows continue
-        return {
+        record = {
             "schema": "hems-consent/1", "record_id": str(uuid.uuid4()),
             "timestamp": utc_iso(now), "subject": self._subject, "event": event.value,
             "purpose": p.id, "recipient": {"id": r.id, "kind": r.kind,
@@ -293,6 +333,11 @@ class Ledger:
             "catalogue_version": cat.version, "catalogue_hash": cat.content_hash,
             "needs_agreement": needs_agreement,
         }
+        if changes is not None:
+            record["catalogue_changes"] = changes  # what a catalogue update widened
+        if event is Event.PAUSED:
+            record["restore_tier"] = None if restore is None else restore.value
+        return record
 
     def _write(self, drafts: list[dict[str, Any]], catalogue: Catalogue) -> list[ConsentChange]:
         records = list(self._records)
@@ -301,7 +346,7 @@ class Ledger:
             draft["prev_hash"] = records[-1]["hash"] if records else GENESIS
             records.append(seal(draft, self._sign))
         catalogues = dict(self._catalogues)
-        catalogues.setdefault(catalogue.content_hash, catalogue.spec.model_dump(mode="json"))
+        catalogues.setdefault(catalogue.content_hash, catalogue.content())
         meta: dict[str, Any] = {"count": len(records),
                                 "head": records[-1]["hash"] if records else GENESIS,
                                 "catalogue_hash": catalogue.content_hash, "subject": self._subject}

@@ -49,7 +49,9 @@ class Event(StrEnum):
     CHANGED = "changed"  # one tier → another
     WITHDRAWN = "withdrawn"  # a tier → off
     EXPIRED = "expired"  # a time-boxed grant ran out
-    RESET = "reset"  # a material catalogue change put the purpose back to its default
+    RESET = "reset"  # (older ledgers) a material catalogue change put back the default
+    PAUSED = "paused"  # a catalogue update widened the purpose: off until agreed again
+    KEPT = "kept"  # a catalogue update widened a contract-required purpose: tier kept, told
     CONTRACT_END = "contract_end"  # the contract ended: required purposes may go off
 
 

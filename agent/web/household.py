@@ -19,13 +19,13 @@ from typing import Any, Protocol
 
 from agent.paths import PENDING_REQUESTS_FILE
 from agent.pipeline import erase_local_data
-from agent.web.pending import LIFETIME, PendingRequests
+from agent.web.pending import LIFETIME, AgreementRequest, PendingRequests
 from agent.web.pending import PendingRequest as PendingRequest
-from policy.catalogue import Catalogue
+from policy.catalogue import Catalogue, Purpose
 from policy.errors import ConsentError
 from policy.ledger import Ledger
 from policy.minimise import Minimiser
-from policy.records import ConsentChange, ConsentRecord, Grant, Source
+from policy.records import ConsentChange, ConsentRecord, Event, Grant, Source
 from policy.rights import (
     STATUS_POSSIBLY_SENT,
     STATUS_WITHDRAWN,
@@ -33,6 +33,7 @@ from policy.rights import (
     export_all,
     withdrawal_reason,
 )
+from policy.tiers import Tier, rank
 
 log = logging.getLogger(__name__)
 
@@ -168,8 +169,28 @@ class HouseholdService:
         return self._ledger.grants(now)
 
     def needs_agreement(self) -> set[str]:
-        """Purposes a new catalogue version reset to their default until agreed again."""
-        return {rec.purpose for rec in self._ledger.state().values() if rec.needs_agreement}
+        """Purposes a new catalogue version changed and that wait for the household."""
+        return {a.purpose for a in self.agreements()}
+
+    def agreements(self) -> list[AgreementRequest]:
+        """Each purpose × recipient a catalogue update asks the household about, in catalogue
+        order. Agreeing or declining is an ordinary :meth:`set_grant` (to ``offered`` or off):
+        any change the household makes to that grant ends the request."""
+        state = self._ledger.state()
+        out = []
+        for p in self.catalogue.spec.purposes:
+            for r in p.recipients:
+                rec = state.get((p.id, r.id))
+                if rec is not None and rec.needs_agreement:
+                    offered = _offered(p, rec)
+                    if offered is not None:
+                        out.append(AgreementRequest(
+                            purpose=p.id, recipient=r.id,
+                            catalogue_version=rec.catalogue_version,
+                            changes=dict(rec.data.get("catalogue_changes") or {}),
+                            current=None if rec.tier is None else rec.tier.value,
+                            offered=offered, required=p.required))
+        return out
 
     def history(self) -> list[ConsentRecord]:
         """Every consent record, newest first."""
@@ -295,3 +316,21 @@ class HouseholdService:
             self._on_change(change)
         return Outcome(changes=tuple(changes), purged=purged)
 
+
+def _offered(p: Purpose, rec: ConsentRecord) -> str | None:
+    """The tier agreeing sets: what the household had before the pause (or has now), else the
+    purpose's default; coarsened to the finest tier offered; None if there is nothing to
+    offer (then no card: the household may opt in as usual)."""
+    if rec.event is Event.PAUSED:
+        restore = rec.data.get("restore_tier")
+        if restore is None:
+            return None  # nothing the household had agreed to: it may opt in as usual
+        return _coarsened(p, Tier(restore))
+    tier = rec.tier or p.default or p.required_tier
+    return None if tier is None else _coarsened(p, tier)
+
+
+def _coarsened(p: Purpose, tier: str) -> str | None:
+    if p.finest is None:
+        return None
+    return p.finest.value if rank(tier) > rank(p.finest) else Tier(tier).value

@@ -21,6 +21,7 @@ async def purposes(page: PageContext, request: Request) -> Response:
     reset = [c.title for c in cards if c.needs_agreement]
     return page.render(request, "purposes.html", session, cards=cards,
                        pending=views.pending_texts(service, t), reset=reset,
+                       agreements=views.agreement_cards(service, t),
                        version=service.catalogue.version)
 
 

@@ -1,4 +1,5 @@
-"""Support-centre grant requests waiting for the household, kept across a restart.
+"""What waits for the household's decision: support-centre grant requests (kept across a
+restart in their own file) and re-agreements after a catalogue update (kept by the ledger).
 
 A ``grant_request`` command never grants anything by itself: it waits here until the household
 accepts or declines it on the page, or until it expires. The requests are written to
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -63,6 +64,28 @@ class PendingRequest:
         return cls(**{name: row[name] for name in texts}, hours=row["hours"],
                    received=statefile.when(row["received"]),
                    expires=statefile.when(row["expires"]))
+
+
+@dataclass(frozen=True, kw_only=True)
+class AgreementRequest:
+    """A purpose × recipient a catalogue update widened: the household agrees again or not.
+
+    It lives in the consent ledger (the latest record's ``needs_agreement``), so it survives a
+    restart and ends with the household's next change of that grant. ``changes`` is what the
+    update widened (:meth:`policy.catalogue.Widening.as_dict`, or ``{"purpose": true}`` /
+    ``{"recipients": [...]}`` for something new); ``current`` the tier in force now (off
+    while paused); ``offered`` the tier agreeing sets (the one the household had, else the
+    purpose's default, never finer than the new finest tier); ``required``: a contract-required
+    purpose, which keeps its tier and can only be acknowledged.
+    """
+
+    purpose: str
+    recipient: str
+    catalogue_version: str
+    changes: Mapping[str, Any]
+    current: str | None
+    offered: str
+    required: bool
 
 
 class PendingRequests:

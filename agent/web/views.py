@@ -9,7 +9,8 @@ from zoneinfo import ZoneInfo
 
 from agent.web.household import HouseholdService, PendingRequest, ReleaseEntry
 from agent.web.i18n import Translator
-from policy.catalogue import Purpose, Recipient, Text
+from agent.web.pending import AgreementRequest
+from policy.catalogue import Catalogue, Purpose, Recipient, Retention, Text
 from policy.tiers import ORDER, rank
 
 TZ = ZoneInfo("Asia/Tokyo")
@@ -48,6 +49,20 @@ class RecipientCard:
     options: tuple[tuple[str, str, str], ...]  # value, label, note
     hours: tuple[int, ...]  # offered durations for a time-boxed purpose, empty otherwise
     releases: tuple[ReleaseRow, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
+class AgreementCard:
+    """A purpose × recipient a catalogue update changed, as the page asks about it."""
+
+    purpose: str
+    recipient: str
+    heading: str
+    changes: tuple[str, ...]  # one plain sentence per kind of change
+    status: str  # what is sent now
+    offered: str  # the tier agreeing sets
+    accept: str  # the agree button's label
+    required: bool  # contract-required: acknowledge only, no decline
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -165,7 +180,9 @@ def _card(service: HouseholdService, p: Purpose, t: Translator,
         legal_kind=t(f"legal.{p.legal_basis.kind}"), legal_note=text(p.legal_basis.note, lang),
         articles=", ".join(p.legal_basis.articles),
         seed_reference=p.legal_basis.seed_reference_ja if lang == "ja" else None,
-        retention=text(p.retention.text, lang), required=p.required,
+        retention=retention_text(p.retention, t, contact=text(service.catalogue.spec.contact,
+                                                              lang)),
+        required=p.required,
         uses_data=p.finest is not None, needs_agreement=needs_agreement,
         recipients=recipients)
 
@@ -182,3 +199,71 @@ def pending_texts(service: HouseholdService, t: Translator) -> list[tuple[Pendin
                            purpose=text(purpose.title, t.lang), tier=t(f"tier.{req.tier}"),
                            hours=req.hours, reference=req.reference)))
     return out
+
+
+def retention_text(retention: Retention, t: Translator, *, contact: str) -> str:
+    """The retention as a document states it, with its source; where no document sets a
+    period, that the policy sets none and whom to ask. Never a period without a source."""
+    none = t("purpose.retention_none", contact=contact)
+    if retention.text is None or retention.source is None:
+        return none
+    stated = t("purpose.retention_source", text=text(retention.text, t.lang),
+               source=text(retention.source, t.lang))
+    return stated if retention.days is not None else f"{stated} {none}"
+
+
+def agreement_cards(service: HouseholdService, t: Translator) -> list[AgreementCard]:
+    """Each re-agreement a catalogue update asks for, with what changed in plain words."""
+    catalogue = service.catalogue
+    contact = text(catalogue.spec.contact, t.lang)
+    cards = []
+    for req in service.agreements():
+        p = catalogue.purposes[req.purpose]
+        r = p.recipient(req.recipient)
+        if r is None:
+            continue
+        offered = t(f"tier.{req.offered}")
+        if req.required:
+            status = t("agree.kept", tier=t(f"tier.{req.current or 'off'}"), contact=contact)
+        elif req.current is not None:
+            status = t("agree.on", tier=t(f"tier.{req.current}"))
+        else:
+            status = t("agree.off")
+        cards.append(AgreementCard(
+            purpose=p.id, recipient=r.id,
+            heading=t("agree.what", purpose=text(p.title, t.lang),
+                      recipient=recipient_name(service, r, t.lang)),
+            changes=change_sentences(catalogue, p, req, t), status=status,
+            offered=req.offered, accept=t("agree.accept", tier=offered)
+            if not req.required else t("agree.acknowledge"), required=req.required))
+    return cards
+
+
+def change_sentences(catalogue: Catalogue, p: Purpose, req: AgreementRequest,
+                     t: Translator) -> tuple[str, ...]:
+    """One sentence per kind of change the ledger recorded (docs/policy.md)."""
+    lang = t.lang
+    sep = "、" if lang == "ja" else ", "
+    out = []
+    for kind, value in req.changes.items():
+        key = f"agree.change.{kind}"
+        if not t.has(key):
+            continue  # a kind this page does not know yet: the generic notice still shows
+        if kind == "categories":
+            names = [text(catalogue.categories[c].title, lang) for c in value
+                     if c in catalogue.categories]
+            out.append(t(key, items=sep.join(names)))
+        elif kind == "recipients":
+            names = [text(r.name, lang) for rid in value if (r := p.recipient(rid)) is not None]
+            out.append(t(key, items=sep.join(names)))
+        elif kind == "power_stats":
+            out.append(t(key, items=sep.join(t(f"stat.{s}") for s in value)))
+        elif kind in ("finest_tier", "default_tier", "reset"):
+            out.append(t(key, old=t(f"tier.{value[0]}"), new=t(f"tier.{value[1]}")))
+        elif kind == "retention":
+            old, new = (t("agree.no_period") if d is None else t("agree.days", n=d)
+                        for d in value)
+            out.append(t(key, old=old, new=new))
+        else:
+            out.append(t(key))
+    return tuple(out) or (t("agree.change.other"),)

@@ -42,7 +42,7 @@ async def test_diagnostics_report_health_without_personal_data(gw: Gateway) -> N
     result = await gw.send("diagnostics")
     assert result["status"] == "done"
     report = result["result"]
-    assert report["health"]["catalogue"] == "2026.1"
+    assert report["health"]["catalogue"] == load_catalogue().version
     assert report["health"]["ledger"]["chain"] == "intact"
     assert {c["name"] for c in report["doctor"]} == {"clock", "watchdog"}
     pinned = report["commands"]["operator_keys"]
@@ -148,35 +148,37 @@ def catalogue_with(version: str, **improvement: Any) -> dict[str, Any]:
     return spec
 
 
-async def test_catalogue_update_resets_a_finer_purpose_until_agreed_again(
+async def test_catalogue_update_pauses_a_widened_purpose_until_agreed_again(
         gw: Gateway, tmp_path: Path) -> None:
     gw.household.set_grant("improvement", "company", "30min")
-    finer = catalogue_with("2026.2", finest_tier="1min")
+    finer = catalogue_with("2026.3", finest_tier="1min")
     result = await gw.send("catalogue_update", {"catalogue": finer})
     assert result["status"] == "done" and result["result"]["needs_agreement"] == ["improvement"]
     record = latest(gw, "improvement", "company")
-    assert record.tier == "1d" and record.needs_agreement  # back at its default
-    assert gw.state.minimiser is not None and gw.state.catalogue.version == "2026.2"
+    assert record.tier is None and record.needs_agreement  # paused, never reset to a default
+    assert record.previous_tier == "30min"
+    assert gw.state.minimiser is not None and gw.state.catalogue.version == "2026.3"
     async with http_client(gw.page()) as page:
         await log_in(page)
         html = (await page.get("/")).text
-    assert 'id="catalogue-notice"' in html and "2026.2" in html
+    assert 'id="catalogue-notice"' in html and "2026.3" in html
+    assert 'id="agree-improvement-company"' in html
     stored = gw.state.config.state_dir / CATALOGUE_FILE
-    assert json.loads(stored.read_text(encoding="utf-8"))["version"] == "2026.2"
+    assert json.loads(stored.read_text(encoding="utf-8"))["version"] == "2026.3"
 
     same = await gw.send("catalogue_update", {"catalogue": finer})
-    older = await gw.send("catalogue_update", {"catalogue": catalogue_with("2026.1")})
-    broken = catalogue_with("2026.3", default_tier="raw")  # finer than its finest: invalid
+    older = await gw.send("catalogue_update", {"catalogue": catalogue_with("2026.2")})
+    broken = catalogue_with("2026.4", default_tier="raw")  # finer than its finest: invalid
     refused = await gw.send("catalogue_update", {"catalogue": broken})
     assert [same["status"], older["status"], refused["status"]] == [
         "ignored", "ignored", "refused"]
     assert "broken catalogue" in refused["reason"]
-    assert gw.state.ledger.catalogue.version == "2026.2"
+    assert gw.state.ledger.catalogue.version == "2026.3"
 
 
 async def test_the_stored_catalogue_is_loaded_at_start_up(gw: Gateway) -> None:
     result = await gw.send("catalogue_update",
-                           {"catalogue": catalogue_with("2026.2", finest_tier="1min")})
+                           {"catalogue": catalogue_with("2026.3", finest_tier="1min")})
     assert result["status"] == "done"
     head = gw.state.ledger.head()
     await gw.stop_downlink()
@@ -185,5 +187,5 @@ async def test_the_stored_catalogue_is_loaded_at_start_up(gw: Gateway) -> None:
     await asyncio.gather(uplink, return_exceptions=True)
     gw.state.close()
     gw.state = open_state(load_config(gw.files.config), Metrics(), now=gw.household.now())
-    assert gw.state.catalogue.version == "2026.2"
+    assert gw.state.catalogue.version == "2026.3"
     assert gw.state.ledger.head() == head  # nothing re-applied: the ledger already had it

@@ -141,7 +141,7 @@ def _changed_catalogue(**changes: Any) -> Catalogue:
     return parse_catalogue(json.dumps(raw))
 
 
-def test_material_change_resets_to_default_and_asks_for_agreement(tmp_path: Path) -> None:
+def test_material_change_pauses_a_grant_and_asks_for_agreement(tmp_path: Path) -> None:
     ledger = _open(tmp_path / "l.json")
     ledger.set_grant("improvement", "company", "30min", source="household_page", now=T0)
     ledger.set_grant("proposals", "company", "1d", source="household_page", now=T0)
@@ -153,8 +153,9 @@ def test_material_change_resets_to_default_and_asks_for_agreement(tmp_path: Path
     t1 = T0 + timedelta(days=2)
     changes = ledger.apply_catalogue(new, t1)
     by_purpose = {c.record.purpose: c.record for c in changes}
-    assert by_purpose["proposals"].event is Event.RESET and by_purpose["proposals"].tier is None
+    assert by_purpose["proposals"].event is Event.PAUSED and by_purpose["proposals"].tier is None
     assert by_purpose["proposals"].needs_agreement
+    assert by_purpose["proposals"].previous_tier == Tier.DAY
     improvement = by_purpose["improvement"]
     assert improvement.tier == Tier.DAY and not improvement.needs_agreement
     assert ledger.catalogue.version == "2026.2"
@@ -171,7 +172,7 @@ def test_opening_with_a_new_catalogue_applies_it(tmp_path: Path) -> None:
     ]})
     ledger = Ledger.open(tmp_path / "l.json", new, "site-7f3a", T0 + timedelta(days=1))
     events = {(c.record.recipient, c.record.event) for c in ledger.startup_changes}
-    assert ("installer", Event.RESET) in events and ("aggregator", Event.INITIAL) in events
+    assert ("installer", Event.PAUSED) in events and ("aggregator", Event.INITIAL) in events
     assert ("maintenance_watch", "installer") not in ledger.grants(T0 + timedelta(days=1))
 
 

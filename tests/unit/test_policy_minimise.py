@@ -64,7 +64,7 @@ def test_half_hour_aggregation_by_kind() -> None:
     assert values["inverter.events"] == {"union": ["GROUND_FAULT", "OVER_TEMP"]}
     assert values["device.serial"] == {"last": "SN-1"}
     assert "weather.temperature" not in values  # no category: dropped explicitly
-    assert rel.consent_record_id == "rec-1" and rel.catalogue_version == "2026.1"
+    assert rel.consent_record_id == "rec-1" and rel.catalogue_version == load_catalogue().version
 
 
 def test_identity_and_equipment_only_where_the_purpose_lists_them() -> None:
@@ -143,7 +143,7 @@ def test_events_tier_releases_only_changes_of_states_and_events() -> None:
           reading("inverter.state", "mppt", 70), reading("inverter.state", "fault", 130),
           reading("inverter.events", "", 0), reading("inverter.events", "ARC", 130),
           reading("inverter.events", "ARC", 190)]
-    releases = run(rs, grant("maintenance_watch", "installer", Tier.EVENTS),
+    releases = run(rs, grant("support", "support_centre", Tier.EVENTS),
                    T0 + timedelta(minutes=5))
     assert [(r.start - T0, sorted(r.points)) for r in releases] == [
         (timedelta(0), ["inverter.state"]),
