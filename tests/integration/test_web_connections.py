@@ -169,5 +169,5 @@ def test_the_daemon_raises_its_soft_open_files_limit_to_the_hard_one() -> None:
 
     code = "from agent.daemon import raise_open_files_limit as r; print(r())"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, timeout=60, preexec_fn=low)  # noqa: PLW1509
+                         check=True, timeout=60, preexec_fn=low)
     assert out.stdout.strip() == "2048"
