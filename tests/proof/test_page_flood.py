@@ -58,8 +58,14 @@ def _low_limit() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (DAEMON_FILES, DAEMON_FILES))
 
 
-def _descriptors(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/fd"))
+async def _descriptors(daemon: DaemonProcess) -> int:
+    """Open descriptors of the daemon; an AssertionError with its last words if it ended."""
+    try:
+        return len(os.listdir(f"/proc/{daemon.proc.pid}/fd"))
+    except FileNotFoundError:
+        code = await daemon.wait(30)
+        tail = "\n".join(daemon.lines[-15:])
+        raise AssertionError(f"the daemon exited ({code}) during the flood:\n{tail}") from None
 
 
 def _closed(sock: socket.socket) -> bool:
@@ -160,7 +166,7 @@ async def test_five_thousand_connections_for_a_minute_stop_nothing(
                 await wait_for(lambda: len(_service_windows(files)) >= 2,
                                "two service windows before the flood", 60)
                 before = _service_windows(files)[-1]
-                idle_fds = _descriptors(daemon.proc.pid)
+                idle_fds = await _descriptors(daemon)
                 loop = asyncio.get_running_loop()
                 began = loop.time()
                 await flood.fill()
@@ -170,7 +176,7 @@ async def test_five_thousand_connections_for_a_minute_stop_nothing(
                 while loop.time() - began < FLOOD and rounds < 2000:
                     rounds += 1
                     await flood.round()
-                    most_fds = max(most_fds, _descriptors(daemon.proc.pid))
+                    most_fds = max(most_fds, await _descriptors(daemon))
                     if during is None and loop.time() - began > FLOOD / 2:
                         async with Page(web_port) as household:  # a login mid-flood
                             t0 = loop.time()
