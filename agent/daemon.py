@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import resource
 import signal
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
@@ -80,6 +81,7 @@ class Daemon:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop.set)
+        raise_open_files_limit()
         state = open_state(self.config, self.metrics, now=self._now())
         state.snapshots.interval = max(_SNAPSHOT_FLOOR,
                                        self.options.snapshot_interval / self.options.speed)
@@ -249,6 +251,23 @@ class Daemon:
                            connected=state.publisher.connected.is_set(),
                            refused=len(state.publisher.refusals.held),
                            synchronised=self.clock.synchronised)
+
+
+def raise_open_files_limit(ceiling: int = 65536) -> int:
+    """Raise the soft open-files limit to the hard one (at most ``ceiling``); the soft limit
+    in force. The household page keeps its connections well under it
+    (``agent.web.connections.connection_budget``). Under the systemd unit ``LimitNOFILE=``
+    sets both and setrlimit is filtered out: then nothing is changed."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = ceiling if hard == resource.RLIM_INFINITY else min(hard, ceiling)
+    if soft == resource.RLIM_INFINITY or soft >= target:
+        return soft
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (OSError, ValueError) as exc:
+        log.info("open-files limit stays at %d (%s)", soft, exc)
+        return soft
+    return target
 
 
 def status_line(*, devices: int, queued: int, connected: bool, refused: int,
