@@ -2,13 +2,15 @@
 Stick-D class) over a serial line, asyncio-native.
 
 The line is a file descriptor watched with ``loop.add_reader`` (pyserial only opens and
-configures it), so every wait has an asyncio deadline and nothing runs in a thread. Lines go
-into one queue; :meth:`SkModule.expect` takes lines until one matches and hands the others to
-``on_line`` (ERXUDP notifications, EVENT 29 session expiry, ...). One command at a time.
+configures it), so every wait has an asyncio deadline and nothing runs in a thread. Lines
+(ended by CR, LF or CRLF: see :mod:`drivers.broute.dialects`) go into one queue;
+:meth:`SkModule.expect` takes lines until one matches and hands the others to ``on_line``
+(ERXUDP notifications, EVENT 29 session expiry, ...). One command at a time.
 Secrets (B-route ID and password) and addresses are never logged: commands are logged redacted.
 
-The line parsers (:func:`parse_erxudp`, :func:`parse_event`, :func:`parse_epandesc`,
-:func:`ipv6`) check every field and raise only :class:`DeviceProtocolError`, whatever the line.
+The line parsers (:func:`parse_erxudp` in the module's dialect, :func:`parse_event`,
+:func:`parse_epandesc`, :func:`ipv6`) check every field and raise only
+:class:`DeviceProtocolError`, whatever the line.
 """
 
 from __future__ import annotations
