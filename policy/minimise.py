@@ -301,9 +301,9 @@ class Minimiser:
             self._allowed[(purpose, key)] = found
         return found
 
-    def _opens(self, g: Grant, start: int, end: int) -> bool:
-        """Whether the window ``[start, end)`` may go to ``g``: it began under the grant, and
-        nothing at or after its start was released to the grant's purpose and recipient."""
+    def _opens(self, g: Grant, start: int) -> bool:
+        """Whether the window starting at ``start`` may go to ``g``: it began under the grant,
+        and nothing at or after its start was released to the grant's purpose and recipient."""
         if start < g.since.timestamp():
             return False
         mark = self._released.get((g.purpose, g.recipient))
@@ -316,7 +316,7 @@ class Minimiser:
 
     def _release(self, g: Grant, start: int, end: int,
                  data: dict[tuple[str, str], Bucket]) -> list[Release]:
-        if not self._opens(g, start, end):
+        if not self._opens(g, start):
             return []
         since = g.since.timestamp()
         purpose = self._catalogue.purposes[g.purpose]
@@ -353,7 +353,7 @@ class Minimiser:
         out: list[Release] = []
         for g in grants:
             for start, per_series in sorted(by_minute.items()):
-                if not self._opens(g, start, start + 60):
+                if not self._opens(g, start):
                     continue
                 records = [self._raw_record(key, rs) for key, rs in sorted(per_series.items())
                            if self._allows(g.purpose, key, self._series[key])]
