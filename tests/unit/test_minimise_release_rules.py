@@ -83,6 +83,17 @@ def test_a_window_released_before_a_restart_is_not_released_after_it() -> None:
     assert saved["released"] == [["service", "company", end]] and saved["cut"] == end // 60
 
 
+def test_a_cut_after_the_snapshot_time_is_kept_when_the_clock_stepped_back() -> None:
+    g = grant("service", "company", Tier.HALF_HOUR)
+    m = Minimiser(CATALOGUE)
+    m.flush(T0, g)
+    m.feed([reading("pv.power", 100.0, 5 * 60)])
+    assert len(m.flush(T0 + 31 * MINUTE, g)) == 1
+    m = _restart(m, T0 + 29 * MINUTE, now=T0 + 29 * MINUTE)  # saved after a step back
+    m.feed([reading("pv.power", 900.0, 29 * 60)])
+    assert m.flush(T0 + 32 * MINUTE, g) == [] and m.stats["late"] == 1
+
+
 def test_nothing_overlapping_a_released_window_goes_to_the_same_purpose_and_recipient() -> None:
     # the marks hold even for a grant whose start precedes what was already released
     m = Minimiser(CATALOGUE)

@@ -158,7 +158,7 @@ def _damage(saved: dict[str, Any], how: str) -> None:
     elif how == "duplicate":
         saved["series"].append(copy.deepcopy(saved["series"][0]))
     elif how == "cut":
-        saved["cut"] += 2  # after the snapshot was taken
+        saved["cut"] = -5
     elif how == "released":
         saved["released"] = [["service", "company", -1800]]
     elif how == "lead":
