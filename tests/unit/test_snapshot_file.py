@@ -14,6 +14,7 @@ import pytest
 from agent.snapshots import MinimiserSnapshots
 from policy.catalogue import load_catalogue
 from policy.minimise import Minimiser
+from policy.minimise_state import SCHEMA
 from policy.tiers import Tier
 from tests.unit.test_policy_minimise import T0, grant, reading
 
@@ -87,7 +88,7 @@ def test_a_refused_snapshot_is_logged_and_the_minimiser_starts_empty(
     assert reason in caplog.text and "starting empty" in caplog.text
     assert m.holds_nothing()
     store.save(T0)  # the next save replaces it
-    assert json.loads(path.read_bytes())["schema"] == 1
+    assert json.loads(path.read_bytes())["schema"] == SCHEMA
 
 
 def test_saved_once_an_interval_has_passed(tmp_path: Path) -> None:
