@@ -28,6 +28,8 @@ from agent.errors import EnvelopeError, TopicError
 from agent.keys import KEM_HYBRID, KEM_X25519, RecipientPrivateKey, RecipientPublicKey
 from agent.keys import device_key_id as _device_key_id
 from agent.topics import check_kind, check_segment
+from policy import strict_json
+from policy.strict_json import JSONRefused
 
 MAGIC = b"HEMS"
 VERSION = 1
@@ -138,9 +140,9 @@ def _validate_values(h: Header) -> None:
 def header_from_bytes(raw: bytes) -> Header:
     """Parse and validate header bytes; raise EnvelopeError naming what is wrong."""
     try:
-        obj = json.loads(raw.decode("ascii"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise EnvelopeError("header is not ASCII JSON") from exc
+        obj = strict_json.loads(raw, encoding="ascii")
+    except JSONRefused as exc:
+        raise EnvelopeError(f"header refused ({exc.reason}): {exc}") from exc
     if not isinstance(obj, dict):
         raise EnvelopeError("header is not a JSON object")
     names = {f.name for f in fields(Header)}
@@ -302,9 +304,9 @@ def _decode_body(header: Header, plaintext: bytes, limits: Limits) -> dict[str, 
         if inflater.unconsumed_tail or not inflater.eof:
             raise EnvelopeError(f"body is truncated or inflates beyond {limits.max_plaintext}")
     try:
-        body = json.loads(plaintext.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise EnvelopeError("body is not UTF-8 JSON") from exc
+        body = strict_json.loads(plaintext, encoding="utf-8")
+    except JSONRefused as exc:
+        raise EnvelopeError(f"body refused ({exc.reason}): {exc}") from exc
     if not isinstance(body, dict):
         raise EnvelopeError("body is not a JSON object")
     return body
