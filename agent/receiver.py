@@ -31,6 +31,8 @@ from agent.failures import raised_at
 from agent.keys import RecipientPrivateKey, load_device_public, load_recipient_private
 from agent.topics import PREFIX, parse_topic, shared_subscription
 from agent.uplink import BrokerConfig, backoff_delay, connect, tls_context
+from policy import strict_json
+from policy.strict_json import JSONRefused
 
 log = logging.getLogger(__name__)
 
@@ -242,8 +244,8 @@ def load_device_registry(path: Path) -> dict[str, ed25519.Ed25519PublicKey]:
         if path.is_dir():
             return {p.stem: load_device_public(p.read_bytes(), str(p))
                     for p in sorted(path.glob("*.pem"))}
-        table = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
+        table = strict_json.loads(path.read_bytes())  # a site listed twice is refused
+    except (OSError, JSONRefused) as exc:
         raise ReceiverError(f"cannot read the device registry {path}: {exc}") from exc
     if not isinstance(table, dict):
         raise ReceiverError(f"{path}: expected a JSON object of site id -> public key")
