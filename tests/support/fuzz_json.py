@@ -15,6 +15,7 @@ Shared by the short profile (tests/unit/test_fuzz_parsers.py, ``make test``) and
 from __future__ import annotations
 
 import json
+import re
 import struct
 import tempfile
 import zlib
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from agent import commands, envelope, keys
@@ -135,6 +136,12 @@ def hostile(draw: st.DrawFn, template: Any, *, encoding: str = "ascii") -> Hosti
     return Hostile(data, refused and damage == "none")
 
 
+def _kind(error: object) -> str:
+    """What kind of refusal, for hypothesis' statistics: the strict JSON reason if any."""
+    found = re.search(r"refused \((\w+)\)", str(error))
+    return f"json {found.group(1)}" if found else "other check"
+
+
 # --- commands ---------------------------------------------------------------------------------
 
 def command_template(ctype: str) -> dict[str, Any]:
@@ -163,7 +170,9 @@ def check_command(body: Hostile) -> None:
                                           site=SITE, now=NOW + 1)
     except CommandError as exc:
         assert exc.reason in REASONS and str(exc), (exc.reason, exc)
+        event(f"refused: {_kind(exc)}")
         return
+    event("accepted")
     assert not body.refused, "a command the strict rules refuse was accepted"
     assert command.site == SITE
 
@@ -205,7 +214,9 @@ def check_header(header: Hostile) -> None:
         envelope.header_from_bytes(header.data)
     except EnvelopeError as exc:
         assert str(exc)
+        event(f"refused: {_kind(exc)}")
         return
+    event("accepted")
     assert not header.refused, "a header the strict rules refuse was accepted"
 
 
@@ -216,7 +227,9 @@ def check_body(body: Hostile) -> None:
                                        envelope.DEFAULT_LIMITS)
     except EnvelopeError as exc:
         assert str(exc)
+        event(f"refused: {_kind(exc)}")
         return
+    event("accepted")
     assert not body.refused, "a body the strict rules refuse was accepted"
     assert isinstance(opened, dict)
 
@@ -244,6 +257,7 @@ def check_receiver(header: Hostile | None, body: Hostile | None) -> None:
             finally:
                 receiver.replay.close()
         assert "internal error" not in receiver.rejected, verdict.reason
+        event("accepted" if verdict.accepted else f"refused: {_kind(verdict.reason)}")
         if verdict.accepted:
             assert not (header is not None and header.refused), "a refused header was accepted"
             assert not (body is not None and body.refused), "a refused body was accepted"
@@ -260,7 +274,9 @@ def check_catalogue_update(doc: Hostile) -> None:
         parse_catalogue(doc.data, source="fuzz")
     except CatalogueError as exc:
         assert str(exc)
+        event(f"refused: {_kind(exc)}")
         return
+    event("accepted")
     assert not doc.refused, "a catalogue the strict rules refuse was accepted"
 
 
