@@ -14,6 +14,7 @@ Shared by the short profile (tests/unit/test_fuzz_parsers.py, ``make test``) and
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import struct
@@ -25,8 +26,10 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from hypothesis.control import event as _hypothesis_event
+from hypothesis.errors import InvalidArgument
 
 from agent import commands, envelope, keys
 from agent.commands import CommandError
@@ -134,6 +137,12 @@ def hostile(draw: st.DrawFn, template: Any, *, encoding: str = "ascii") -> Hosti
         data = f.mutate_bytes(data, draw(f.BYTE_EDITS))
     # A cut or edit may remove what made the document refused; only intact ones are sure.
     return Hostile(data, refused and damage == "none")
+
+
+def event(name: str) -> None:
+    """A hypothesis statistics event; nothing when a check runs outside a hypothesis test."""
+    with contextlib.suppress(InvalidArgument):
+        _hypothesis_event(name)
 
 
 def _kind(error: object) -> str:
