@@ -9,7 +9,7 @@ import pytest
 
 from tests.support import fuzz_json as fj
 
-pytestmark = pytest.mark.proof
+pytestmark = [pytest.mark.proof, pytest.mark.timeout(900)]  # per target; about 1 min idle
 _CASES = fj.cases(3000)
 
 test_command_parser = _CASES["command"]
