@@ -1,8 +1,9 @@
 """The daemon: one TaskGroup owns pollers, the policy pipeline, the outbox, uplink and page.
 
 Start-up opens the state (consent ledger, outbox) and keys; any failure there is fatal with a
-clear message. While running, a failing device poller is restarted with backoff and never takes
-the daemon down; a failure of the outbox's storage is fatal (exit 1, systemd restarts).
+clear message. While running, a failing device poller, or the command downlink, is restarted
+with backoff and never takes the daemon down; a failure of the outbox's storage is fatal (exit
+1, systemd restarts).
 SIGTERM/SIGINT set the stop event: pollers stop, the pipeline commits what it holds to the outbox,
 the minimiser's open windows are saved, the MQTT session is closed, and the daemon exits 0 within
 ``shutdown_timeout``. Those windows are also saved every ``snapshot_interval`` while running, and
@@ -167,13 +168,20 @@ class Daemon:
             ready.append(started)
             tasks.append(group.create_task(self._serve_page(state, started), name="page"))
         if self.config.operator_keys:
-            from agent.downlink import run_downlink
-
-            tasks.append(group.create_task(run_downlink(state, self.stop, now=self._now),
-                                           name="downlink"))
+            tasks.append(group.create_task(self._supervised_downlink(state), name="downlink"))
         for make in self.options.extra_tasks:
             tasks.append(group.create_task(make(state, self.stop)))
         return tasks
+
+    async def _supervised_downlink(self, state: State) -> None:
+        """The downlink, restarted with backoff when it fails, like a poller: a message that
+        breaks it (even a retained one, delivered again at every connection) must not stop
+        the daemon. Configuration and storage failures still do (exit 1, systemd restarts)."""
+        from agent.downlink import FATAL_ERRORS, run_downlink
+
+        await supervise("downlink", lambda: run_downlink(state, self.stop, now=self._now),
+                        stop=self.stop, backoff=Backoff(initial=1.0, cap=60.0),
+                        fatal=FATAL_ERRORS)
 
     async def _serve_page(self, state: State, started: asyncio.Event) -> None:
         """The household page, in this event loop (imported only when configured)."""

@@ -22,9 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from agent.keys import write_file_atomic
+from policy import strict_json
 from policy.errors import PolicyError
 from policy.minimise import Minimiser
 from policy.storage import fsync_dir
+from policy.strict_json import JSONRefused
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +65,8 @@ class MinimiserSnapshots:
             self._problem = f"cannot be read: {exc.strerror or exc}"
             return
         try:
-            self._pending = json.loads(raw)
-        except ValueError as exc:
+            self._pending = strict_json.loads(raw)
+        except JSONRefused as exc:
             self._problem = f"is not valid JSON: {exc}"
 
     def restore_once(self, now: datetime) -> None:
