@@ -222,8 +222,8 @@ class Daemon:
             if self.clock.synchronised:
                 now = self._now()
                 state.snapshots.restore_once(now)
-                state.pipeline.tick(now)
-                state.snapshots.save_if_due(now)
+                queued = state.pipeline.tick(now)
+                state.snapshots.after_tick(now, released=queued > 0)
             stats = state.outbox.stats()  # one query a tick, for the metrics and the status
             self._update_metrics(state, stats)
             self.notifier.status(self._status(state, stats))

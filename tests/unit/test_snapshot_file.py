@@ -115,3 +115,22 @@ def test_erasure_deletes_the_snapshot_at_once(tmp_path: Path) -> None:
     assert not path.exists()
     store.restore_once(T0 + timedelta(minutes=6))
     assert m.holds_nothing()
+
+
+def test_a_tick_that_released_saves_at_once_so_a_power_cut_cannot_release_it_again(
+        tmp_path: Path) -> None:
+    path = tmp_path / "minimiser-state.json"
+    _fed(path)  # the file now holds the half hour open, five minutes in
+    ticks = Ticks()
+    m, store = _running(path, ticks)
+    store.restore_once(T0 + timedelta(minutes=6))
+    store.after_tick(T0 + timedelta(minutes=6), released=False)  # starts the interval
+    ticks.now += 1.0  # far less than the interval: no periodic save is due
+    end = T0 + timedelta(minutes=30)
+    [release] = m.flush(end, SERVICE)
+    store.after_tick(end, released=True)
+    # Power cut here: no stop save. The next life restores what is on disk.
+    m2, store2 = _running(path)
+    store2.restore_once(end + timedelta(seconds=5))
+    assert m2.flush(end + timedelta(seconds=5), SERVICE) == []
+    assert release.records[0].good == 10
