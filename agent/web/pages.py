@@ -19,7 +19,8 @@ async def purposes(page: PageContext, request: Request) -> Response:
     service = page.service
     cards = views.purpose_cards(service, t)
     reset = [c.title for c in cards if c.needs_agreement]
-    return page.render(request, "purposes.html", session, cards=cards,
+    targets = {f"r-{c.id}-{r.id}" for c in cards for r in c.recipients}
+    return page.render(request, "purposes.html", session, flash_targets=targets, cards=cards,
                        pending=views.pending_texts(service, t), reset=reset,
                        agreements=views.agreement_cards(service, t),
                        version=service.catalogue.version)
@@ -35,8 +36,7 @@ async def released(page: PageContext, request: Request) -> Response:
     service = page.service
     stats = service.outbox_stats()
     titles = {p.id: views.text(p.title, t.lang) for p in service.catalogue.spec.purposes}
-    groups = [(card.title, recipient.name, recipient.releases)
-              for card in views.purpose_cards(service, t) for recipient in card.recipients]
+    groups = views.release_groups(service, t)
     drops = [(titles.get(pid, pid), n) for pid, n in sorted(stats.drops.items()) if n]
     return page.render(request, "released.html", session, groups=groups,
                        any_released=any(rows for _, _, rows in groups), depth=stats.depth,
@@ -66,7 +66,7 @@ async def rights(page: PageContext, request: Request) -> Response:
     session = page.authed(request)
     if session is None:
         return page.login_redirect(request)
-    return page.render(request, "rights.html", session)
+    return page.render(request, "rights.html", session, flash_targets={"stop", "delete-card"})
 
 
 async def export(page: PageContext, request: Request) -> Response:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -25,6 +26,7 @@ class ReleaseRow:
     points: int
     size: str
     possibly_sent: bool = False  # published, removed before its acknowledgement
+    items: tuple[str, ...] = ()  # what was in it, in the page's language (no values)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -41,12 +43,14 @@ class WithdrawnRow:
 class RecipientCard:
     id: str
     name: str
-    kind: str
+    kind: str | None  # the kind of recipient, None where the name already says it
     tier: str
     tier_label: str
     tier_note: str
+    state: str  # in words: "sending (every 30 minutes)" or "not sending"
     expires: str | None
-    options: tuple[tuple[str, str, str], ...]  # value, label, note
+    options: tuple[tuple[str, str, str], ...]  # value, label, note (off excluded)
+    on_tier: str  # the tier the switch turns on: the purpose's default, else the coarsest
     hours: tuple[int, ...]  # offered durations for a time-boxed purpose, empty otherwise
     releases: tuple[ReleaseRow, ...]
 
@@ -72,15 +76,17 @@ class PurposeCard:
     description: str
     seed_section: str
     categories: tuple[tuple[str, bool], ...]  # title, collected by the gateway
+    summary: str  # one plain sentence; the policy's own wording is behind "details"
     legal_kind: str
     legal_note: str
-    articles: str
+    articles: str  # in the page's language (Japanese article numbers on the ja page)
     seed_reference: str | None
     retention: str
     required: bool
     uses_data: bool
     needs_agreement: bool
-    recipients: tuple[RecipientCard, ...]
+    recipients: tuple[RecipientCard, ...]  # those that receive: a key is configured for them
+    not_receiving: str  # names of the catalogue's other recipients, joined; "" if none
 
 
 def text(value: Text, lang: str) -> str:
@@ -98,13 +104,53 @@ def size_text(n: int, t: Translator) -> str:
 
 
 def tier_options(purpose: Purpose, t: Translator) -> tuple[tuple[str, str, str], ...]:
-    """The settings a household may choose for a purpose: off (unless required) up to finest."""
+    """The levels of detail a household may choose for a purpose, coarsest first (turning it
+    off is the switch's job, not a level)."""
     if purpose.finest is None:
         return ()
     floor = -1 if purpose.required_tier is None else rank(purpose.required_tier)
-    values = [] if purpose.required else [OFF]
-    values += [tier.value for tier in ORDER if floor <= rank(tier) <= rank(purpose.finest)]
+    values = [tier.value for tier in ORDER if floor <= rank(tier) <= rank(purpose.finest)]
     return tuple((v, t(f"tier.{v}"), t(f"tiernote.{v}")) for v in values)
+
+
+def on_tier(purpose: Purpose) -> str:
+    """The level the on switch sets: the purpose's default when it has one, else the coarsest
+    level that holds measurements (a month), else the coarsest allowed."""
+    if purpose.finest is None:
+        return OFF
+    floor = -1 if purpose.required_tier is None else rank(purpose.required_tier)
+    allowed = [tier.value for tier in ORDER if floor <= rank(tier) <= rank(purpose.finest)]
+    default = purpose.default
+    if default is not None and default.value in allowed:
+        return default.value
+    measured = [v for v in allowed if v != "events"]
+    return (measured or allowed)[0]
+
+
+def state_text(tier: str, t: Translator) -> str:
+    """Whether it is sent, in words: 「送っています（30分ごと）」 or 「送っていません」."""
+    return t("switch.off_state") if tier == OFF else t("switch.on_state",
+                                                         tier=t(f"tier.{tier}"))
+
+
+_ARTICLE = re.compile(r"^APPI Art\. (\d+)(?:\((\d+)\))?(?:\(([ivx]+)\))?$")
+_ROMAN = {"i": 1, "ii": 2, "iii": 3, "iv": 4, "v": 5, "vi": 6, "vii": 7, "viii": 8, "ix": 9,
+          "x": 10}
+
+
+def article_text(article: str, lang: str) -> str:
+    """A catalogue's article reference in the page's language: ``APPI Art. 27(5)(i)`` is
+    個人情報保護法第27条第5項第1号 on the Japanese page; one it cannot read stays as it is."""
+    found = _ARTICLE.match(article)
+    if lang != "ja" or found is None:
+        return article
+    number, paragraph, item = found.groups()
+    out = f"個人情報保護法第{number}条"
+    if paragraph:
+        out += f"第{paragraph}項"
+    if item and item in _ROMAN:
+        out += f"第{_ROMAN[item]}号"
+    return out
 
 
 def recipient_name(service: HouseholdService, recipient: Recipient, lang: str) -> str:
@@ -114,11 +160,30 @@ def recipient_name(service: HouseholdService, recipient: Recipient, lang: str) -
     return f"{generic}: {real}" if real else generic
 
 
+def point_label(point: str, t: Translator) -> str:
+    """A point's name in words (``pv.power`` is 太陽光の発電量); MPPT inputs with their
+    number; a name the table does not know is shown as it is."""
+    key = f"point.{point}"
+    if t.has(key):
+        return t(key)
+    parts = point.split(".")
+    if len(parts) == 4 and parts[:2] == ["pv", "mppt"] and parts[2].isdigit():
+        key = f"point.pv.mppt.{parts[3]}"
+        if t.has(key):
+            return t(key, n=parts[2])
+    return point
+
+
+def item_labels(points: Sequence[str], t: Translator) -> tuple[str, ...]:
+    """The items of a release in words, each once, in the release's order."""
+    return tuple(dict.fromkeys(point_label(p, t) for p in points))
+
+
 def release_rows(entries: Sequence[ReleaseEntry], t: Translator) -> tuple[ReleaseRow, ...]:
     return tuple(ReleaseRow(time=local_time(e.time),
                             window=f"{local_time(e.window_start)} – {local_time(e.window_end)}",
                             tier=t(f"tier.{e.tier}"), points=e.points, size=size_text(e.size, t),
-                            possibly_sent=e.possibly_sent)
+                            possibly_sent=e.possibly_sent, items=item_labels(e.items, t))
                  for e in entries)
 
 
@@ -140,26 +205,48 @@ def withdrawn_rows(service: HouseholdService, t: Translator) -> tuple[WithdrawnR
 
 
 def purpose_cards(service: HouseholdService, t: Translator) -> list[PurposeCard]:
-    """One card per purpose of the catalogue, in catalogue order."""
+    """One card per purpose of the catalogue, in catalogue order; each lists the recipients
+    that receive (a key is configured for them) and names the others apart."""
     grants = service.grants()
     reset = service.needs_agreement()
     recent = service.recent_releases()
     cards = []
     for p in service.catalogue.spec.purposes:
-        recipients = []
+        recipients, others = [], []
         for r in p.recipients:
+            if not service.receives(r.id):
+                others.append(recipient_name(service, r, t.lang))
+                continue
             grant = grants.get((p.id, r.id))
             tier = OFF if grant is None else grant.tier.value
             expires = None if grant is None or grant.expires is None else grant.expires
+            name = recipient_name(service, r, t.lang)
+            kind = t(f"kind.{r.kind}")
             recipients.append(RecipientCard(
-                id=r.id, name=recipient_name(service, r, t.lang), kind=t(f"kind.{r.kind}"),
+                id=r.id, name=name, kind=None if kind in name else kind,
                 tier=tier, tier_label=t(f"tier.{tier}"), tier_note=t(f"tiernote.{tier}"),
+                state=state_text(tier, t),
                 expires=None if expires is None else local_time(expires),
-                options=tier_options(p, t),
+                options=tier_options(p, t), on_tier=on_tier(p),
                 hours=_hours(p.time_boxed_hours),
                 releases=release_rows(recent.get((p.id, r.id), ()), t)))
-        cards.append(_card(service, p, t, tuple(recipients), p.id in reset))
+        sep = "、" if t.lang == "ja" else ", "
+        cards.append(_card(service, p, t, tuple(recipients), p.id in reset,
+                           sep.join(others) if p.finest is not None else ""))
     return cards
+
+
+def release_groups(service: HouseholdService,
+                   t: Translator) -> list[tuple[str, str, tuple[ReleaseRow, ...]]]:
+    """What left, per purpose × recipient in catalogue order (every recipient of the
+    catalogue, whether it receives now or not): title, recipient, recent releases."""
+    recent = service.recent_releases()
+    out = []
+    for p in service.catalogue.spec.purposes:
+        for r in p.recipients:
+            rows = release_rows(recent.get((p.id, r.id), ()), t)
+            out.append((text(p.title, t.lang), recipient_name(service, r, t.lang), rows))
+    return out
 
 
 def _hours(default: int | None) -> tuple[int, ...]:
@@ -169,22 +256,26 @@ def _hours(default: int | None) -> tuple[int, ...]:
 
 
 def _card(service: HouseholdService, p: Purpose, t: Translator,
-          recipients: tuple[RecipientCard, ...], needs_agreement: bool) -> PurposeCard:
+          recipients: tuple[RecipientCard, ...], needs_agreement: bool,
+          not_receiving: str) -> PurposeCard:
     cats = service.catalogue.categories
     lang = t.lang
+    summary = f"summary.{p.id}"
     return PurposeCard(
         id=p.id, title=text(p.title, lang), description=text(p.description, lang),
         seed_section=p.seed_section,
         categories=tuple((text(cats[c].title, lang), cats[c].collected_by_gateway)
                          for c in p.categories),
+        summary=t(summary) if t.has(summary) else text(p.legal_basis.note, lang),
         legal_kind=t(f"legal.{p.legal_basis.kind}"), legal_note=text(p.legal_basis.note, lang),
-        articles=", ".join(p.legal_basis.articles),
+        articles=("、" if lang == "ja" else ", ").join(
+            article_text(a, lang) for a in p.legal_basis.articles),
         seed_reference=p.legal_basis.seed_reference_ja if lang == "ja" else None,
         retention=retention_text(p.retention, t, contact=text(service.catalogue.spec.contact,
                                                               lang)),
         required=p.required,
         uses_data=p.finest is not None, needs_agreement=needs_agreement,
-        recipients=recipients)
+        recipients=recipients, not_receiving=not_receiving)
 
 
 def pending_texts(service: HouseholdService, t: Translator) -> list[tuple[PendingRequest, str]]:
