@@ -217,6 +217,11 @@ class HouseholdService:
         return {key: sorted(entries, key=lambda e: e.time, reverse=True)[:limit]
                 for key, entries in found.items()}
 
+    def all_releases(self) -> list[ReleaseEntry]:
+        """Every release that left the home or may have, newest first (the CSV download)."""
+        return sorted((ReleaseEntry.from_log(e) for e in self._release_log.released()),
+                      key=lambda e: e.time, reverse=True)
+
     def withdrawn_releases(self, limit: int = 20) -> list[WithdrawnEntry]:
         """The last ``limit`` releases queued and then withdrawn unsent, newest first."""
         entries = [WithdrawnEntry.from_log(e) for e in self._release_log.entries()

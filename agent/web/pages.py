@@ -6,7 +6,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from agent.web import views
-from agent.web.context import PageContext, json_download, redirect
+from agent.web.context import PageContext, csv_download, json_download, redirect
 from agent.web.i18n import translator
 
 
@@ -75,6 +75,37 @@ async def export(page: PageContext, request: Request) -> Response:
         return page.login_redirect(request)
     stamp = page.service.now().strftime("%Y%m%d")
     return json_download(page.service.export_all(), f"hems-export-{stamp}.json")
+
+
+CSV_COLUMNS = ("time", "purpose", "recipient", "tier", "window_start", "window_end", "items",
+               "points", "bytes", "status")
+
+
+async def released_csv(page: PageContext, request: Request) -> Response:
+    """Every release that left the home (or may have), one row each, newest first: when,
+    which use, who received it, the level, the period, its items in words (never values),
+    their count, its size and whether it was sent or may have been; in the page's language."""
+    if page.authed(request) is None:
+        return page.login_redirect(request)
+    t = translator(page.lang(request))
+    service = page.service
+    sep = "、" if t.lang == "ja" else "; "
+    rows = []
+    for e in service.all_releases():
+        purpose = service.catalogue.purposes.get(e.purpose)
+        recipient = None if purpose is None else purpose.recipient(e.recipient)
+        rows.append((
+            views.local_time(e.time),
+            e.purpose if purpose is None else views.text(purpose.title, t.lang),
+            e.recipient if recipient is None else views.recipient_name(service, recipient,
+                                                                       t.lang),
+            t(f"tier.{e.tier}") if t.has(f"tier.{e.tier}") else e.tier,
+            views.local_time(e.window_start), views.local_time(e.window_end),
+            sep.join(views.item_labels(e.items, t)), e.points, e.size,
+            t("released.possibly_sent") if e.possibly_sent else t("csv.sent")))
+    stamp = service.now().strftime("%Y%m%d")
+    return csv_download([t(f"csv.{c}") for c in CSV_COLUMNS], rows,
+                        f"hems-released-{stamp}.csv")
 
 
 async def provision_records(page: PageContext, request: Request) -> Response:
