@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 from agent.paths import PENDING_REQUESTS_FILE
 from agent.pipeline import erase_local_data
+from agent.web.energy import HomeEnergy
 from agent.web.pending import LIFETIME, AgreementRequest, PendingRequests
 from agent.web.pending import PendingRequest as PendingRequest
 from policy.catalogue import Catalogue, Purpose
@@ -154,6 +155,8 @@ class HouseholdService:
         self._clock = clock or (lambda: datetime.now(UTC))
         self.state_dir = state_dir
         self._receivers = None if receivers is None else frozenset(receivers)
+        self.energy = HomeEnergy()
+        """The household's own energy, in memory only: the daemon feeds it every poll."""
         self._pending = PendingRequests(
             None if state_dir is None else state_dir / PENDING_REQUESTS_FILE, clock=self.now)
 

@@ -44,6 +44,16 @@ async def released(page: PageContext, request: Request) -> Response:
                        withdrawn=views.withdrawn_rows(service, t))
 
 
+async def energy(page: PageContext, request: Request) -> Response:
+    """わが家のエネルギー: solar, battery and use now and today, computed on the device and
+    never sent; beside it, what is sent now."""
+    session = page.authed(request)
+    if session is None:
+        return page.login_redirect(request)
+    return page.render(request, "energy.html", session,
+                       view=views.energy_view(page.service, translator(page.lang(request))))
+
+
 async def history(page: PageContext, request: Request) -> Response:
     """Consent history, newest first, with the catalogue version."""
     session = page.authed(request)

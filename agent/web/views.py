@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
+from agent.web.charts import Chart, day_chart
 from agent.web.household import HouseholdService, PendingRequest, ReleaseEntry
 from agent.web.i18n import Translator
 from agent.web.pending import AgreementRequest
@@ -358,3 +359,88 @@ def change_sentences(catalogue: Catalogue, p: Purpose, req: AgreementRequest,
         else:
             out.append(t(key))
     return tuple(out) or (t("agree.change.other"),)
+
+
+@dataclass(frozen=True, kw_only=True)
+class EnergyView:
+    """わが家のエネルギー: what the device computed for the household, and beside it, what
+    is sent now."""
+
+    has_data: bool
+    now_at: str | None
+    now: tuple[tuple[str, str], ...]  # label, value in words
+    today: tuple[tuple[str, str], ...]  # label, kWh
+    power: Chart
+    soc: Chart | None  # None without a battery level
+    hourly: tuple[tuple[str, str, str, str], ...]  # hour, solar kW, use kW, battery %
+    sending: tuple[str, ...]  # "use → recipient (level)" for each grant in force
+
+
+def energy_view(service: HouseholdService, t: Translator) -> EnergyView:
+    """The household's own energy, now and today, as the page shows it."""
+    moment = service.now()
+    now = service.energy.now(moment)
+    today = service.energy.today(moment)
+    kw = t("energy.kw")
+    figures = []
+    if now.pv is not None:
+        figures.append((t("energy.pv_now"), _kw(now.pv, kw)))
+    if now.load is not None:
+        figures.append((t("energy.load_now"), _kw(now.load, kw)))
+    if now.battery is not None:
+        key = "energy.discharging" if now.battery > 0 else (
+            "energy.charging" if now.battery < 0 else "energy.idle")
+        figures.append((t("energy.battery_now"), t(key, kw=_kw(abs(now.battery), kw))))
+    if now.soc is not None:
+        figures.append((t("energy.soc_now"), f"{now.soc:.0f}%"))
+    if now.grid is not None:
+        key = "energy.buying" if now.grid >= 0 else "energy.selling"
+        figures.append((t("energy.grid_now"), t(key, kw=_kw(abs(now.grid), kw))))
+    kwh = t("energy.kwh")
+    totals = (
+        (t("energy.pv_today"), f"{today.kwh(today.pv):.1f} {kwh}"),
+        (t("energy.load_today"), f"{today.kwh(today.load):.1f} {kwh}"),
+        (t("energy.charged_today"), f"{today.kwh(today.battery, sign=-1):.1f} {kwh}"),
+        (t("energy.discharged_today"), f"{today.kwh(today.battery):.1f} {kwh}"))
+    has_data = any(v is not None for v in (*today.pv, *today.load, *today.soc))
+    pv_kw = [None if v is None else v / 1000 for v in today.pv]
+    load_kw = [None if v is None else v / 1000 for v in today.load]
+    peak = max(((v, i) for i, v in enumerate(pv_kw) if v is not None), default=None)
+    desc = t("energy.power_desc_empty") if peak is None else t(
+        "energy.power_desc", pv=f"{today.kwh(today.pv):.1f}",
+        load=f"{today.kwh(today.load):.1f}", peak=f"{peak[0]:.1f}",
+        at=f"{peak[1] * 5 // 60}:{peak[1] * 5 % 60:02d}")
+    power = day_chart(id="chart-power", title=t("energy.power_title"), desc=desc,
+                      series=((t("energy.pv"), "pv", pv_kw), (t("energy.load"), "load",
+                                                              load_kw)), unit="")
+    soc = None
+    if any(v is not None for v in today.soc):
+        last = next(v for v in reversed(today.soc) if v is not None)
+        soc = day_chart(id="chart-soc", title=t("energy.soc_title"),
+                        desc=t("energy.soc_desc", last=f"{last:.0f}"),
+                        series=((t("energy.soc"), "soc", today.soc),), top_value=100.0)
+    hourly: list[tuple[str, str, str, str]] = []
+    for hour in range(24):
+        part = slice(hour * 12, hour * 12 + 12)
+        pv_h, load_h = _hour_mean(pv_kw[part]), _hour_mean(load_kw[part])
+        soc_h = _hour_mean(today.soc[part])
+        if pv_h is not None or load_h is not None or soc_h is not None:
+            hourly.append((f"{hour}:00", "–" if pv_h is None else f"{pv_h:.1f}",
+                           "–" if load_h is None else f"{load_h:.1f}",
+                           "–" if soc_h is None else f"{soc_h:.0f}%"))
+    sending = tuple(t("energy.sending_row", purpose=card.title, recipient=r.name,
+                      tier=r.tier_label)
+                    for card in purpose_cards(service, t) for r in card.recipients
+                    if r.tier != OFF)
+    return EnergyView(has_data=has_data, now_at=None if now.at is None else local_time(now.at),
+                      now=tuple(figures), today=totals, power=power, soc=soc,
+                      hourly=tuple(hourly), sending=sending)
+
+
+def _kw(watts: float, unit: str) -> str:
+    return f"{watts / 1000:.1f} {unit}"
+
+
+def _hour_mean(values: Sequence[float | None]) -> float | None:
+    found = [v for v in values if v is not None]
+    return sum(found) / len(found) if found else None
