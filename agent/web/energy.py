@@ -91,7 +91,10 @@ class HomeEnergy:
             if previous is None or r.ts >= previous[1]:
                 self._latest[key] = (value, r.ts)
             slot = (local.hour * 60 + local.minute) // 5
-            cell = self._buckets.setdefault(key, [[0.0, 0.0] for _ in range(BUCKETS)])[slot]
+            cells = self._buckets.get(key)
+            if cells is None:
+                cells = self._buckets[key] = [[0.0, 0.0] for _ in range(BUCKETS)]
+            cell = cells[slot]
             cell[0] += value
             cell[1] += 1
 

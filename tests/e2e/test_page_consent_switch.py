@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 from playwright.async_api import Browser, Locator, Page
 
-from tests.e2e.test_page_household import Site, _log_in
+from tests.e2e.test_page_household import SHOTS, Site, _log_in
 from tests.e2e.test_page_household import browser as browser
 from tests.e2e.test_page_household import site as site
 
@@ -46,6 +46,8 @@ async def test_switching_on_says_so_beside_the_switch_and_deletes_nothing(site: 
     assert await flash.get_attribute("aria-live") == "polite"
     assert await _in_viewport(page, flash)
     assert await page.locator("main > #flash").count() == 0  # not at the top as well
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    await page.screenshot(path=str(SHOTS / "consent-confirmation-ja-phone.png"))
     assert _tier(site, "proposals", "company") == "1mo"
     assert await switch.get_attribute("aria-checked") == "true"
     state = await page.locator("#state-proposals-company strong").inner_text()

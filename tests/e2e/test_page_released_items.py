@@ -11,7 +11,7 @@ import io
 
 import pytest
 
-from tests.e2e.test_page_household import Site, _log_in
+from tests.e2e.test_page_household import SHOTS, Site, _log_in
 from tests.e2e.test_page_household import browser as browser
 from tests.e2e.test_page_household import site as site
 
@@ -39,6 +39,8 @@ async def test_each_release_lists_its_items_in_words(site: Site) -> None:
     assert set(await watch.locator("ul.items li").all_inner_texts()) == WATCH
     text = await page.locator("main").inner_text()
     assert "pv.power" not in text and "1.0" not in text  # names in words, never values
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    await page.screenshot(path=str(SHOTS / "released-items-ja-phone.png"), full_page=True)
 
 
 async def test_the_csv_download_lists_every_release(site: Site) -> None:
@@ -76,6 +78,8 @@ async def test_no_page_scrolls_sideways_on_a_phone(site: Site, path: str) -> Non
     width = await page.evaluate("document.documentElement.scrollWidth")
     assert width <= 390, f"{path} is {width} px wide at 390 px"
     if path == "/history":
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        await page.screenshot(path=str(SHOTS / "history-ja-phone.png"), full_page=True)
         change = page.locator("#history tbody tr").first.locator("td").nth(3)
         box = await change.bounding_box()
         assert box is not None and box["x"] + box["width"] <= 390  # 変更 is on screen
