@@ -196,7 +196,9 @@ class Daemon:
             on_deletion=state.pipeline.queue_deletion, minimiser=state.minimiser,
             recipient_names={r.id: r.display_name for r in self.config.recipients
                              if r.display_name},
-            clock=self._now, state_dir=state.config.state_dir)
+            clock=self._now, state_dir=state.config.state_dir,
+            receivers=frozenset(state.pipeline.recipients))
+        state.pipeline.observers.append(household.energy.feed)
         state.household = household
         await serve(create_app(household, settings), settings.bind_host, settings.port,
                     ssl_certfile=str(web.tls_cert) if web.tls_cert else None,

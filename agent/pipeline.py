@@ -86,6 +86,9 @@ class Pipeline:
     release_log: ReleaseLog
     via_company: frozenset[str] = frozenset()
     """Recipients (contractors, joint users) served through the company's own envelope."""
+    observers: list[Callable[[Sequence[ReadingLike]], None]] = field(default_factory=list)
+    """Read-only listeners of every poll's readings, called after the minimiser took them
+    (the household page's own energy view, which stays on the device)."""
     wall: Callable[[], float] = time.time
     _device_key_id: str = field(init=False)
     _unroutable: set[tuple[str, str]] = field(init=False, default_factory=set)
@@ -113,6 +116,8 @@ class Pipeline:
         """Hand a poll's readings to the minimiser."""
         self.minimiser.feed(readings)
         self.metrics.inc("hems_readings_total", len(readings))
+        for observe in self.observers:
+            observe(readings)
 
     def tick(self, now: datetime) -> int:
         """Apply expiries, close windows that ended, seal and queue their releases."""

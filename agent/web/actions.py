@@ -14,7 +14,7 @@ import logging
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from agent.web import pages
+from agent.web import pages, views
 from agent.web.context import PageContext, redirect, wait_text
 from agent.web.household import Outcome
 from agent.web.i18n import Translator, translator
@@ -111,8 +111,37 @@ async def grant(page: PageContext, request: Request) -> Response:
                                          _tier(data.get("tier")), hours=_hours(data.get("hours")))
     except ConsentError:
         return page.message(request, session, "error.refused", 400)
-    page.flash(session, "done.changed", n=outcome.purged)
-    return redirect(f"/#p-{outcome.changes[0].record.purpose}")
+    record = outcome.changes[0].record
+    card = f"r-{record.purpose}-{record.recipient}"
+    page.flash(session, *changed_parts(page, record.purpose, record.recipient,
+                                       record.previous_tier, record.tier, outcome.purged),
+               where=card)
+    return redirect(f"/#{card}")
+
+
+def changed_parts(page: PageContext, purpose: str, recipient: str, before: str | None,
+                  after: str | None, purged: int) -> list[tuple[str, dict[str, object]]]:
+    """What a change did, in the words the household reads: started, stopped or a new level;
+    the deletion of queued data only when something was deleted."""
+    service = page.service
+    found = service.catalogue.purposes.get(purpose)
+    who = None if found is None else found.recipient(recipient)
+
+    def name(t: Translator) -> str:
+        return recipient if who is None else views.recipient_name(service, who, t.lang)
+
+    def level(t: Translator) -> str:
+        return t(f"tier.{after}")
+
+    if after is None:
+        parts: list[tuple[str, dict[str, object]]] = [("done.stopped_one", {"recipient": name})]
+    elif before is None:
+        parts = [("done.started", {"recipient": name, "tier": level})]
+    else:
+        parts = [("done.level", {"recipient": name, "tier": level})]
+    if purged:
+        parts.append(("done.purged", {"n": purged}))
+    return parts
 
 
 def _tier(value: str | None) -> str | None:
@@ -137,7 +166,7 @@ async def pending_request(page: PageContext, request: Request) -> Response:
             raise ConsentError("action must be accept or decline")
     except ConsentError:
         return page.message(request, session, "error.refused", 400)
-    page.flash(session, "done.accepted" if action == "accept" else "done.declined")
+    page.flash(session, ("done.accepted" if action == "accept" else "done.declined", {}))
     return redirect("/")
 
 
@@ -147,8 +176,11 @@ async def stop_third_party(page: PageContext, request: Request) -> Response:
     if isinstance(checked, Response):
         return checked
     outcome: Outcome = page.service.stop_third_party()
-    page.flash(checked[0], "done.stopped", n=outcome.purged)
-    return redirect("/rights")
+    parts: list[tuple[str, dict[str, object]]] = [("done.stopped", {})]
+    if outcome.purged:
+        parts.append(("done.purged", {"n": outcome.purged}))
+    page.flash(checked[0], *parts, where="stop")
+    return redirect("/rights#stop")
 
 
 async def delete(page: PageContext, request: Request) -> Response:
@@ -160,8 +192,8 @@ async def delete(page: PageContext, request: Request) -> Response:
     if data.get("confirm") != "yes":
         return page.message(request, session, "error.confirm", 400)
     page.service.delete_local_data()
-    page.flash(session, "done.deleted")
-    return redirect("/rights")
+    page.flash(session, ("done.deleted", {}), where="delete-card")
+    return redirect("/rights#delete-card")
 
 
 async def api_state(page: PageContext, request: Request) -> Response:

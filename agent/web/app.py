@@ -33,6 +33,8 @@ def create_app(household: HouseholdService, settings: WebSettings) -> Starlette:
         Route("/rights", bind(pages.rights, page)),
         Route("/export.json", bind(pages.export, page)),
         Route("/provision-records.json", bind(pages.provision_records, page)),
+        Route("/released.csv", bind(pages.released_csv, page)),
+        Route("/energy", bind(pages.energy, page)),
         Route("/login", bind(pages.login_form, page)),
         Route("/login", bind(actions.login, page), methods=["POST"]),
         Route("/logout", bind(actions.logout, page), methods=["POST"]),

@@ -4,9 +4,12 @@
 from __future__ import annotations
 
 import asyncio
+import csv
+import io
 import json
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from importlib import resources
 from pathlib import Path
@@ -29,6 +32,16 @@ HERE = Path(str(resources.files("agent.web")))
 _FORM_LIMITS: dict[str, Any] = {"max_files": 0, "max_fields": 16, "max_part_size": 4096}
 
 
+@dataclass(frozen=True)
+class Flash:
+    """What the last action did, shown once on the next page: messages said in order (a
+    value may be a function of the page's translator, for names said in its language), and
+    the id of the card it belongs in ("" for the top of the page)."""
+
+    parts: tuple[tuple[str, Mapping[str, object]], ...]
+    where: str = ""
+
+
 class PageContext:
     """Shared state of the handlers: service, settings, sessions, throttle, templates."""
 
@@ -49,7 +62,7 @@ class PageContext:
         self.login_lock = asyncio.Lock()  # one scrypt at a time: bounded CPU and memory
         self.cookie = "__Host-hems_session" if settings.tls else "hems_session"
         self.login_cookie = "__Host-hems_login" if settings.tls else "hems_login"
-        self.flashes: dict[str, tuple[str, dict[str, object]]] = {}
+        self.flashes: dict[str, Flash] = {}
         self.env = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"),
                                       autoescape=True, undefined=jinja2.StrictUndefined)
 
@@ -75,20 +88,30 @@ class PageContext:
         response.set_cookie(name, value, max_age=max_age, path="/", httponly=True,
                             samesite="strict", secure=self.settings.tls)
 
-    def flash(self, session: Session, key: str, **values: object) -> None:
-        self.flashes[session.sid] = (key, values)
+    def flash(self, session: Session, *parts: tuple[str, Mapping[str, object]],
+              where: str = "") -> None:
+        """Say what happened on the next page: each part a message key and its values;
+        ``where`` the id of the card the message is shown in."""
+        self.flashes[session.sid] = Flash(parts=parts, where=where)
 
     # -- rendering ----------------------------------------------------------------------
 
     def render(self, request: Request, name: str, session: Session | None,
-               status: int = 200, **context: Any) -> HTMLResponse:
+               status: int = 200, flash_targets: Collection[str] = (),
+               **context: Any) -> HTMLResponse:
+        """Render a template; a pending confirmation is shown inside the card it names when
+        that card is among ``flash_targets``, else at the top of the page."""
         lang = self.lang(request)
         t = translator(lang)
-        key, values = self.flashes.pop(session.sid, ("", {})) if session else ("", {})
+        done = self.flashes.pop(session.sid, None) if session else None
+        flash = "" if done is None else ("" if lang == "ja" else " ").join(
+            t(k, **{n: v(t) if callable(v) else v for n, v in values.items()})
+            for k, values in done.parts)
+        where = "" if done is None or done.where not in flash_targets else done.where
         html = self.env.get_template(name).render(
             t=t, lang=lang, csrf=session.csrf if session else "", path=request.url.path,
-            logged_in=bool(session and session.authenticated), flash=t(key, **values) if key
-            else "", contact=views.text(self.service.catalogue.spec.contact, lang), **context)
+            logged_in=bool(session and session.authenticated), flash=flash, flash_where=where,
+            contact=views.text(self.service.catalogue.spec.contact, lang), **context)
         response = HTMLResponse(html, status_code=status)
         if request.query_params.get("lang") in LANGUAGES:
             self.set_cookie(response, COOKIE, lang, 365 * 86400)
@@ -123,6 +146,18 @@ def json_download(data: Any, filename: str) -> Response:
     """A JSON attachment (UTF-8, Japanese kept readable)."""
     body = json.dumps(data, ensure_ascii=False, indent=2, default=_json_default)
     return Response(body, media_type="application/json; charset=utf-8",
+                    headers={"content-disposition": f'attachment; filename="{filename}"'})
+
+
+def csv_download(header: Sequence[str], rows: Iterable[Sequence[object]],
+                 filename: str) -> Response:
+    """A CSV attachment: UTF-8 with a byte order mark (so spreadsheet programs read the
+    Japanese right), CRLF line ends, every field quoted where needed."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(header)
+    writer.writerows(rows)
+    return Response("\ufeff" + buffer.getvalue(), media_type="text/csv; charset=utf-8",
                     headers={"content-disposition": f'attachment; filename="{filename}"'})
 
 

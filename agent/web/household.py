@@ -11,7 +11,7 @@ fast (a ledger write, a sqlite delete); the clock is injectable so tests can dri
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 from agent.paths import PENDING_REQUESTS_FILE
 from agent.pipeline import erase_local_data
+from agent.web.energy import HomeEnergy
 from agent.web.pending import LIFETIME, AgreementRequest, PendingRequests
 from agent.web.pending import PendingRequest as PendingRequest
 from policy.catalogue import Catalogue, Purpose
@@ -74,6 +75,8 @@ class ReleaseEntry:
     size: int
     possibly_sent: bool = False
     """Published, then removed before the broker acknowledged it: it may have left."""
+    items: tuple[str, ...] = ()
+    """The point names it held (``pv.power``, ...): which items, never their values."""
 
     @classmethod
     def from_log(cls, entry: Mapping[str, Any]) -> ReleaseEntry:
@@ -84,7 +87,8 @@ class ReleaseEntry:
                    window_start=datetime.fromisoformat(entry["start"]),
                    window_end=datetime.fromisoformat(entry["end"]), tier=entry["tier"],
                    points=len(entry["points"]), size=int(entry["bytes"]),
-                   possibly_sent=entry["status"] == STATUS_POSSIBLY_SENT)
+                   possibly_sent=entry["status"] == STATUS_POSSIBLY_SENT,
+                   items=tuple(str(p) for p in entry["points"]))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -127,7 +131,8 @@ class HouseholdService:
     is cleared and the outbox purged: the daemon signs and queues it and wipes the rest of the
     household's local data. ``extra_export`` adds what other parts of the device hold.
     ``state_dir`` keeps pending support requests and the page's sessions across a restart
-    (None: in memory only).
+    (None: in memory only). ``receivers`` are the recipients that can receive at all (a key
+    is configured for them); the page lists only those (None: every recipient).
     """
 
     def __init__(self, *, ledger: Ledger, release_log: ReleaseLog, outbox: OutboxLike,
@@ -137,7 +142,8 @@ class HouseholdService:
                  recipient_names: Mapping[str, str] | None = None,
                  extra_export: Callable[[], Mapping[str, Any]] | None = None,
                  clock: Callable[[], datetime] | None = None,
-                 state_dir: Path | None = None) -> None:
+                 state_dir: Path | None = None,
+                 receivers: Collection[str] | None = None) -> None:
         self._ledger = ledger
         self._release_log = release_log
         self._minimiser = minimiser
@@ -148,6 +154,9 @@ class HouseholdService:
         self._extra_export = extra_export
         self._clock = clock or (lambda: datetime.now(UTC))
         self.state_dir = state_dir
+        self._receivers = None if receivers is None else frozenset(receivers)
+        self.energy = HomeEnergy()
+        """The household's own energy, in memory only: the daemon feeds it every poll."""
         self._pending = PendingRequests(
             None if state_dir is None else state_dir / PENDING_REQUESTS_FILE, clock=self.now)
 
@@ -156,6 +165,10 @@ class HouseholdService:
     def now(self) -> datetime:
         """The service's clock (UTC)."""
         return self._clock()
+
+    def receives(self, recipient: str) -> bool:
+        """Whether anything can be sent to ``recipient`` (a key is configured for it)."""
+        return self._receivers is None or recipient in self._receivers
 
     @property
     def catalogue(self) -> Catalogue:
@@ -206,6 +219,11 @@ class HouseholdService:
                 ReleaseEntry.from_log(entry))
         return {key: sorted(entries, key=lambda e: e.time, reverse=True)[:limit]
                 for key, entries in found.items()}
+
+    def all_releases(self) -> list[ReleaseEntry]:
+        """Every release that left the home or may have, newest first (the CSV download)."""
+        return sorted((ReleaseEntry.from_log(e) for e in self._release_log.released()),
+                      key=lambda e: e.time, reverse=True)
 
     def withdrawn_releases(self, limit: int = 20) -> list[WithdrawnEntry]:
         """The last ``limit`` releases queued and then withdrawn unsent, newest first."""

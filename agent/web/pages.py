@@ -6,7 +6,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from agent.web import views
-from agent.web.context import PageContext, json_download, redirect
+from agent.web.context import PageContext, csv_download, json_download, redirect
 from agent.web.i18n import translator
 
 
@@ -19,7 +19,8 @@ async def purposes(page: PageContext, request: Request) -> Response:
     service = page.service
     cards = views.purpose_cards(service, t)
     reset = [c.title for c in cards if c.needs_agreement]
-    return page.render(request, "purposes.html", session, cards=cards,
+    targets = {f"r-{c.id}-{r.id}" for c in cards for r in c.recipients}
+    return page.render(request, "purposes.html", session, flash_targets=targets, cards=cards,
                        pending=views.pending_texts(service, t), reset=reset,
                        agreements=views.agreement_cards(service, t),
                        version=service.catalogue.version)
@@ -35,13 +36,22 @@ async def released(page: PageContext, request: Request) -> Response:
     service = page.service
     stats = service.outbox_stats()
     titles = {p.id: views.text(p.title, t.lang) for p in service.catalogue.spec.purposes}
-    groups = [(card.title, recipient.name, recipient.releases)
-              for card in views.purpose_cards(service, t) for recipient in card.recipients]
+    groups = views.release_groups(service, t)
     drops = [(titles.get(pid, pid), n) for pid, n in sorted(stats.drops.items()) if n]
     return page.render(request, "released.html", session, groups=groups,
                        any_released=any(rows for _, _, rows in groups), depth=stats.depth,
                        queued_size=views.size_text(stats.bytes, t), drops=drops,
                        withdrawn=views.withdrawn_rows(service, t))
+
+
+async def energy(page: PageContext, request: Request) -> Response:
+    """わが家のエネルギー: solar, battery and use now and today, computed on the device and
+    never sent; beside it, what is sent now."""
+    session = page.authed(request)
+    if session is None:
+        return page.login_redirect(request)
+    return page.render(request, "energy.html", session,
+                       view=views.energy_view(page.service, translator(page.lang(request))))
 
 
 async def history(page: PageContext, request: Request) -> Response:
@@ -66,7 +76,7 @@ async def rights(page: PageContext, request: Request) -> Response:
     session = page.authed(request)
     if session is None:
         return page.login_redirect(request)
-    return page.render(request, "rights.html", session)
+    return page.render(request, "rights.html", session, flash_targets={"stop", "delete-card"})
 
 
 async def export(page: PageContext, request: Request) -> Response:
@@ -75,6 +85,37 @@ async def export(page: PageContext, request: Request) -> Response:
         return page.login_redirect(request)
     stamp = page.service.now().strftime("%Y%m%d")
     return json_download(page.service.export_all(), f"hems-export-{stamp}.json")
+
+
+CSV_COLUMNS = ("time", "purpose", "recipient", "tier", "window_start", "window_end", "items",
+               "points", "bytes", "status")
+
+
+async def released_csv(page: PageContext, request: Request) -> Response:
+    """Every release that left the home (or may have), one row each, newest first: when,
+    which use, who received it, the level, the period, its items in words (never values),
+    their count, its size and whether it was sent or may have been; in the page's language."""
+    if page.authed(request) is None:
+        return page.login_redirect(request)
+    t = translator(page.lang(request))
+    service = page.service
+    sep = "、" if t.lang == "ja" else "; "
+    rows = []
+    for e in service.all_releases():
+        purpose = service.catalogue.purposes.get(e.purpose)
+        recipient = None if purpose is None else purpose.recipient(e.recipient)
+        rows.append((
+            views.local_time(e.time),
+            e.purpose if purpose is None else views.text(purpose.title, t.lang),
+            e.recipient if recipient is None else views.recipient_name(service, recipient,
+                                                                       t.lang),
+            t(f"tier.{e.tier}") if t.has(f"tier.{e.tier}") else e.tier,
+            views.local_time(e.window_start), views.local_time(e.window_end),
+            sep.join(views.item_labels(e.items, t)), e.points, e.size,
+            t("released.possibly_sent") if e.possibly_sent else t("csv.sent")))
+    stamp = service.now().strftime("%Y%m%d")
+    return csv_download([t(f"csv.{c}") for c in CSV_COLUMNS], rows,
+                        f"hems-released-{stamp}.csv")
 
 
 async def provision_records(page: PageContext, request: Request) -> Response:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
+from agent.web.charts import Chart, day_chart
 from agent.web.household import HouseholdService, PendingRequest, ReleaseEntry
 from agent.web.i18n import Translator
 from agent.web.pending import AgreementRequest
@@ -25,6 +27,7 @@ class ReleaseRow:
     points: int
     size: str
     possibly_sent: bool = False  # published, removed before its acknowledgement
+    items: tuple[str, ...] = ()  # what was in it, in the page's language (no values)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -41,12 +44,14 @@ class WithdrawnRow:
 class RecipientCard:
     id: str
     name: str
-    kind: str
+    kind: str | None  # the kind of recipient, None where the name already says it
     tier: str
     tier_label: str
     tier_note: str
+    state: str  # in words: "sending (every 30 minutes)" or "not sending"
     expires: str | None
-    options: tuple[tuple[str, str, str], ...]  # value, label, note
+    options: tuple[tuple[str, str, str], ...]  # value, label, note (off excluded)
+    on_tier: str  # the tier the switch turns on: the purpose's default, else the coarsest
     hours: tuple[int, ...]  # offered durations for a time-boxed purpose, empty otherwise
     releases: tuple[ReleaseRow, ...]
 
@@ -72,15 +77,17 @@ class PurposeCard:
     description: str
     seed_section: str
     categories: tuple[tuple[str, bool], ...]  # title, collected by the gateway
+    summary: str  # one plain sentence; the policy's own wording is behind "details"
     legal_kind: str
     legal_note: str
-    articles: str
+    articles: str  # in the page's language (Japanese article numbers on the ja page)
     seed_reference: str | None
     retention: str
     required: bool
     uses_data: bool
     needs_agreement: bool
-    recipients: tuple[RecipientCard, ...]
+    recipients: tuple[RecipientCard, ...]  # those that receive: a key is configured for them
+    not_receiving: str  # names of the catalogue's other recipients, joined; "" if none
 
 
 def text(value: Text, lang: str) -> str:
@@ -98,13 +105,53 @@ def size_text(n: int, t: Translator) -> str:
 
 
 def tier_options(purpose: Purpose, t: Translator) -> tuple[tuple[str, str, str], ...]:
-    """The settings a household may choose for a purpose: off (unless required) up to finest."""
+    """The levels of detail a household may choose for a purpose, coarsest first (turning it
+    off is the switch's job, not a level)."""
     if purpose.finest is None:
         return ()
     floor = -1 if purpose.required_tier is None else rank(purpose.required_tier)
-    values = [] if purpose.required else [OFF]
-    values += [tier.value for tier in ORDER if floor <= rank(tier) <= rank(purpose.finest)]
+    values = [tier.value for tier in ORDER if floor <= rank(tier) <= rank(purpose.finest)]
     return tuple((v, t(f"tier.{v}"), t(f"tiernote.{v}")) for v in values)
+
+
+def on_tier(purpose: Purpose) -> str:
+    """The level the on switch sets: the purpose's default when it has one, else the coarsest
+    level that holds measurements (a month), else the coarsest allowed."""
+    if purpose.finest is None:
+        return OFF
+    floor = -1 if purpose.required_tier is None else rank(purpose.required_tier)
+    allowed = [tier.value for tier in ORDER if floor <= rank(tier) <= rank(purpose.finest)]
+    default = purpose.default
+    if default is not None and default.value in allowed:
+        return default.value
+    measured = [v for v in allowed if v != "events"]
+    return (measured or allowed)[0]
+
+
+def state_text(tier: str, t: Translator) -> str:
+    """Whether it is sent, in words: 「送っています（30分ごと）」 or 「送っていません」."""
+    return t("switch.off_state") if tier == OFF else t("switch.on_state",
+                                                         tier=t(f"tier.{tier}"))
+
+
+_ARTICLE = re.compile(r"^APPI Art\. (\d+)(?:\((\d+)\))?(?:\(([ivx]+)\))?$")
+_ROMAN = {"i": 1, "ii": 2, "iii": 3, "iv": 4, "v": 5, "vi": 6, "vii": 7, "viii": 8, "ix": 9,
+          "x": 10}
+
+
+def article_text(article: str, lang: str) -> str:
+    """A catalogue's article reference in the page's language: ``APPI Art. 27(5)(i)`` is
+    個人情報保護法第27条第5項第1号 on the Japanese page; one it cannot read stays as it is."""
+    found = _ARTICLE.match(article)
+    if lang != "ja" or found is None:
+        return article
+    number, paragraph, item = found.groups()
+    out = f"個人情報保護法第{number}条"
+    if paragraph:
+        out += f"第{paragraph}項"
+    if item and item in _ROMAN:
+        out += f"第{_ROMAN[item]}号"
+    return out
 
 
 def recipient_name(service: HouseholdService, recipient: Recipient, lang: str) -> str:
@@ -114,11 +161,30 @@ def recipient_name(service: HouseholdService, recipient: Recipient, lang: str) -
     return f"{generic}: {real}" if real else generic
 
 
+def point_label(point: str, t: Translator) -> str:
+    """A point's name in words (``pv.power`` is 太陽光の発電量); MPPT inputs with their
+    number; a name the table does not know is shown as it is."""
+    key = f"point.{point}"
+    if t.has(key):
+        return t(key)
+    parts = point.split(".")
+    if len(parts) == 4 and parts[:2] == ["pv", "mppt"] and parts[2].isdigit():
+        key = f"point.pv.mppt.{parts[3]}"
+        if t.has(key):
+            return t(key, n=parts[2])
+    return point
+
+
+def item_labels(points: Sequence[str], t: Translator) -> tuple[str, ...]:
+    """The items of a release in words, each once, in the release's order."""
+    return tuple(dict.fromkeys(point_label(p, t) for p in points))
+
+
 def release_rows(entries: Sequence[ReleaseEntry], t: Translator) -> tuple[ReleaseRow, ...]:
     return tuple(ReleaseRow(time=local_time(e.time),
                             window=f"{local_time(e.window_start)} – {local_time(e.window_end)}",
                             tier=t(f"tier.{e.tier}"), points=e.points, size=size_text(e.size, t),
-                            possibly_sent=e.possibly_sent)
+                            possibly_sent=e.possibly_sent, items=item_labels(e.items, t))
                  for e in entries)
 
 
@@ -140,26 +206,48 @@ def withdrawn_rows(service: HouseholdService, t: Translator) -> tuple[WithdrawnR
 
 
 def purpose_cards(service: HouseholdService, t: Translator) -> list[PurposeCard]:
-    """One card per purpose of the catalogue, in catalogue order."""
+    """One card per purpose of the catalogue, in catalogue order; each lists the recipients
+    that receive (a key is configured for them) and names the others apart."""
     grants = service.grants()
     reset = service.needs_agreement()
     recent = service.recent_releases()
     cards = []
     for p in service.catalogue.spec.purposes:
-        recipients = []
+        recipients, others = [], []
         for r in p.recipients:
+            if not service.receives(r.id):
+                others.append(recipient_name(service, r, t.lang))
+                continue
             grant = grants.get((p.id, r.id))
             tier = OFF if grant is None else grant.tier.value
             expires = None if grant is None or grant.expires is None else grant.expires
+            name = recipient_name(service, r, t.lang)
+            kind = t(f"kind.{r.kind}")
             recipients.append(RecipientCard(
-                id=r.id, name=recipient_name(service, r, t.lang), kind=t(f"kind.{r.kind}"),
+                id=r.id, name=name, kind=None if kind in name else kind,
                 tier=tier, tier_label=t(f"tier.{tier}"), tier_note=t(f"tiernote.{tier}"),
+                state=state_text(tier, t),
                 expires=None if expires is None else local_time(expires),
-                options=tier_options(p, t),
+                options=tier_options(p, t), on_tier=on_tier(p),
                 hours=_hours(p.time_boxed_hours),
                 releases=release_rows(recent.get((p.id, r.id), ()), t)))
-        cards.append(_card(service, p, t, tuple(recipients), p.id in reset))
+        sep = "、" if t.lang == "ja" else ", "
+        cards.append(_card(service, p, t, tuple(recipients), p.id in reset,
+                           sep.join(others) if p.finest is not None else ""))
     return cards
+
+
+def release_groups(service: HouseholdService,
+                   t: Translator) -> list[tuple[str, str, tuple[ReleaseRow, ...]]]:
+    """What left, per purpose × recipient in catalogue order (every recipient of the
+    catalogue, whether it receives now or not): title, recipient, recent releases."""
+    recent = service.recent_releases()
+    out = []
+    for p in service.catalogue.spec.purposes:
+        for r in p.recipients:
+            rows = release_rows(recent.get((p.id, r.id), ()), t)
+            out.append((text(p.title, t.lang), recipient_name(service, r, t.lang), rows))
+    return out
 
 
 def _hours(default: int | None) -> tuple[int, ...]:
@@ -169,22 +257,26 @@ def _hours(default: int | None) -> tuple[int, ...]:
 
 
 def _card(service: HouseholdService, p: Purpose, t: Translator,
-          recipients: tuple[RecipientCard, ...], needs_agreement: bool) -> PurposeCard:
+          recipients: tuple[RecipientCard, ...], needs_agreement: bool,
+          not_receiving: str) -> PurposeCard:
     cats = service.catalogue.categories
     lang = t.lang
+    summary = f"summary.{p.id}"
     return PurposeCard(
         id=p.id, title=text(p.title, lang), description=text(p.description, lang),
         seed_section=p.seed_section,
         categories=tuple((text(cats[c].title, lang), cats[c].collected_by_gateway)
                          for c in p.categories),
+        summary=t(summary) if t.has(summary) else text(p.legal_basis.note, lang),
         legal_kind=t(f"legal.{p.legal_basis.kind}"), legal_note=text(p.legal_basis.note, lang),
-        articles=", ".join(p.legal_basis.articles),
+        articles=("、" if lang == "ja" else ", ").join(
+            article_text(a, lang) for a in p.legal_basis.articles),
         seed_reference=p.legal_basis.seed_reference_ja if lang == "ja" else None,
         retention=retention_text(p.retention, t, contact=text(service.catalogue.spec.contact,
                                                               lang)),
         required=p.required,
         uses_data=p.finest is not None, needs_agreement=needs_agreement,
-        recipients=recipients)
+        recipients=recipients, not_receiving=not_receiving)
 
 
 def pending_texts(service: HouseholdService, t: Translator) -> list[tuple[PendingRequest, str]]:
@@ -267,3 +359,88 @@ def change_sentences(catalogue: Catalogue, p: Purpose, req: AgreementRequest,
         else:
             out.append(t(key))
     return tuple(out) or (t("agree.change.other"),)
+
+
+@dataclass(frozen=True, kw_only=True)
+class EnergyView:
+    """わが家のエネルギー: what the device computed for the household, and beside it, what
+    is sent now."""
+
+    has_data: bool
+    now_at: str | None
+    now: tuple[tuple[str, str], ...]  # label, value in words
+    today: tuple[tuple[str, str], ...]  # label, kWh
+    power: Chart
+    soc: Chart | None  # None without a battery level
+    hourly: tuple[tuple[str, str, str, str], ...]  # hour, solar kW, use kW, battery %
+    sending: tuple[str, ...]  # "use → recipient (level)" for each grant in force
+
+
+def energy_view(service: HouseholdService, t: Translator) -> EnergyView:
+    """The household's own energy, now and today, as the page shows it."""
+    moment = service.now()
+    now = service.energy.now(moment)
+    today = service.energy.today(moment)
+    kw = t("energy.kw")
+    figures = []
+    if now.pv is not None:
+        figures.append((t("energy.pv_now"), _kw(now.pv, kw)))
+    if now.load is not None:
+        figures.append((t("energy.load_now"), _kw(now.load, kw)))
+    if now.battery is not None:
+        key = "energy.discharging" if now.battery > 0 else (
+            "energy.charging" if now.battery < 0 else "energy.idle")
+        figures.append((t("energy.battery_now"), t(key, kw=_kw(abs(now.battery), kw))))
+    if now.soc is not None:
+        figures.append((t("energy.soc_now"), f"{now.soc:.0f}%"))
+    if now.grid is not None:
+        key = "energy.buying" if now.grid >= 0 else "energy.selling"
+        figures.append((t("energy.grid_now"), t(key, kw=_kw(abs(now.grid), kw))))
+    kwh = t("energy.kwh")
+    totals = (
+        (t("energy.pv_today"), f"{today.kwh(today.pv):.1f} {kwh}"),
+        (t("energy.load_today"), f"{today.kwh(today.load):.1f} {kwh}"),
+        (t("energy.charged_today"), f"{today.kwh(today.battery, sign=-1):.1f} {kwh}"),
+        (t("energy.discharged_today"), f"{today.kwh(today.battery):.1f} {kwh}"))
+    has_data = any(v is not None for v in (*today.pv, *today.load, *today.soc))
+    pv_kw = [None if v is None else v / 1000 for v in today.pv]
+    load_kw = [None if v is None else v / 1000 for v in today.load]
+    peak = max(((v, i) for i, v in enumerate(pv_kw) if v is not None), default=None)
+    desc = t("energy.power_desc_empty") if peak is None else t(
+        "energy.power_desc", pv=f"{today.kwh(today.pv):.1f}",
+        load=f"{today.kwh(today.load):.1f}", peak=f"{peak[0]:.1f}",
+        at=f"{peak[1] * 5 // 60}:{peak[1] * 5 % 60:02d}")
+    power = day_chart(id="chart-power", title=t("energy.power_title"), desc=desc,
+                      series=((t("energy.pv"), "pv", pv_kw), (t("energy.load"), "load",
+                                                              load_kw)), unit="")
+    soc = None
+    if any(v is not None for v in today.soc):
+        last = next(v for v in reversed(today.soc) if v is not None)
+        soc = day_chart(id="chart-soc", title=t("energy.soc_title"),
+                        desc=t("energy.soc_desc", last=f"{last:.0f}"),
+                        series=((t("energy.soc"), "soc", today.soc),), top_value=100.0)
+    hourly: list[tuple[str, str, str, str]] = []
+    for hour in range(24):
+        part = slice(hour * 12, hour * 12 + 12)
+        pv_h, load_h = _hour_mean(pv_kw[part]), _hour_mean(load_kw[part])
+        soc_h = _hour_mean(today.soc[part])
+        if pv_h is not None or load_h is not None or soc_h is not None:
+            hourly.append((f"{hour}:00", "–" if pv_h is None else f"{pv_h:.1f}",
+                           "–" if load_h is None else f"{load_h:.1f}",
+                           "–" if soc_h is None else f"{soc_h:.0f}%"))
+    sending = tuple(t("energy.sending_row", purpose=card.title, recipient=r.name,
+                      tier=r.tier_label)
+                    for card in purpose_cards(service, t) for r in card.recipients
+                    if r.tier != OFF)
+    return EnergyView(has_data=has_data, now_at=None if now.at is None else local_time(now.at),
+                      now=tuple(figures), today=totals, power=power, soc=soc,
+                      hourly=tuple(hourly), sending=sending)
+
+
+def _kw(watts: float, unit: str) -> str:
+    return f"{watts / 1000:.1f} {unit}"
+
+
+def _hour_mean(values: Sequence[float | None]) -> float | None:
+    found = [v for v in values if v is not None]
+    return sum(found) / len(found) if found else None

@@ -8,8 +8,9 @@ at phone and desktop widths are written to ``artifacts/screenshots/``.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -20,23 +21,36 @@ from playwright.async_api import Browser, Download, Page, async_playwright
 
 from agent.pipeline import ReleaseLogEvents
 from agent.web.app import create_app
+from agent.web.household import HouseholdService
 from agent.web.server import serve
-from policy.release import Release
+from policy.release import Record, Release
 from tests.conftest import free_port, require_binary
 from tests.integration.test_web_security import CODE, START, Rig, build, release
 
 pytestmark = pytest.mark.chromium
 SHOTS = Path(__file__).resolve().parents[2] / "artifacts" / "screenshots"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+# Recipients a key is configured for: the service's contractors and joint users have none.
+RECEIVERS = frozenset({"company", "installer", "support_centre"})
+DAILY_POINTS = ("pv.energy", "battery.soc", "load.energy", "grid.energy_import")
+WATCH_POINTS = ("pv.power", "pv.mppt.2.power", "inverter.events")
+
+
+def with_points(rel: Release, points: Sequence[str]) -> Release:
+    """``rel`` holding one record of each canonical point (values do not matter here)."""
+    records = tuple(Record(device="inverter-1", point=p, kind="power", unit="W",
+                           values={"mean": 1.0}, coverage=1.0, good=1, bad=0) for p in points)
+    return dataclasses.replace(rel, records=records)
 
 
 def _releases() -> list[tuple[Release, int, datetime]]:
     day = timedelta(days=1)
-    daily = [(release("improvement", "company", "1d", START - (i + 1) * day, START - i * day,
-                      points=12), 1840, START - i * day + timedelta(minutes=5))
+    daily = [(with_points(release("improvement", "company", "1d", START - (i + 1) * day,
+                                  START - i * day), DAILY_POINTS),
+              1840, START - i * day + timedelta(minutes=5))
              for i in range(3)]
-    watch = release("maintenance_watch", "installer", "30min", START - timedelta(minutes=30),
-                    START, points=8)
+    watch = with_points(release("maintenance_watch", "installer", "30min",
+                                START - timedelta(minutes=30), START), WATCH_POINTS)
     return [*daily, (watch, 960, START)]
 
 
@@ -60,6 +74,10 @@ async def browser() -> AsyncIterator[Browser]:
 async def site(tmp_path: Path, browser: Browser) -> AsyncIterator[Site]:
     port = free_port()
     rig = build(tmp_path, hosts=frozenset({"127.0.0.1"}), port=port, releases=_releases())
+    rig.service = HouseholdService(
+        ledger=rig.ledger, release_log=rig.release_log, outbox=rig.outbox,
+        on_consent_change=rig.changes.append, on_deletion=rig.deletions.append,
+        recipient_names=rig.service.recipient_names, clock=rig.clock, receivers=RECEIVERS)
     # One queued daily upload for `improvement`, so the purge on withdrawal is visible; the
     # outbox tells the release log what became of it, as the pipeline connects them.
     rig.outbox.events = ReleaseLogEvents(rig.release_log, rig.clock)
@@ -93,10 +111,19 @@ async def _log_in(site: Site) -> Page:
     return page
 
 
+async def _switch(page: Page, purpose: str, recipient: str) -> None:
+    """Flip the on/off switch of one recipient and wait for the page it leads to."""
+    await page.locator(f"#sw-{purpose}-{recipient}").click()
+    await page.wait_for_selector(f"#r-{purpose}-{recipient} #flash")
+
+
 async def _set(page: Page, purpose: str, recipient: str, tier: str,
                hours: str | None = None) -> None:
+    if tier == "off":
+        await _switch(page, purpose, recipient)
+        return
     form = page.locator(f"#grant-{purpose}-{recipient}")
-    await page.locator(f"#r-{purpose}-{recipient} details summary").first.click()
+    await page.locator(f"#r-{purpose}-{recipient} details.level summary").click()
     await form.locator(f"input[name=tier][value='{tier}']").check()
     if hours is not None:
         await form.locator("select[name=hours]").select_option(hours)
@@ -248,7 +275,7 @@ async def test_screenshots_of_the_japanese_page(site: Site, name: str, width: in
     await page.set_viewport_size({"width": width, "height": height})
     SHOTS.mkdir(parents=True, exist_ok=True)
     await page.screenshot(path=SHOTS / f"purposes-ja-{name}.png")
-    await page.locator("#r-improvement-company details summary").first.click()
+    await page.locator("#r-improvement-company details.level summary").click()
     await page.screenshot(path=SHOTS / f"purposes-ja-{name}-choice.png")
     await page.goto(site.url + "/released")
     await page.screenshot(path=SHOTS / f"released-ja-{name}.png", full_page=True)
