@@ -6,9 +6,11 @@ recipients, with any rotated key still accepted), the catalogue version and the 
 and the household page's address. Rendered as text for the screen, JSON for tooling and a
 printable HTML page (one self-contained file: inline CSS, no script, every value escaped).
 
-``hems-agent provision`` writes all three to ``<state_dir>/commissioning/``;
-``hems-agent report`` renders one on demand. The ledger is read, never opened for writing, so a
-report never applies a catalogue update the daemon should deliver.
+``hems-agent provision`` writes all three to ``<state_dir>/commissioning/``, with the
+household's Japanese sheet (:mod:`agent.report_household`) as ``household.html``;
+``hems-agent report`` renders one on demand (``--household`` for the sheet). The ledger is
+read, never opened for writing, so a report never applies a catalogue update the daemon should
+deliver.
 """
 
 from __future__ import annotations
@@ -271,13 +273,18 @@ def write_all(doc: Doc, directory: Path) -> None:
 def after_provision(path: Path, *, test_uplink: bool) -> int:
     """Provision's last step: print the report, keep all three forms; 0 if all is well."""
     from agent.config import load_config
+    from agent.report_household import write as write_sheet
 
     doc = gather(path, test_uplink=test_uplink)
-    directory = load_config(path).state_dir / "commissioning"
+    config = load_config(path)
+    directory = config.state_dir / "commissioning"
     write_all(doc, directory)
+    write_sheet(config, directory / "household.html")
     print()
     print(render_text(doc), end="")
     print(f"report saved: {directory}/report.txt, report.json, report.html (printable)")
+    print(f"household sheet (Japanese, A4, a blank line for the pairing code): "
+          f"{directory}/household.html")
     return 0 if ok(doc) else 3
 
 
@@ -288,11 +295,44 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", type=Path, help="write to FILE instead of the screen")
     parser.add_argument("--skip-uplink-test", action="store_true",
                         help="do not connect to the broker")
+    parser.add_argument("--household", action="store_true",
+                        help="the household's one-page Japanese sheet (HTML, A4) instead")
+    parser.add_argument("--pairing-code",
+                        help="with --household: print this pairing code on the sheet (checked "
+                             "against this gateway's); without it the sheet has a blank line")
+
+
+def household(args: argparse.Namespace) -> int:
+    """``report --household``: the sheet for the household, read from the files only."""
+    from agent.config import load_config
+    from agent.errors import AgentError
+    from agent.report_household import SheetError, gather
+    from agent.report_household import render as render_sheet
+
+    try:
+        text = render_sheet(gather(load_config(args.config), pairing_code=args.pairing_code))
+    except (AgentError, SheetError, OSError) as exc:
+        print(f"hems-agent report: {exc}", file=sys.stderr)
+        return 2
+    if args.output is not None:
+        from agent.keys import write_file_atomic
+
+        write_file_atomic(args.output, text.encode("utf-8"),
+                          mode=0o600 if args.pairing_code else 0o644)
+        print(f"household sheet written: {args.output} (print it on A4)")
+    else:
+        print(text, end="")
+    return 0
 
 
 def main(args: argparse.Namespace) -> int:
     from agent.errors import AgentError
 
+    if args.pairing_code is not None and not args.household:
+        print("hems-agent report: --pairing-code goes with --household", file=sys.stderr)
+        return 2
+    if args.household:
+        return household(args)
     try:
         doc = gather(args.config, test_uplink=not args.skip_uplink_test)
     except (AgentError, OSError, ValueError) as exc:

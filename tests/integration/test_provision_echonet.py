@@ -5,9 +5,6 @@ lists them."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import io
 import json
 import stat
 from collections.abc import AsyncIterator
@@ -15,87 +12,38 @@ from pathlib import Path
 
 import pytest
 
-from agent.cli import main
 from agent.config import load_config
-from agent.demo_echonet import EchonetSite, start_echonet_site
-from tests.conftest import free_port
-from tests.integration.test_provision_helpers import Gateway, recipient_file
+from agent.demo_echonet import EchonetSite
+from tests.integration.test_provision_helpers import Gateway
 from tests.support.fake_sk_module import FakeSkModule
-from tests.support.mosquitto import make_tls
-
-RBID = "0123456789ABCDEF0123456789ABCDEF"
-PASSWORD = "SECRETPASS12"
+from tests.support.installer import (
+    PASSWORD,
+    RBID,
+    args,
+    broute_args,
+    cli,
+    emulated_home,
+    fake_module,
+    fast_timeouts,
+    gateway,
+)
 
 
 @pytest.fixture
 async def home() -> AsyncIterator[EchonetSite]:
-    site, _ = await start_echonet_site()
-    try:
+    async with emulated_home() as site:
         yield site
-    finally:
-        await site.aclose()
 
 
 @pytest.fixture
 async def module() -> AsyncIterator[FakeSkModule]:
-    async with FakeSkModule(RBID, PASSWORD) as fake:
+    async with fake_module() as fake:
         yield fake
-
-
-async def cli(*argv: str) -> tuple[int, str, str]:
-    """``hems-agent ARGV`` in a worker thread of this process (its own event loop), while the
-    emulator and the fake module keep serving in this one: the CLI as the installer runs it,
-    without a new interpreter per call."""
-    out, err = io.StringIO(), io.StringIO()
-
-    def run() -> int:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            return main(list(argv))
-
-    code = await asyncio.to_thread(run)
-    return code, out.getvalue(), err.getvalue()
-
-
-def secret(directory: Path, name: str, text: str) -> Path:
-    path = directory / name
-    path.write_text(text + "\n")
-    return path
-
-
-def args(gw: Gateway, home: EchonetSite, *extra: str) -> list[str]:
-    ca, _, _ = make_tls(gw.root)
-    company, _ = recipient_file(gw.root)
-    password = secret(gw.root, "broker.pw", "pw-one")
-    return ["provision", "--config", str(gw.config), "--state-dir", str(gw.state),
-            "--site-id", "s-0001", "--broker-url", "mqtts://127.0.0.1:8883",
-            "--broker-ca", str(ca), "--broker-username", "s-0001",
-            "--broker-password-file", str(password), "--recipient", f"company={company}",
-            "--clock-check", "none", "--web-listen", f"127.0.0.1:{free_port()}",
-            "--metrics-listen", f"127.0.0.1:{free_port()}", "--non-interactive", "--no-chown",
-            "--skip-uplink-test", "--echonet-interface", home.interface,
-            "--echonet-port", str(home.port), "--echonet-wait", "0.5", *extra]
-
-
-def broute_args(gw: Gateway, module: FakeSkModule, password: str = PASSWORD) -> list[str]:
-    return ["--broute-device", module.path,
-            "--broute-id-file", str(secret(gw.root, "rbid.txt", RBID)),
-            "--broute-password-file", str(secret(gw.root, "rbpw.txt", password))]
-
-
-def fast_timeouts(gw: Gateway) -> None:
-    """Real modules need minutes; the fake answers at once."""
-    text = gw.config.read_text()
-    text = text.replace('password_file = "' + str(gw.etc / "broute.password") + '"',
-                        'password_file = "' + str(gw.etc / "broute.password") + '"\n'
-                        "scan_timeout = 2.0\njoin_timeout = 2.0\nrequest_timeout = 1.0")
-    text = text.replace("[echonet]\n", "[echonet]\ntimeout = 0.5\ndiscovery_wait = 0.5\n")
-    gw.config.write_text(text)
 
 
 @pytest.fixture
 def gw(tmp_path: Path) -> Gateway:
-    (tmp_path / "gw").mkdir()
-    return Gateway(tmp_path / "gw")
+    return gateway(tmp_path)
 
 
 async def test_provision_finds_echonet_devices_and_joins_the_broute_meter(
