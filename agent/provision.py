@@ -131,11 +131,13 @@ def make_plan(args: argparse.Namespace, ask: Prompter | None) -> Plan:
     password = inputs.credentials(args, broker, conf, files, private, ask)
     web = _web(args, raw, conf, ask)
     recipients = inputs.recipients(args, raw, conf, files, ask)
-    others = bool(args.echonet_scan or args.echonet_device or args.broute_device
-                  or raw.get("echonet_devices") or raw.get("broute"))
-    devices(args, raw, ask, prompt=not others)
-    echonet.echonet_devices(args, raw, ask)
-    echonet.broute(args, raw, conf, private, ask)
+    # Devices of any protocol given (or configured): ask for none; else ask for each kind.
+    given = bool(args.device or args.devices_from or args.echonet_scan or args.echonet_device
+                 or args.broute_device or raw.get("devices") or raw.get("echonet_devices")
+                 or raw.get("broute"))
+    devices(args, raw, ask, prompt=not given)
+    echonet.echonet_devices(args, raw, None if given and not args.echonet_scan else ask)
+    echonet.broute(args, raw, conf, private, None if given and not args.broute_device else ask)
     plan = Plan(path=path, raw=raw, password=password, files=files, private=private,
                 recipients=recipients, consents=inputs.consents(args, raw),
                 reference=args.consent_ref, rotate=args.rotate_keys,

@@ -340,6 +340,9 @@ def broute(args: argparse.Namespace, raw: dict[str, Any], conf: Path,
     from drivers.errors import DriverError
 
     current: dict[str, Any] = dict(raw.get("broute") or {})
+    if (current and args.broute_device is None and args.broute_id_file is None
+            and args.broute_password_file is None):
+        return  # configured before and not changed now: kept, not joined again (minutes)
     device = None
     if args.broute_device is not None:
         try:
