@@ -48,7 +48,7 @@ def device_checks(probes: list[DeviceProbe]) -> list[Check]:
             entry = p.entry or {}
             ident = entry.get("identity", {})
             link = link_text(entry)
-            checks.append(passed(name, f"{p.where}: {ident.get('manufacturer')} "
-                                       f"{ident.get('model')}, values plausible"
-                                       + (f"; {link}" if link else "")))
+            maker = " ".join(str(ident[k]) for k in ("manufacturer", "model") if ident.get(k))
+            checks.append(passed(name, f"{p.where}: {maker or 'identity not reported'}, "
+                                       "values plausible" + (f"; {link}" if link else "")))
     return checks

@@ -24,8 +24,8 @@ from tests.support.installer import (
     cli,
     emulated_home,
     fake_module,
-    fast_timeouts,
     gateway,
+    hand_written,
 )
 
 
@@ -99,33 +99,51 @@ async def test_bad_echonet_and_broute_input_is_refused_naming_it(
     assert not gw.config.exists()  # nothing written
 
 
-async def test_check_config_doctor_and_report_cover_all_three_protocols(
-        gw: Gateway, home: EchonetSite, module: FakeSkModule) -> None:
-    code, out, err = await cli(*args(gw, home, "--echonet-scan", "--echonet-select", "all",
-                                     "--device", "inverter=127.0.0.1:1/1",
-                                     "--no-device-check"), *broute_args(gw, module))
-    assert code in (0, 3), out + err
-    fast_timeouts(gw)
-    # A storage battery at an address where nothing answers.
+@pytest.fixture
+async def hand_configured(gw: Gateway, home: EchonetSite, module: FakeSkModule) -> str:
+    """A gateway with a Modbus inverter that does not answer, provisioned by flags, then
+    ECHONET Lite devices (PV by discovery, a battery at an address where nothing answers, a
+    LAN meter) and the B-route meter written into agent.toml by hand. The silent address."""
+    code, out, err = await cli(*args(gw, None, "--device", "inverter=127.0.0.1:1/1",
+                                     "--no-device-check"))
+    assert code == 3, out + err  # the inverter does not answer
     silent = home.interface.rsplit(".", 1)[0] + ".9"
-    text = gw.config.read_text().replace(
-        'name = "battery"\neoj = "027D02"\naddress = "' + home.gateway.address + '"',
-        'name = "battery"\neoj = "027D02"\naddress = "' + silent + '"')
-    gw.config.write_text(text)
-    code, out, _ = await cli("check-config", str(gw.config))
-    assert "OK (5 devices (1 Modbus, 3 ECHONET Lite, B-route smart meter)" in out
-    code, out, err = await cli("doctor", "--config", str(gw.config), "--json", "--timeout", "1")
+    hand_written(gw, home, module, battery_address=silent)
+    return silent
+
+
+async def test_check_config_counts_devices_of_every_protocol(gw: Gateway,
+                                                             hand_configured: str) -> None:
+    code, out, err = await cli("check-config", str(gw.config))
+    assert code == 0, err
+    assert "OK (5 devices (1 Modbus, 3 ECHONET Lite, B-route smart meter), 1 recipients)" in out
+
+
+async def test_doctor_reads_each_echonet_device_and_the_broute_meter_once(
+        gw: Gateway, module: FakeSkModule, hand_configured: str) -> None:
+    silent = hand_configured
+    code, out, err = await cli("doctor", "--config", str(gw.config), "--json")
+    assert code == 1, err
     checks = {c["name"]: c for c in json.loads(out)["checks"]}
+    # The battery nobody answers for is a failed check of its own, with the fix.
+    battery = checks.get("device battery", {})
+    assert battery.get("status") == "fail", list(checks)
+    assert battery["detail"] == f"ECHONET Lite {silent} 027D02: no answer within 0.5 s"
+    assert "same LAN" in battery["fix"]
+    assert checks["device pv"]["status"] == "pass"  # found by multicast discovery
+    assert checks["device meter"]["status"] == "pass"
     assert checks["config valid"]["detail"].endswith(
         "5 devices (1 Modbus, 3 ECHONET Lite, B-route smart meter), 1 recipient(s)")
-    assert checks["device pv"]["status"] == "pass"
-    assert checks["device meter"]["status"] == "pass"
-    battery = checks["device battery"]
-    assert battery["status"] == "fail" and f"ECHONET Lite {silent} 027D02" in battery["detail"]
-    assert "same LAN" in battery["fix"]
     meter = checks["device smart_meter"]
     assert meter["status"] == "pass", meter
-    assert "LQI 225 (about -42 dBm)" in meter["detail"] and "channel 33" in meter["detail"]
+    assert meter["detail"].startswith(f"B-route module {module.path}: 0xFFFFFE, values "
+                                      "plausible; joined in ")
+    assert "channel 33, link quality LQI 225 (about -42 dBm)" in meter["detail"]
+    assert module.joins == 1 and module.commands.count("SKSENDTO") == 2  # context, then read
+
+
+async def test_report_lists_devices_of_every_protocol(gw: Gateway,
+                                                      hand_configured: str) -> None:
     code, out, err = await cli("report", "--config", str(gw.config), "--skip-uplink-test",
                                "--format", "json")
     assert code == 1, err  # the battery and the inverter failed
@@ -134,9 +152,23 @@ async def test_check_config_doctor_and_report_cover_all_three_protocols(
         "inverter": ("modbus", False), "pv": ("echonet", True), "battery": ("echonet", False),
         "meter": ("echonet", True), "smart_meter": ("broute", True)}
     assert devices["smart_meter"]["readings"]["grid.power"]["value"] == 632.0
+    assert devices["smart_meter"]["link"]["lqi"] == 225
     assert devices["pv"]["readings"]["pv.power"]["value"] is not None
+
+
+async def test_a_failed_device_is_described_in_words(gw: Gateway) -> None:
+    code, out, err = await cli(*args(gw, None, "--device", "dead=127.0.0.1:1/1",
+                                     "--no-device-check"))
+    assert code == 3, out + err
     code, out, err = await cli("report", "--config", str(gw.config), "--skip-uplink-test")
-    line = next(s for s in out.splitlines() if s.startswith("  inverter"))
-    # A failed device is described in words, without placeholders for what it never said.
-    assert "FAILED: it did not answer" in line and "serial -" not in line
-    assert " - - " not in line and "Check: check the device is powered" in line
+    assert code == 1, err
+    line = next(s for s in out.splitlines() if s.startswith("  dead"))
+    # Not "dead (127.0.0.1:1 unit 1): - - serial - — FAIL": no placeholders for what the
+    # device never said, and what to check.
+    assert line.startswith("  dead (Modbus 127.0.0.1:1 unit 1): FAILED: it did not answer (")
+    assert "serial" not in line and " - " not in line
+    assert line.endswith("Check: check the device is powered, its cable or Wi-Fi link, and its "
+                         "address, port and unit id (hems-agent scan finds them)")
+    code, html, err = await cli("report", "--config", str(gw.config), "--skip-uplink-test",
+                                "--format", "html")
+    assert "<td>not reported</td>" in html and "serial None" not in html

@@ -56,7 +56,9 @@ def secret(directory: Path, name: str, text: str) -> Path:
     return path
 
 
-def args(gw: Gateway, home: EchonetSite, *extra: str) -> list[str]:
+def args(gw: Gateway, home: EchonetSite | None, *extra: str) -> list[str]:
+    """Every input of a provision run by flags; ``home``: where to search for ECHONET Lite
+    devices (None: no ECHONET Lite flag at all)."""
     ca, _, _ = make_tls(gw.root)
     company, _ = recipient_file(gw.root)
     password = secret(gw.root, "broker.pw", "pw-one")
@@ -66,8 +68,10 @@ def args(gw: Gateway, home: EchonetSite, *extra: str) -> list[str]:
             "--broker-password-file", str(password), "--recipient", f"company={company}",
             "--clock-check", "none", "--web-listen", f"127.0.0.1:{free_port()}",
             "--metrics-listen", f"127.0.0.1:{free_port()}", "--non-interactive", "--no-chown",
-            "--skip-uplink-test", "--echonet-interface", home.interface,
-            "--echonet-port", str(home.port), "--echonet-wait", "0.5", *extra]
+            "--skip-uplink-test", *extra,
+            *(() if home is None else ("--echonet-interface", home.interface,
+                                       "--echonet-port", str(home.port),
+                                       "--echonet-wait", "0.5"))]
 
 
 def broute_args(gw: Gateway, module: FakeSkModule, password: str = PASSWORD) -> list[str]:
@@ -76,14 +80,45 @@ def broute_args(gw: Gateway, module: FakeSkModule, password: str = PASSWORD) -> 
             "--broute-password-file", str(secret(gw.root, "rbpw.txt", password))]
 
 
-def fast_timeouts(gw: Gateway) -> None:
-    """Real modules need minutes; the fake answers at once."""
-    text = gw.config.read_text()
-    text = text.replace('password_file = "' + str(gw.etc / "broute.password") + '"',
-                        'password_file = "' + str(gw.etc / "broute.password") + '"\n'
-                        "scan_timeout = 2.0\njoin_timeout = 2.0\nrequest_timeout = 1.0")
-    text = text.replace("[echonet]\n", "[echonet]\ntimeout = 0.5\ndiscovery_wait = 0.5\n")
-    gw.config.write_text(text)
+def hand_written(gw: Gateway, home: EchonetSite, module: FakeSkModule, *,
+                 battery_address: str) -> None:
+    """Append ``[echonet]``, three ``[[echonet_devices]]`` and ``[broute]`` to agent.toml by
+    hand, as an installer had to before provision knew them (fast timeouts: the emulator and
+    the fake module answer at once)."""
+    for name, value in (("broute.id", RBID), ("broute.password", PASSWORD)):
+        path = gw.etc / name
+        path.write_text(value + "\n")
+        path.chmod(0o600)
+    with gw.config.open("a") as config:
+        config.write(f"""
+[echonet]
+interface = "{home.interface}"
+port = {home.port}
+timeout = 0.5
+discovery_wait = 0.5
+
+[[echonet_devices]]
+name = "pv"
+eoj = "0279"
+
+[[echonet_devices]]
+name = "battery"
+eoj = "027D02"
+address = "{battery_address}"
+
+[[echonet_devices]]
+name = "meter"
+eoj = "0288"
+address = "{home.meter.address}"
+
+[broute]
+device = "{module.path}"
+id_file = "{gw.etc / 'broute.id'}"
+password_file = "{gw.etc / 'broute.password'}"
+scan_timeout = 2.0
+join_timeout = 2.0
+request_timeout = 1.0
+""")
 
 
 def gateway(tmp_path: Path) -> Gateway:
