@@ -31,6 +31,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from agent.errors import AgentError
+from policy import strict_json
+from policy.strict_json import JSONRefused
 
 MAGIC = b"HEMC"
 VERSION = 1
@@ -187,17 +189,17 @@ def verify_command(payload: bytes, *, keys: Mapping[str, ed25519.Ed25519PublicKe
 
 def _body(raw: bytes) -> Command:
     try:
-        obj = json.loads(raw.decode("ascii"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise CommandError("malformed", "body is not ASCII JSON") from exc
+        obj = strict_json.loads(raw, encoding="ascii")
+    except JSONRefused as exc:
+        raise CommandError("malformed", f"body refused ({exc.reason}): {exc}") from exc
     if not isinstance(obj, dict):
         raise CommandError("malformed", "body is not a JSON object")
     if set(obj) != _BODY_FIELDS:
         missing, extra = sorted(_BODY_FIELDS - set(obj)), sorted(set(obj) - _BODY_FIELDS)
         raise CommandError("malformed", f"body fields wrong: missing {missing}, "
-                                        f"unexpected {extra}")
+                                        f"unexpected {_shown(extra)}")
     if obj["v"] != VERSION or type(obj["v"]) is not int:
-        raise CommandError("malformed", f"body version {obj['v']!r} is not {VERSION}")
+        raise CommandError("malformed", f"body version {_shown(obj['v'])} is not {VERSION}")
     ctype = _command_type(obj["type"])
     return Command(id=obj["id"], site=obj["site"], key=obj["key"], type=ctype,
                    issued=obj["issued"], expires=obj["expires"], args=obj["args"])
@@ -206,7 +208,7 @@ def _body(raw: bytes) -> Command:
 def _command_type(value: object) -> CommandType:
     if isinstance(value, str) and value in _TYPES:
         return CommandType(value)
-    raise CommandError("malformed", f"unknown command type {value!r}; expected one of "
+    raise CommandError("malformed", f"unknown command type {_shown(value)}; expected one of "
                                     f"{', '.join(sorted(_TYPES))}")
 
 
@@ -233,7 +235,7 @@ def _validate_args(ctype: CommandType, args: Mapping[str, Any], bad: Any) -> Non
     spec = _ARGS[ctype]
     unknown = sorted(set(args) - set(spec))
     if unknown:
-        raise bad(f"{ctype.value}: unexpected arguments {unknown}")
+        raise bad(f"{ctype.value}: unexpected arguments {_shown(unknown)}")
     for name, (required, kind) in spec.items():
         if name not in args:
             if required:
@@ -241,6 +243,12 @@ def _validate_args(ctype: CommandType, args: Mapping[str, Any], bad: Any) -> Non
             continue
         if not _ARG_CHECKS[kind](args[name]):
             raise bad(f"{ctype.value}: argument {name!r} is not a valid {kind}")
+
+
+def _shown(value: object) -> str:
+    """``repr`` cut to 60 characters: a refused command's values may be huge."""
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:57]}..."
 
 
 _ARG_CHECKS: dict[str, Any] = {

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -99,12 +99,15 @@ class BrouteConfig(_Model):
 
     ``id_file`` and ``password_file`` hold the utility-issued B-route ID and password; like
     every secret they must be mode 0600. Scans and joins take minutes on real hardware.
+    ``module`` names the module's SK dialect (``bp35a1``: ROHM BP35A1, RL7023 Stick-D/IPS;
+    ``bp35c2``: ROHM BP35C0/BP35C2, RL7023 Stick-D/DSS); ``auto`` asks the module (SKINFO).
     """
 
     name: Annotated[str, Field(pattern=_NAME)] = "smart_meter"
     device: Annotated[str, Field(pattern=r"^/dev/[A-Za-z0-9_./-]+$")]
     id_file: Path
     password_file: Path
+    module: Literal["auto", "bp35a1", "bp35c2"] = "auto"
     scan_attempts: Annotated[int, Field(ge=1, le=10)] = 3
     scan_timeout: Annotated[float, Field(gt=0, le=900)] = 180.0
     join_timeout: Annotated[float, Field(gt=0, le=900)] = 180.0

@@ -1,8 +1,9 @@
 """The daemon: one TaskGroup owns pollers, the policy pipeline, the outbox, uplink and page.
 
 Start-up opens the state (consent ledger, outbox) and keys; any failure there is fatal with a
-clear message. While running, a failing device poller is restarted with backoff and never takes
-the daemon down; a failure of the outbox's storage is fatal (exit 1, systemd restarts).
+clear message. While running, a failing device poller, or the command downlink, is restarted
+with backoff and never takes the daemon down; a failure of the outbox's storage is fatal (exit
+1, systemd restarts).
 SIGTERM/SIGINT set the stop event: pollers stop, the pipeline commits what it holds to the outbox,
 the minimiser's open windows are saved, the MQTT session is closed, and the daemon exits 0 within
 ``shutdown_timeout``. Those windows are also saved every ``snapshot_interval`` while running, and
@@ -15,6 +16,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import resource
 import signal
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
@@ -80,6 +82,7 @@ class Daemon:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop.set)
+        raise_open_files_limit()
         state = open_state(self.config, self.metrics, now=self._now())
         state.snapshots.interval = max(_SNAPSHOT_FLOOR,
                                        self.options.snapshot_interval / self.options.speed)
@@ -165,13 +168,20 @@ class Daemon:
             ready.append(started)
             tasks.append(group.create_task(self._serve_page(state, started), name="page"))
         if self.config.operator_keys:
-            from agent.downlink import run_downlink
-
-            tasks.append(group.create_task(run_downlink(state, self.stop, now=self._now),
-                                           name="downlink"))
+            tasks.append(group.create_task(self._supervised_downlink(state), name="downlink"))
         for make in self.options.extra_tasks:
             tasks.append(group.create_task(make(state, self.stop)))
         return tasks
+
+    async def _supervised_downlink(self, state: State) -> None:
+        """The downlink, restarted with backoff when it fails, like a poller: a message that
+        breaks it (even a retained one, delivered again at every connection) must not stop
+        the daemon. Configuration and storage failures still do (exit 1, systemd restarts)."""
+        from agent.downlink import FATAL_ERRORS, run_downlink
+
+        await supervise("downlink", lambda: run_downlink(state, self.stop, now=self._now),
+                        stop=self.stop, backoff=Backoff(initial=1.0, cap=60.0),
+                        fatal=FATAL_ERRORS)
 
     async def _serve_page(self, state: State, started: asyncio.Event) -> None:
         """The household page, in this event loop (imported only when configured)."""
@@ -212,8 +222,8 @@ class Daemon:
             if self.clock.synchronised:
                 now = self._now()
                 state.snapshots.restore_once(now)
-                state.pipeline.tick(now)
-                state.snapshots.save_if_due(now)
+                queued = state.pipeline.tick(now)
+                state.snapshots.after_tick(now, released=queued > 0)
             stats = state.outbox.stats()  # one query a tick, for the metrics and the status
             self._update_metrics(state, stats)
             self.notifier.status(self._status(state, stats))
@@ -249,6 +259,23 @@ class Daemon:
                            connected=state.publisher.connected.is_set(),
                            refused=len(state.publisher.refusals.held),
                            synchronised=self.clock.synchronised)
+
+
+def raise_open_files_limit(ceiling: int = 65536) -> int:
+    """Raise the soft open-files limit to the hard one (at most ``ceiling``); the soft limit
+    in force. The household page keeps its connections well under it
+    (``agent.web.connections.connection_budget``). Under the systemd unit ``LimitNOFILE=``
+    sets both and setrlimit is filtered out: then nothing is changed."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = ceiling if hard == resource.RLIM_INFINITY else min(hard, ceiling)
+    if soft == resource.RLIM_INFINITY or soft >= target:
+        return soft
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (OSError, ValueError) as exc:
+        log.info("open-files limit stays at %d (%s)", soft, exc)
+        return soft
+    return target
 
 
 def status_line(*, devices: int, queued: int, connected: bool, refused: int,

@@ -10,7 +10,11 @@ key and queued in the outbox as an ``event`` of purpose ``service``, ahead of da
 
 Rejected messages get no answer (an unauthenticated sender must not be able to make the
 gateway talk); each is logged with its reason and counted in
-``hems_commands_rejected_total{reason=...}``, which remote diagnostics report.
+``hems_commands_rejected_total{reason=...}``, which remote diagnostics report. Each message is
+contained on its own: hostile bytes (deep nesting, duplicate keys: ``policy.strict_json``) are
+``malformed``, and an unexpected exception while checking one is ``internal_error``; the next
+message is handled as usual. The daemon restarts the downlink with backoff if it fails as a
+whole; only configuration and storage failures (:data:`FATAL_ERRORS`) stop the daemon.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import sqlite3
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -33,16 +38,21 @@ from agent.command_actions import Actions, Outcome
 from agent.commands import MAX_COMMAND, Command, CommandError, verify_command
 from agent.config import AgentConfig
 from agent.envelope import DEFAULT_LIMITS, Header, seal
-from agent.errors import ConfigError, KeyFileError, UplinkError
+from agent.errors import ConfigError, KeyFileError, OutboxError, UplinkError
+from agent.failures import raised_at
 from agent.keys import device_key_id, load_device_public
 from agent.outbox import CONTROL_PRIORITY
-from agent.seen_ids import SEEN_FILE, SeenIds
+from agent.seen_ids import SEEN_FILE, SeenIds, SeenIdsError
 from agent.state import State, broker_config
 from agent.topics import PREFIX, topic_for
 from agent.uplink import BrokerConfig, backoff_delay, connect, tls_context
 
 log = logging.getLogger(__name__)
 
+FATAL_ERRORS: tuple[type[BaseException], ...] = (
+    ConfigError, KeyFileError, SeenIdsError, OutboxError, OSError, sqlite3.Error)
+"""What the downlink does not survive: configuration and storage failures (the daemon stops
+and systemd restarts it). Anything else fails one message, or restarts the downlink alone."""
 RESULT_PURPOSE = "service"
 RESULT_RECIPIENT = "company"
 
@@ -121,13 +131,39 @@ class CommandHandler:
                                "Operator commands refused before applying, per reason")
 
     def handle(self, payload: bytes) -> Outcome | None:
-        """Process one message; its outcome, or None if it was rejected (and logged)."""
+        """Process one message; its outcome, or None if it was rejected (and logged).
+
+        Each message is contained on its own: anything but a :data:`FATAL_ERRORS` failure
+        raised while checking it rejects it (``internal_error``), while applying it makes an
+        ``error`` outcome. Either way the next message is handled as usual.
+        """
         if not self._bucket.take():
             self._reject("rate_limited", "too many commands; this one is dropped",
                          quiet=self._limited > 0)
             self._limited += 1
             return None
         self._limited = 0
+        try:
+            command = self._verify(payload)
+        except FATAL_ERRORS:
+            raise
+        except Exception as exc:  # one message's failure, contained; logged once below
+            self._reject("internal_error",
+                         f"unexpected {type(exc).__name__} at {raised_at(exc)}")
+            return None
+        if command is None:
+            return None
+        log.info("command %s (%s) accepted", command.id, command.type.value)
+        outcome = self._apply(command)
+        self._metrics.inc("hems_commands_total", type=command.type.value,
+                          status=outcome.status)
+        if outcome.reason:
+            log.warning("command %s (%s) %s: %s", command.id, command.type.value,
+                        outcome.status, outcome.reason)
+        self._reply(command, outcome)
+        return outcome
+
+    def _verify(self, payload: bytes) -> Command | None:
         try:
             command = verify_command(payload, keys=self.keys, site=self.state.config.site_id,
                                      now=self._wall(), max_size=self.settings.max_size)
@@ -137,15 +173,17 @@ class CommandHandler:
         if not self.seen.add(command.id, command.expires):
             self._reject("replayed", f"command {command.id} was already accepted")
             return None
-        log.info("command %s (%s) accepted", command.id, command.type.value)
-        outcome = self.actions.apply(command)
-        self._metrics.inc("hems_commands_total", type=command.type.value,
-                          status=outcome.status)
-        if outcome.reason:
-            log.warning("command %s (%s) %s: %s", command.id, command.type.value,
-                        outcome.status, outcome.reason)
-        self._reply(command, outcome)
-        return outcome
+        return command
+
+    def _apply(self, command: Command) -> Outcome:
+        try:
+            return self.actions.apply(command)
+        except FATAL_ERRORS:
+            raise
+        except Exception as exc:  # one command's failure, contained and answered as an error
+            log.error("command %s (%s) failed: unexpected %s at %s", command.id,
+                      command.type.value, type(exc).__name__, raised_at(exc))
+            return Outcome(status="error", reason=f"internal error ({type(exc).__name__})")
 
     def prune(self) -> int:
         """Forget command ids that have expired."""

@@ -28,6 +28,8 @@ from agent.errors import EnvelopeError, TopicError
 from agent.keys import KEM_HYBRID, KEM_X25519, RecipientPrivateKey, RecipientPublicKey
 from agent.keys import device_key_id as _device_key_id
 from agent.topics import check_kind, check_segment
+from policy import strict_json
+from policy.strict_json import JSONRefused
 
 MAGIC = b"HEMS"
 VERSION = 1
@@ -107,14 +109,15 @@ def _validate(h: Header) -> None:
         if type(value) not in allowed:
             raise EnvelopeError(f"header field {f.name!r} has type {type(value).__name__}")
     if h.v != VERSION:
-        raise EnvelopeError(f"header version {h.v} is not supported (expected {VERSION})")
+        raise EnvelopeError(f"header version {_shown(h.v)} is not supported "
+                            f"(expected {VERSION})")
     try:
         check_segment(h.site, "site id")
         check_segment(h.purpose, "purpose")
         check_segment(h.tier, "tier")
         check_kind(h.kind)
     except TopicError as exc:
-        raise EnvelopeError(f"header: {exc}") from exc
+        raise EnvelopeError(f"header: {_cut(str(exc))}") from exc
     for name in ("recipient_key", "device_key"):
         if _KEY_ID.fullmatch(getattr(h, name)) is None:
             raise EnvelopeError(f"header field {name!r} is not a 32-hex-digit key id")
@@ -123,30 +126,40 @@ def _validate(h: Header) -> None:
 
 def _validate_values(h: Header) -> None:
     if h.kem not in _SUITES:
-        raise EnvelopeError(f"header kem {h.kem!r} is not one of {sorted(_SUITES)}")
+        raise EnvelopeError(f"header kem {_shown(h.kem)} is not one of {sorted(_SUITES)}")
     if h.compression not in COMPRESSIONS or h.content_type != CONTENT_TYPE:
-        raise EnvelopeError(f"header compression/content type {h.compression!r}/"
-                            f"{h.content_type!r} is not supported")
+        raise EnvelopeError(f"header compression/content type {_shown(h.compression)}/"
+                            f"{_shown(h.content_type)} is not supported")
     if not 0 <= h.seq <= _MAX_SEQ:
-        raise EnvelopeError(f"header seq {h.seq} is outside 0..2^63-1")
+        raise EnvelopeError(f"header seq {_shown(h.seq)} is outside 0..2^63-1")
     if (h.window_start is None) != (h.window_end is None):
         raise EnvelopeError("header window_start and window_end must both be set or both null")
     if h.window_start is not None and h.window_end is not None and h.window_end <= h.window_start:
         raise EnvelopeError("header window_end is not after window_start")
 
 
+def _shown(value: object) -> str:
+    """``repr`` cut short: a refused header's values are the sender's choice, logged."""
+    return _cut(repr(value))
+
+
+def _cut(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else f"{text[:limit - 3]}..."
+
+
 def header_from_bytes(raw: bytes) -> Header:
     """Parse and validate header bytes; raise EnvelopeError naming what is wrong."""
     try:
-        obj = json.loads(raw.decode("ascii"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise EnvelopeError("header is not ASCII JSON") from exc
+        obj = strict_json.loads(raw, encoding="ascii")
+    except JSONRefused as exc:
+        raise EnvelopeError(f"header refused ({exc.reason}): {exc}") from exc
     if not isinstance(obj, dict):
         raise EnvelopeError("header is not a JSON object")
     names = {f.name for f in fields(Header)}
     if set(obj) != names:
         missing, extra = sorted(names - set(obj)), sorted(set(obj) - names)
-        raise EnvelopeError(f"header fields wrong: missing {missing}, unexpected {extra}")
+        raise EnvelopeError(f"header fields wrong: missing {missing}, "
+                            f"unexpected {_shown(extra)}")
     try:
         return Header(**obj)
     except TypeError as exc:
@@ -302,9 +315,9 @@ def _decode_body(header: Header, plaintext: bytes, limits: Limits) -> dict[str, 
         if inflater.unconsumed_tail or not inflater.eof:
             raise EnvelopeError(f"body is truncated or inflates beyond {limits.max_plaintext}")
     try:
-        body = json.loads(plaintext.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise EnvelopeError("body is not UTF-8 JSON") from exc
+        body = strict_json.loads(plaintext, encoding="utf-8")
+    except JSONRefused as exc:
+        raise EnvelopeError(f"body refused ({exc.reason}): {exc}") from exc
     if not isinstance(body, dict):
         raise EnvelopeError("body is not a JSON object")
     return body

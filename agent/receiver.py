@@ -27,9 +27,12 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from agent import envelope
 from agent.errors import EnvelopeError, KeyFileError, ReceiverError, TopicError, UplinkError
+from agent.failures import raised_at
 from agent.keys import RecipientPrivateKey, load_device_public, load_recipient_private
 from agent.topics import PREFIX, parse_topic, shared_subscription
 from agent.uplink import BrokerConfig, backoff_delay, connect, tls_context
+from policy import strict_json
+from policy.strict_json import JSONRefused
 
 log = logging.getLogger(__name__)
 
@@ -150,14 +153,22 @@ class Receiver:
         self.rejected: Counter[str] = Counter()
 
     def handle(self, topic: str, payload: bytes) -> Verdict:
-        """Process one message; never raises for bad input."""
+        """Process one message; never raises for bad input.
+
+        Each message is contained on its own: an envelope refused by the checks is counted by
+        reason; anything unexpected raised while checking one (other than a failure of the
+        replay store or the output, which stops the receiver) is counted as
+        ``internal error``. Either way it is logged once and dropped.
+        """
         try:
             opened = self._open(topic, payload)
         except (EnvelopeError, TopicError) as exc:
-            reason = re.sub(r"\d+", "N", str(exc).split(":")[0])
-            self.rejected[reason] += 1
-            log.warning("rejected an envelope: %s", exc)
-            return Verdict(accepted=False, reason=str(exc))
+            return self._reject(re.sub(r"\d+", "N", str(exc).split(":")[0]), str(exc))
+        except (OSError, sqlite3.Error):
+            raise
+        except Exception as exc:  # one message's failure, contained; logged once
+            return self._reject("internal error",
+                                f"unexpected {type(exc).__name__} at {raised_at(exc)}")
         header = asdict(opened.header)
         self.output.write(json.dumps({"header": header, "body": opened.body},
                                      sort_keys=True, ensure_ascii=False) + "\n")
@@ -165,6 +176,11 @@ class Receiver:
         self.replay.add(opened.header.site, opened.header.seq)
         self.accepted += 1
         return Verdict(accepted=True)
+
+    def _reject(self, reason: str, detail: str) -> Verdict:
+        self.rejected[reason] += 1
+        log.warning("rejected an envelope: %s", detail)
+        return Verdict(accepted=False, reason=detail)
 
     def _open(self, topic: str, payload: bytes) -> envelope.Opened:
         where = parse_topic(topic)
@@ -228,8 +244,8 @@ def load_device_registry(path: Path) -> dict[str, ed25519.Ed25519PublicKey]:
         if path.is_dir():
             return {p.stem: load_device_public(p.read_bytes(), str(p))
                     for p in sorted(path.glob("*.pem"))}
-        table = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
+        table = strict_json.loads(path.read_bytes())  # a site listed twice is refused
+    except (OSError, JSONRefused) as exc:
         raise ReceiverError(f"cannot read the device registry {path}: {exc}") from exc
     if not isinstance(table, dict):
         raise ReceiverError(f"{path}: expected a JSON object of site id -> public key")

@@ -2,7 +2,12 @@
 
 Functions here are what ``agent.scan_cli`` delegates to; :func:`add_arguments` and :func:`main`
 also let this module run as a subcommand of its own. Serial numbers are shown to the installer
-on the terminal but never logged.
+on the terminal but never logged; makers are named from the published maker code list.
+
+Exit codes as for the Modbus scan: 0 found something, 1 found nothing (no node answered, or the
+B-route check failed), 2 bad input. The objects of a class the agent reads are numbered;
+``--select`` (or a prompt, on a terminal) picks some and ``--save FILE`` writes them as
+``[[echonet_devices]]`` tables (``{"echonet_devices": [{"name", "eoj", "address"}]}``).
 """
 
 from __future__ import annotations
@@ -10,10 +15,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+EXIT_NOT_FOUND = 1
+EXIT_BAD_INPUT = 2
+_NAMES = {0x0279: "pv", 0x027D: "battery", 0x0288: "smart_meter"}  # by class, for --save
 
 if TYPE_CHECKING:  # driver imports stay inside the functions
     from drivers.echonet.client import EchonetClient
@@ -28,6 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="B-route Wi-SUN module serial device, e.g. /dev/ttyUSB0")
     add_options(parser)
     parser.add_argument("--json", action="store_true", help="print JSON")
+    parser.add_argument("--select", metavar="LIST", help="objects to add: all, none or 1,3")
+    parser.add_argument("--save", type=Path, metavar="FILE",
+                        help="write the selected objects as [[echonet_devices]] JSON")
 
 
 def add_options(parser: argparse.ArgumentParser) -> None:
@@ -36,6 +49,8 @@ def add_options(parser: argparse.ArgumentParser) -> None:
                         help="ECHONET Lite: local IPv4 address to send multicast from")
     parser.add_argument("--echonet-timeout", type=float, default=3.0, metavar="S",
                         help="ECHONET Lite: seconds to wait for replies (default 3)")
+    parser.add_argument("--echonet-port", type=int, default=3610, metavar="PORT",
+                        help="ECHONET Lite: UDP port (default 3610; only emulators use another)")
     parser.add_argument("--broute-id-file", type=Path, metavar="FILE",
                         help="file (mode 0600) holding the B-route authentication ID")
     parser.add_argument("--broute-password-file", type=Path, metavar="FILE",
@@ -71,11 +86,13 @@ async def scan_echonet(interface: str, timeout: float, *, port: int = 3610,  # n
 
 async def _object_entry(client: EchonetClient, info: ObjectInfo) -> dict[str, Any]:
     from drivers.echonet.device import EchonetDevice
+    from drivers.echonet.tables import maker_name
     from drivers.errors import DriverError
 
     entry: dict[str, Any] = {
         "eoj": str(info.eoj), "class": info.table.name if info.table else None,
-        "manufacturer": info.identity.manufacturer, "model": info.identity.model,
+        "manufacturer": info.identity.manufacturer,
+        "maker": maker_name(info.identity.manufacturer), "model": info.identity.model,
         "serial": info.identity.serial, "get_map": sorted(info.get_map), "readings": []}
     if info.table is None:
         return entry
@@ -100,57 +117,128 @@ async def check_broute(device: str, id_file: Path, password_file: Path, *,
                               password=read_secret(password_file, "B-route password"),
                               scan_timeout=scan_timeout, join_timeout=join_timeout)
     started = time.monotonic()
+    from drivers.echonet.tables import maker_name
+
     async with BrouteMeter(settings, name="smart-meter") as meter:
         readings = await meter.poll(0.0)
         pan = meter.pan
-        return {"device": device, "joined": True,
+        return {"device": device, "joined": True, "module": meter.dialect.name,
                 "channel": pan.channel if pan else None,
                 "pan_id": f"0x{pan.pan_id:04X}" if pan else None,
                 "manufacturer": meter.identity.manufacturer,
+                "maker": maker_name(meter.identity.manufacturer),
                 "seconds": round(time.monotonic() - started, 1),
                 "readings": [_reading(r) for r in readings]}
 
 
+def selectable(result: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """(address, object) of every object of a class the agent reads, in listing order."""
+    return [(node["address"], obj) for node in result["nodes"] for obj in node["objects"]
+            if obj["class"] is not None]
+
+
+def _maker(obj: dict[str, Any]) -> str:
+    code = obj["manufacturer"]
+    if code is None:
+        return "?"
+    return f"{obj['maker']} ({code})" if obj["maker"] else f"{code} (not in the maker list)"
+
+
 def print_echonet(result: dict[str, Any]) -> None:
-    """Human-readable scan output."""
-    if not result["nodes"]:
-        print("No ECHONET Lite nodes answered.")
+    """Human-readable scan output; the numbers are what ``--select`` takes."""
+    number = 0
     for node in result["nodes"]:
         print(f"{node['address']}")
         for obj in node["objects"]:
-            print(f"  {obj['eoj']}  {obj['class'] or 'unsupported class'}  "
-                  f"maker {obj['manufacturer']}  model {obj['model']}")
+            label = "  -"
+            if obj["class"] is not None:
+                number += 1
+                label = f"{number:>3}."
+            print(f"{label} {obj['eoj']}  {obj['class'] or 'unsupported class'}  "
+                  f"maker {_maker(obj)}  model {obj['model'] or '?'}  "
+                  f"serial {obj['serial'] or '?'}")
             for r in obj["readings"]:
-                print(f"    {r['point']:<28} {r['value']!s:>14} {r['unit']:<4} {r['quality']}")
+                print(f"      {r['point']:<28} {r['value']!s:>14} {r['unit']:<4} "
+                      f"{r['quality']}")
             if "error" in obj:
-                print(f"    error: {obj['error']}")
+                print(f"      error: {obj['error']}")
+
+
+def echonet_specs(chosen: Sequence[tuple[str, dict[str, Any]]]) -> list[dict[str, str]]:
+    """``[[echonet_devices]]`` tables for the chosen objects, named by class (pv, battery,
+    smart_meter; then -2, -3 for a second and third)."""
+    specs: list[dict[str, str]] = []
+    taken: set[str] = set()
+    for address, obj in chosen:
+        eoj = obj["eoj"].removeprefix("0x")
+        base = _NAMES.get(int(eoj[:4], 16), f"echonet-{eoj[:4].lower()}")
+        name, n = base, 2
+        while name in taken:
+            name, n = f"{base}-{n}", n + 1
+        taken.add(name)
+        specs.append({"name": name, "eoj": eoj, "address": address})
+    return specs
+
+
+def save_selected(args: argparse.Namespace, result: dict[str, Any]) -> int:
+    """Write the objects ``--select`` (or the prompt) picks to ``--save``; the exit code."""
+    from agent.scan_range import choose
+
+    answer = args.select
+    if answer is None and args.save is not None and sys.stdin.isatty():
+        answer = input("Objects to add (all, none, or numbers such as 1,3): ")
+    if args.save is None:
+        return 0
+    try:
+        chosen = choose(selectable(result), answer or "none")
+    except ValueError as exc:
+        print(f"hems-agent scan: --select: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    document = {"echonet_devices": echonet_specs(chosen)}
+    try:
+        args.save.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+    except OSError as exc:
+        print(f"hems-agent scan: --save: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(f"{len(chosen)} ECHONET Lite object(s) saved to {args.save}", file=sys.stderr)
+    return 0
 
 
 def print_broute(result: dict[str, Any]) -> None:
     """Human-readable B-route check output."""
-    print(f"B-route session up on {result['device']} (channel {result['channel']}, "
-          f"PAN {result['pan_id']}) after {result['seconds']} s")
+    print(f"B-route session up on {result['device']} ({result['module']} module, channel "
+          f"{result['channel']}, PAN {result['pan_id']}) after {result['seconds']} s; meter "
+          f"maker {_maker(result)}")
     for r in result["readings"]:
         print(f"  {r['point']:<28} {r['value']!s:>14} {r['unit']:<4} {r['quality']}")
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the ECHONET Lite and/or B-route scan the arguments ask for."""
+    """Run the ECHONET Lite and/or B-route scan the arguments ask for; the exit code."""
     from drivers.errors import DriverError
 
     output: dict[str, Any] = {}
     try:
         if args.echonet:
-            output["echonet"] = asyncio.run(scan_echonet(args.interface, args.echonet_timeout))
+            output["echonet"] = asyncio.run(scan_echonet(args.interface, args.echonet_timeout,
+                                                         port=args.echonet_port))
         if args.broute:
             if args.broute_id_file is None or args.broute_password_file is None:
-                print("--broute needs --broute-id-file and --broute-password-file")
-                return 2
+                print("hems-agent scan: --broute needs --broute-id-file and "
+                      "--broute-password-file", file=sys.stderr)
+                return EXIT_BAD_INPUT
             output["broute"] = asyncio.run(check_broute(
                 args.broute, args.broute_id_file, args.broute_password_file))
     except DriverError as exc:
-        print(f"error: {exc}")
-        return 1
+        print(f"hems-agent scan: {exc}", file=sys.stderr)
+        return EXIT_NOT_FOUND
+    except (ValueError, OSError) as exc:  # e.g. --interface not an address of this host
+        print(f"hems-agent scan: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if "echonet" in output and not output["echonet"]["nodes"]:
+        print(f"hems-agent scan: no ECHONET Lite node answered within {args.echonet_timeout} s "
+              f"(multicast from {args.interface})", file=sys.stderr)
+        return EXIT_NOT_FOUND
     if args.json:
         print(json.dumps(output, indent=2, ensure_ascii=False))
     else:
@@ -158,7 +246,7 @@ def run(args: argparse.Namespace) -> int:
             print_echonet(output["echonet"])
         if "broute" in output:
             print_broute(output["broute"])
-    return 0
+    return save_selected(args, output["echonet"]) if "echonet" in output else 0
 
 
 def main(args: argparse.Namespace) -> int:

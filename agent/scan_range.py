@@ -22,7 +22,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
 if TYPE_CHECKING:
     from agent.config import AgentConfig, RtuDevice, TcpDevice
@@ -32,6 +32,7 @@ MAX_CONCURRENCY = 128
 DEFAULT_CONCURRENCY = 32
 
 Entry = dict[str, Any]
+T = TypeVar("T")  # what choose() picks from: found devices, or scanned ECHONET Lite objects
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -269,14 +270,14 @@ async def probe_devices(config: AgentConfig) -> list[DeviceProbe]:
     return [t.result() for t in tasks]
 
 
-def choose(found: Sequence[Found], answer: str) -> list[Found]:
+def choose(found: Sequence[T], answer: str) -> list[T]:
     """``all``, ``none`` or numbers such as ``1,3`` (as listed) → the chosen devices."""
     text = answer.strip().lower()
     if text in ("all", "a", "*"):
         return list(found)
     if text in ("none", "n", ""):
         return []
-    picked: list[Found] = []
+    picked: list[T] = []
     for part in text.replace(" ", ",").split(","):
         if not part:
             continue

@@ -3,9 +3,11 @@ energy counted across it.
 
 Read at start-up, restored only once the clock is trusted (before the first reading is fed:
 the daemon calls :meth:`MinimiserSnapshots.restore_once` from both the tick and the reading
-sink), saved after a tick every ``interval`` seconds and at a clean stop after the last
-flush, so a SIGKILL or power cut loses at most one interval. Written atomically (temp file,
-fsync, rename, directory fsync) with mode 0600: it holds the household's open aggregates.
+sink), saved after a tick every ``interval`` seconds, after every tick that released a window
+(so its release marks are on disk with the outbox commit), and at a clean stop after the last
+flush, so a SIGKILL or power cut loses at most one interval of open windows. Written
+atomically (temp file, fsync, rename, directory fsync) with mode 0600: it holds the
+household's open aggregates.
 A refused or unreadable snapshot is logged with the reason and the minimiser starts empty;
 it never stops the daemon. Erasure (``Minimiser.clear``) deletes the file at once.
 """
@@ -22,9 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from agent.keys import write_file_atomic
+from policy import strict_json
 from policy.errors import PolicyError
 from policy.minimise import Minimiser
 from policy.storage import fsync_dir
+from policy.strict_json import JSONRefused
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +67,8 @@ class MinimiserSnapshots:
             self._problem = f"cannot be read: {exc.strerror or exc}"
             return
         try:
-            self._pending = json.loads(raw)
-        except ValueError as exc:
+            self._pending = strict_json.loads(raw)
+        except JSONRefused as exc:
             self._problem = f"is not valid JSON: {exc}"
 
     def restore_once(self, now: datetime) -> None:
@@ -88,6 +92,18 @@ class MinimiserSnapshots:
         windows = sum(len(starts) for starts in held["open_windows"].values())
         log.info("minimiser state restored: %d series, %d open windows, taken %s",
                  len(held["series"]), windows, data.get("taken"))
+
+    def after_tick(self, now: datetime, *, released: bool) -> None:
+        """Save at once after a tick that released a window, else when one is due.
+
+        The snapshot carries the minimiser's release marks: saved right after the outbox
+        commit, a power cut can no longer restore the state from before a release and have
+        the policy layer release that window a second time.
+        """
+        if released:
+            self.save(now)
+        else:
+            self.save_if_due(now)
 
     def save_if_due(self, now: datetime) -> None:
         """Save when ``interval`` seconds have passed since the last save (after a tick)."""

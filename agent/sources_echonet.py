@@ -244,7 +244,7 @@ class BroutePoller:
         c = self.config  # the secrets are read at every (re)start: a replaced file counts
         return BrouteSettings(
             device=c.device, route_b_id=read_secret(c.id_file, "B-route ID"),
-            password=read_secret(c.password_file, "B-route password"),
+            password=read_secret(c.password_file, "B-route password"), module=c.module,
             scan_attempts=c.scan_attempts, scan_timeout=c.scan_timeout,
             join_timeout=c.join_timeout, request_timeout=c.request_timeout,
             retries=c.retries, power_interval=c.power_interval,

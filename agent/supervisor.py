@@ -41,12 +41,14 @@ async def supervise(
     stop: asyncio.Event,
     backoff: Backoff | None = None,
     on_failure: Callable[[str, BaseException], None] | None = None,
+    fatal: tuple[type[BaseException], ...] = (),
     clock: Callable[[], float] = lambda: asyncio.get_running_loop().time(),
 ) -> None:
     """Run ``run()`` until ``stop`` is set, restarting it with backoff when it fails.
 
     ``run`` returning normally while ``stop`` is not set counts as a failure too (a poller is
-    not supposed to end). Cancellation passes straight through.
+    not supposed to end). Cancellation, and errors of the ``fatal`` types, pass straight
+    through.
     """
     backoff = backoff or Backoff()
     while not stop.is_set():
@@ -56,6 +58,8 @@ async def supervise(
             if stop.is_set():
                 return
             error: BaseException = RuntimeError("task ended unexpectedly")
+        except fatal:
+            raise
         except Exception as exc:  # contain one task's failure; logged once, with context
             error = exc
         if clock() - started >= backoff.reset_after:

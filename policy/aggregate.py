@@ -8,6 +8,12 @@ reading, also across gaps and window edges, so the sum of deltas over any run of
 the sum of increments of the counter. A decrease is a reset (counter replaced or wrapped): it
 contributes nothing, and later deltas count from the new value. A glitch that reads low once
 is therefore indistinguishable from a reset; drivers should mark such readings bad.
+
+Each bucket also keeps its *lead gap*: the delta of its first good counter reading and the
+interval ``[lead_from, lead_to]`` it was measured over (the previous good counter reading to
+this one). It is the only gap of a window that can begin before the window does, hence the only
+one that can straddle the start of a grant; :mod:`policy.shape` releases the share of it that
+falls after the grant's start, in proportion to time.
 """
 
 from __future__ import annotations
@@ -23,8 +29,8 @@ NUMERIC = frozenset({POWER, ENERGY, LEVEL, GAUGE})
 class Bucket:
     """What one series did in one minute (or, merged, in one window)."""
 
-    __slots__ = ("bad", "changed", "changes", "cover", "delta", "good", "last", "max", "minute",
-                 "sum", "union")
+    __slots__ = ("bad", "changed", "changes", "cover", "delta", "good", "last", "lead",
+                 "lead_from", "lead_to", "max", "minute", "sum", "union")
 
     def __init__(self, minute: int) -> None:
         self.minute = minute
@@ -38,6 +44,9 @@ class Bucket:
         self.union: set[str] | int | None = None
         self.delta = 0.0
         self.cover = 0.0  # Σ over minutes of good / (good + bad)
+        self.lead = 0.0  # energy: delta of the first good counter reading (its gap) ...
+        self.lead_from = 0.0  # ... measured from this instant (epoch s; the previous reading)
+        self.lead_to = 0.0  # ... to this one (the first good counter reading itself)
 
     def close(self) -> None:
         total = self.good + self.bad
@@ -45,6 +54,8 @@ class Bucket:
 
     def merge(self, other: Bucket) -> None:
         """Fold a later minute into this window aggregate."""
+        if not self.good and other.good:  # the window's first good reading: its lead gap
+            self.lead, self.lead_from, self.lead_to = other.lead, other.lead_from, other.lead_to
         self.good += other.good
         self.bad += other.bad
         self.sum += other.sum
@@ -63,7 +74,7 @@ class Series:
     """State of one device × point across minutes."""
 
     __slots__ = ("bucket", "category", "closed", "device", "kind", "kind_name", "last_counter",
-                 "last_state", "last_union", "point", "unit")
+                 "last_state", "last_t", "last_union", "point", "unit")
 
     def __init__(self, device: str, point: str, kind_name: str, unit: str,
                  category: str | None) -> None:
@@ -73,6 +84,7 @@ class Series:
         self.bucket = Bucket(-1)
         self.closed: list[Bucket] = []
         self.last_counter: float | None = None
+        self.last_t = 0.0  # epoch seconds of the reading that set last_counter
         self.last_state: Any = None
         self.last_union: set[str] | int | None = None
 

@@ -18,7 +18,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from policy import strict_json
 from policy.errors import CatalogueError
+from policy.strict_json import JSONRefused
 from policy.tiers import Tier, rank
 
 TierName = Literal["events", "1mo", "1d", "30min", "1min", "raw"]
@@ -215,9 +217,9 @@ def parse_catalogue(text: str | bytes, *, source: str = "<catalogue>",
     repairs what that catalogue switched on.
     """
     try:
-        raw = json.loads(text)
-    except ValueError as exc:
-        raise CatalogueError(source, "(file)", f"not valid JSON: {exc}") from exc
+        raw = strict_json.loads(text)
+    except JSONRefused as exc:
+        raise CatalogueError(source, "(file)", f"refused ({exc.reason}): {exc}") from exc
     try:
         spec = CatalogueSpec.model_validate(raw)
     except ValidationError as exc:

@@ -6,7 +6,16 @@ everything per window happens in :meth:`Minimiser.flush`, which folds closed min
 windows of the tiers granted *at that moment*, closes the windows that have ended, and builds a
 :class:`~policy.release.Release` per grant. A window is released to a grant only if it started
 at or after the grant took effect and the grant is still in force at flush time, so revocation
-and expiry take effect at once and data from before a grant is never released under it.
+and expiry take effect at once and data from before a grant is never released under it; an
+energy gap that began before the grant counts only for its share of time after it
+(:func:`policy.shape.consented_delta`).
+
+At most once per window: a flush at ``now`` closes every minute before ``now``'s minute for
+good (the *cut*), so a reading stamped before it is late (dropped and counted) and cannot reopen
+a window already released; and each (purpose, recipient) keeps the end of the last window
+released to it (its *mark*), below which nothing is released to it again. Both are in the
+snapshot, so they hold across a restart. Points of categories the gateway never collects are
+refused whatever the catalogue says (:mod:`policy.collected`).
 """
 
 from __future__ import annotations
@@ -29,6 +38,7 @@ from policy.aggregate import (
     union,
 )
 from policy.catalogue import Catalogue
+from policy.collected import collected_category
 from policy.errors import PolicyError
 from policy.minimise_state import Held, dump, load
 from policy.records import Grant
@@ -39,6 +49,7 @@ from policy.windows import Windows, to_datetime
 
 log = logging.getLogger(__name__)
 _EVENT_KINDS = frozenset({STATE, EVENT})
+_OK, _BAD, _LATE = 0, 1, 2
 
 
 class ReadingLike(Protocol):
@@ -64,7 +75,10 @@ class Minimiser:
     """Per-purpose allow-lists, aligned aggregation windows and rounding.
 
     ``tz`` aligns half hours, days and months to local time. Feed readings in time order per
-    series; a reading for a minute already closed is dropped and counted as ``late``.
+    series; a reading for a minute already closed (by a flush, or by a later reading of its
+    series) is dropped and counted as ``late``, and so is an energy reading older than the
+    last counter reading of its series. An energy counter keeps its last value in time, so
+    what a late reading saw is counted by the next reading, in the window that is then open.
     """
 
     def __init__(self, catalogue: Catalogue, tz: str = "Asia/Tokyo") -> None:
@@ -78,7 +92,11 @@ class Minimiser:
         self._keep_raw = False
         self._carry: Carry = {}
         self._allowed: dict[tuple[str, tuple[str, str]], bool] = {}
-        self.stats: dict[str, int] = {"fed": 0, "dropped": 0, "late": 0, "bad_value": 0}
+        self._never: set[tuple[str, str]] = set()  # series refused as never collected
+        self._cut = -1  # minutes before this one are closed (set by flush, never decreases)
+        self._released: dict[tuple[str, str], int] = {}  # (purpose, recipient) -> last end
+        self.stats: dict[str, int] = {"fed": 0, "dropped": 0, "late": 0, "bad_value": 0,
+                                      "not_collected": 0, "repeated": 0}
         self.on_clear: Callable[[], None] | None = None
         """Called by :meth:`clear` (the agent deletes its saved snapshot there)."""
 
@@ -86,14 +104,20 @@ class Minimiser:
         """Switch to a new catalogue version (allow-lists are re-derived)."""
         self._catalogue = catalogue
         self._allowed.clear()
-        for s in self._series.values():
-            s.category = catalogue.category_of(s.point) if s.kind >= 0 else None
+        self._never.clear()
+        for key, s in self._series.items():
+            s.category, never = collected_category(catalogue, s.point)
+            if never:
+                self._never.add(key)
+            if s.kind < 0:
+                s.category = None
 
     def feed(self, readings: Iterable[ReadingLike]) -> None:
-        """Add readings. Points no category allows are dropped here (counted)."""
+        """Add readings. Points no category allows, or never collected, are dropped here
+        (counted); so are late readings."""
         series = self._series
         raw = self._raw if self._keep_raw else None
-        fed = dropped = late = bad_value = 0
+        fed = dropped = late = bad_value = never = 0
         for r in readings:
             fed += 1
             s = series.get((r.device, r.point))
@@ -101,27 +125,36 @@ class Minimiser:
                 s = self._add(r)
             if s.category is None:
                 dropped += 1
+                if (r.device, r.point) in self._never:
+                    never += 1
                 continue
-            minute = int(r.ts.timestamp()) // 60
+            t = r.ts.timestamp()
+            minute = int(t) // 60
             b = s.bucket
             if minute != b.minute:
                 if minute < b.minute:
                     late += 1
                     continue
                 b = s.roll(minute)
-            if raw is not None:
-                raw.append(r)
             v = r.value
             if v is None or r.quality != "good":
                 b.bad += 1
-            elif not _add_value(s, b, v):
-                b.bad += 1
-                bad_value += 1
+            else:
+                outcome = _add_value(s, b, v, t)
+                if outcome:
+                    if outcome == _LATE:
+                        late += 1
+                        continue
+                    b.bad += 1
+                    bad_value += 1
+            if raw is not None:
+                raw.append(r)
         stats = self.stats
         stats["fed"] += fed
         stats["dropped"] += dropped
         stats["late"] += late
         stats["bad_value"] += bad_value
+        stats["not_collected"] += never
 
     def flush(self, now: datetime, grants: Mapping[Any, Grant]) -> list[Release]:
         """Close every window that ended at or before ``now`` and release it to the grants
@@ -129,13 +162,14 @@ class Minimiser:
         if now.tzinfo is None:
             raise PolicyError("flush needs an aware UTC time")
         now_s = int(now.timestamp())
+        self._cut = max(self._cut, now_s // 60)
         active = [g for g in grants.values() if self._usable(g, now)]
         tiers = {g.tier for g in active}
         self._tiers = frozenset(tiers)
         self._keep_raw = Tier.RAW in tiers
         for tier in [t for t in self._open if t not in tiers]:
             del self._open[tier]  # nobody may receive it any more: forget the partial windows
-        self._fold(now_s, tiers - {Tier.RAW})
+        self._fold(tiers - {Tier.RAW})
         releases: list[Release] = []
         for tier, wins in self._open.items():
             for start in sorted(s for s, (end, _) in wins.items() if end <= now_s):
@@ -148,7 +182,10 @@ class Minimiser:
         return releases
 
     def clear(self) -> None:
-        """Forget everything held (deletion of the household's local data)."""
+        """Forget everything held (deletion of the household's local data).
+
+        The cut and the released-window marks stay: they hold no household data, and a
+        window released before the erasure must not be released again after it."""
         self._series.clear()
         self._open.clear()
         self._raw.clear()
@@ -164,7 +201,7 @@ class Minimiser:
         are then already released, and what is saved is what is still open."""
         held = Held(series=self._series, open=self._open, raw=self._raw,
                     keep_raw=self._keep_raw, carry=self._carry, tiers=self._tiers,
-                    stats=self.stats)
+                    stats=self.stats, cut=self._cut, released=self._released)
         return dump(held, site=site, catalogue=self._catalogue, tz=self._tz, taken=taken)
 
     def restore(self, snapshot: Any, *, site: str, now: datetime) -> None:
@@ -174,7 +211,9 @@ class Minimiser:
         Only into a minimiser that was fed nothing yet. Windows that ended meanwhile are
         released by the next :meth:`flush` with the coverage they have; an energy counter
         continues from its saved value, so the increment across the restart is counted in
-        the minute of the first reading after it (as for any gap); a decrease is a reset."""
+        the minute of the first reading after it (as for any gap); a decrease is a reset.
+        The cut and the released-window marks come back too, so a window released before the
+        restart is not released again after it."""
         if self._series or self._raw:
             raise PolicyError("restore needs a minimiser that was fed nothing yet")
         held = load(snapshot, site=site, catalogue=self._catalogue, tz=self._tz, now=now,
@@ -182,6 +221,11 @@ class Minimiser:
         self._series, self._open, self._raw = held.series, held.open, held.raw
         self._keep_raw, self._carry, self._tiers = held.keep_raw, held.carry, held.tiers
         self.stats = held.stats
+        self._cut = max(self._cut, held.cut)
+        for key, end in held.released.items():
+            self._released[key] = max(end, self._released.get(key, end))
+        self._never = {key for key, s in held.series.items()
+                       if collected_category(self._catalogue, s.point)[1]}
         self._allowed.clear()
 
     def holds_nothing(self) -> bool:
@@ -204,11 +248,16 @@ class Minimiser:
 
     def _add(self, r: ReadingLike) -> Series:
         kind = str(r.kind)
-        category = self._catalogue.category_of(r.point)
+        category, never = collected_category(self._catalogue, r.point)
         s = Series(r.device, r.point, kind, r.unit, category)
+        s.bucket.minute = self._cut  # minutes before the cut are closed for it too
+        if never:
+            self._never.add((r.device, r.point))
+            log.warning("refusing point %s: the gateway does not collect its category",
+                        r.point)
         if s.kind < 0:
             s.category = None
-        if s.category is None:
+        if s.category is None and not never:
             log.debug("dropping point %s: no category allows it", r.point)
         self._series[(r.device, r.point)] = s
         return s
@@ -219,12 +268,16 @@ class Minimiser:
             return False
         return rank(g.tier) <= rank(purpose.finest) and g.active(now)
 
-    def _fold(self, now_s: int, tiers: set[Tier]) -> None:
+    def _fold(self, tiers: set[Tier]) -> None:
         window = self._windows.window
+        cut = self._cut
         for key, s in self._series.items():
             b = s.bucket
-            if b.minute >= 0 and (b.minute + 1) * 60 <= now_s:
-                s.roll(b.minute + 1)
+            if b.minute < cut:  # its minute ended: close it; later readings before cut are late
+                if b.good or b.bad:
+                    s.roll(cut)
+                else:
+                    b.minute = cut
             if not s.closed:
                 continue
             for tier in tiers:
@@ -248,10 +301,24 @@ class Minimiser:
             self._allowed[(purpose, key)] = found
         return found
 
+    def _opens(self, g: Grant, start: int) -> bool:
+        """Whether the window starting at ``start`` may go to ``g``: it began under the grant,
+        and nothing at or after its start was released to the grant's purpose and recipient."""
+        if start < g.since.timestamp():
+            return False
+        mark = self._released.get((g.purpose, g.recipient))
+        if mark is None or start >= mark:
+            return True
+        self.stats["repeated"] += 1
+        log.warning("not releasing a %s window of %s to %s: a window ending after its start "
+                    "was released already", g.tier.value, g.purpose, g.recipient)
+        return False
+
     def _release(self, g: Grant, start: int, end: int,
                  data: dict[tuple[str, str], Bucket]) -> list[Release]:
-        if start < g.since.timestamp():
+        if not self._opens(g, start):
             return []
+        since = g.since.timestamp()
         purpose = self._catalogue.purposes[g.purpose]
         minutes = (end - start) // 60
         events_only = g.tier is Tier.EVENTS
@@ -263,7 +330,8 @@ class Minimiser:
             if events_only and (s.kind not in _EVENT_KINDS or not agg.changed):
                 continue
             ck = (g.purpose, g.recipient, g.tier.value, key[0], key[1])
-            records.append(record(purpose, g.tier.value, s, agg, minutes, self._carry, ck))
+            records.append(record(purpose, g.tier.value, s, agg, minutes, self._carry, ck,
+                                  since))
         missing = () if events_only else tuple(sorted(
             key for key, s in self._series.items()
             if key not in data and self._allows(g.purpose, key, s)))
@@ -284,9 +352,8 @@ class Minimiser:
         self._raw = keep if grants else []
         out: list[Release] = []
         for g in grants:
-            since = g.since.timestamp()
             for start, per_series in sorted(by_minute.items()):
-                if start < since:
+                if not self._opens(g, start):
                     continue
                 records = [self._raw_record(key, rs) for key, rs in sorted(per_series.items())
                            if self._allows(g.purpose, key, self._series[key])]
@@ -301,6 +368,8 @@ class Minimiser:
 
     def _make(self, g: Grant, start: int, end: int, records: tuple[Record, ...],
               missing: tuple[tuple[str, str], ...]) -> Release:
+        key = (g.purpose, g.recipient)
+        self._released[key] = max(end, self._released.get(key, end))
         return Release(purpose=g.purpose, recipient=g.recipient, tier=g.tier,
                        start=to_datetime(start), end=to_datetime(end), records=records,
                        missing=missing, consent_record_id=g.record_id,
@@ -308,17 +377,25 @@ class Minimiser:
                        catalogue_version=self._catalogue.version)
 
 
-def _add_value(s: Series, b: Bucket, v: float | str) -> bool:
-    """Account one good value; False if it does not fit the point kind."""
+def _add_value(s: Series, b: Bucket, v: float | str, t: float) -> int:
+    """Account one good value read at ``t`` (epoch s): ``_OK``, ``_BAD`` if it does not fit
+    the point kind, ``_LATE`` for an energy reading older than the series' last counter."""
     k = s.kind
     if k in NUMERIC:
         if isinstance(v, str) or v != v:  # text or NaN where a number belongs
-            return False
+            return _BAD
         if k == ENERGY:
             last = s.last_counter
-            if last is not None and v >= last:
-                b.delta += v - last
-            s.last_counter = v  # a decrease is a reset: later deltas count from here
+            if last is not None and t < s.last_t:
+                return _LATE  # older than the counter we have: it would look like a reset
+            if last is None or v < last:  # the first reading, or a reset: count from here
+                delta, since = 0.0, t
+            else:
+                delta, since = v - last, s.last_t
+                b.delta += delta
+            if not b.good:  # the bucket's first counter reading: the gap it closes
+                b.lead, b.lead_from, b.lead_to = delta, since, t
+            s.last_counter, s.last_t = v, t
         elif k != LEVEL:
             b.sum += v
             if b.max is None or v > b.max:
@@ -332,7 +409,7 @@ def _add_value(s: Series, b: Bucket, v: float | str) -> bool:
     elif k == EVENT:
         b.union = union(b.union, event_flags(v))
     elif k != INFO:
-        return False
+        return _BAD
     b.good += 1
     b.last = v
-    return True
+    return _OK

@@ -1,15 +1,18 @@
 """The minimiser's state as a JSON-able snapshot, so a restart does not cut its windows.
 
 What is kept: every series (device, point, kind, unit) with its current minute bucket, closed
-minutes not yet folded, the last energy counter, state and event flags; every open window per
-tier with its per-series aggregate; the raw-tier readings of minutes not yet released; the
-energy rounding remainders; which tiers were granted at the last flush. Categories and
-allow-lists are not kept: they are derived again from the catalogue.
+minutes not yet folded, the last energy counter (and when it was read), state and event flags;
+every open window per tier with its per-series aggregate (with its energy lead gap); the
+raw-tier readings of minutes not yet released; the energy rounding remainders; which tiers were
+granted at the last flush; the cut (minutes before it are closed) and, per purpose and
+recipient, the end of the last window released. Categories and allow-lists are not kept: they
+are derived again from the catalogue (never-collected points refused again).
 
 :func:`load` validates strictly and raises :class:`SnapshotError` naming the field: a snapshot
-from another site, catalogue or time zone, from a newer schema, taken after ``now`` (the clock
-is behind), older than the longest window open when it was taken, or damaged in any way is
-refused whole. Nothing is half restored.
+from another site, catalogue or time zone, from a newer schema or an older one (schema 1 lacks
+the marks and the times of energy readings), taken after ``now`` (the clock is behind), older
+than the longest window open when it was taken, or damaged in any way is refused whole.
+Nothing is half restored.
 """
 
 from __future__ import annotations
@@ -21,11 +24,12 @@ from typing import Any
 
 from policy.aggregate import Bucket, Series
 from policy.catalogue import Catalogue
+from policy.collected import collected_category
 from policy.errors import PolicyError
 from policy.tiers import Tier
 from policy.windows import Windows
 
-SCHEMA = 1
+SCHEMA = 2
 KIND = "hems-minimiser-state"
 _MINUTE = 60
 _Key = tuple[str, str]
@@ -61,6 +65,8 @@ class Held:
     carry: dict[tuple[str, ...], float] = field(default_factory=dict)
     tiers: frozenset[Tier] = frozenset()
     stats: dict[str, int] = field(default_factory=dict)
+    cut: int = -1
+    released: dict[_Key, int] = field(default_factory=dict)
 
 
 def dump(held: Held, *, site: str, catalogue: Catalogue, tz: str,
@@ -70,9 +76,11 @@ def dump(held: Held, *, site: str, catalogue: Catalogue, tz: str,
     return {
         "kind": KIND, "schema": SCHEMA, "site": site, "catalogue": catalogue.content_hash,
         "timezone": tz, "taken": taken.isoformat(), "tiers": sorted(t.value for t in held.tiers),
-        "keep_raw": held.keep_raw,
+        "keep_raw": held.keep_raw, "cut": held.cut,
+        "released": [[purpose, recipient, end]
+                     for (purpose, recipient), end in sorted(held.released.items())],
         "series": [[s.device, s.point, s.kind_name, s.unit, _bucket(s.bucket),
-                    [_bucket(b) for b in s.closed], s.last_counter, s.last_state,
+                    [_bucket(b) for b in s.closed], s.last_counter, s.last_t, s.last_state,
                     _flags(s.last_union)] for s in held.series.values()],
         "windows": [[tier.value, start, end, [[index[k], _bucket(b)] for k, b in data.items()]]
                     for tier, wins in held.open.items() for start, (end, data) in wins.items()],
@@ -95,6 +103,10 @@ def load(data: Any, *, site: str, catalogue: Catalogue, tz: str, now: datetime,
     if schema > SCHEMA:
         raise SnapshotError(f"snapshot: schema {schema} is newer than this agent reads "
                             f"({SCHEMA})")
+    if schema < SCHEMA:
+        raise SnapshotError(f"snapshot: schema {schema} is older than this agent reads "
+                            f"({SCHEMA}): it lacks the released-window marks and the times "
+                            f"of energy readings")
     for name, want in (("site", site), ("catalogue", catalogue.content_hash), ("timezone", tz)):
         if top.get(name) != want:
             raise SnapshotError(f"snapshot: {name}: taken for {top.get(name)!r}, "
@@ -109,7 +121,8 @@ def load(data: Any, *, site: str, catalogue: Catalogue, tz: str, now: datetime,
     return Held(series=series, open=_windows(top.get("windows"), keys, windows),
                 raw=_raw(top.get("raw"), series), keep_raw=_bool(top.get("keep_raw"),
                                                                  "snapshot: keep_raw"),
-                carry=_carry(top.get("carry")), tiers=tiers, stats=_stats(top.get("stats"), stats))
+                carry=_carry(top.get("carry")), tiers=tiers, stats=_stats(top.get("stats"), stats),
+                cut=_cut(top.get("cut")), released=_released(top.get("released")))
 
 
 def longest_window(tiers: frozenset[Tier], at: int, windows: Windows) -> int:
@@ -133,7 +146,7 @@ def _check_age(taken: datetime, now: datetime, tiers: frozenset[Tier], windows: 
 
 def _bucket(b: Bucket) -> list[Any]:
     return [b.minute, b.good, b.bad, b.sum, b.max, b.last, b.changes, b.changed,
-            _flags(b.union), b.delta, b.cover]
+            _flags(b.union), b.delta, b.cover, b.lead, b.lead_from, b.lead_to]
 
 
 def _flags(value: _Flags) -> list[str] | int | None:
@@ -146,11 +159,11 @@ def _series(items: list[Any], catalogue: Catalogue) -> dict[_Key, Series]:
     out: dict[_Key, Series] = {}
     for i, item in enumerate(items):
         where = f"snapshot: series[{i}]"
-        row = _list(item, where, length=9)
+        row = _list(item, where, length=10)
         device, point, kind, unit = (_str(v, f"{where}[{n}]") for n, v in enumerate(row[:4]))
         if (device, point) in out:
             raise SnapshotError(f"{where}: {device}/{point} appears twice")
-        s = Series(device, point, kind, unit, catalogue.category_of(point))
+        s = Series(device, point, kind, unit, collected_category(catalogue, point)[0])
         if s.kind < 0:
             s.category = None
         s.bucket = _to_bucket(row[4], f"{where}.bucket")
@@ -158,8 +171,9 @@ def _series(items: list[Any], catalogue: Catalogue) -> dict[_Key, Series]:
                     for n, b in enumerate(_list(row[5], f"{where}.closed"))]
         counter = row[6]
         s.last_counter = None if counter is None else _num(counter, f"{where}.last_counter")
-        s.last_state = _value(row[7], f"{where}.last_state")
-        s.last_union = _to_flags(row[8], f"{where}.last_union")
+        s.last_t = _num(row[7], f"{where}.last_t")
+        s.last_state = _value(row[8], f"{where}.last_state")
+        s.last_union = _to_flags(row[9], f"{where}.last_union")
         out[(device, point)] = s
     return out
 
@@ -209,6 +223,27 @@ def _carry(data: Any) -> dict[tuple[str, ...], float]:
     return out
 
 
+def _cut(data: Any) -> int:
+    # May lie after ``taken`` (the clock stepped back between a flush and the save): kept,
+    # as a later cut only makes more readings late, never a window released twice.
+    cut = _int(data, "snapshot: cut")
+    if cut < -1:
+        raise SnapshotError(f"snapshot: cut: {cut} is not a minute")
+    return cut
+
+
+def _released(data: Any) -> dict[_Key, int]:
+    out: dict[_Key, int] = {}
+    for i, item in enumerate(_list(data, "snapshot: released")):
+        where = f"snapshot: released[{i}]"
+        row = _list(item, where, length=3)
+        key = (_str(row[0], f"{where}.purpose"), _str(row[1], f"{where}.recipient"))
+        if key in out:
+            raise SnapshotError(f"{where}: {key[0]}/{key[1]} appears twice")
+        out[key] = _count(row[2], f"{where}.end")
+    return out
+
+
 def _stats(data: Any, names: tuple[str, ...]) -> dict[str, int]:
     found = _mapping(data, "snapshot: stats")
     if set(found) != set(names):
@@ -217,7 +252,7 @@ def _stats(data: Any, names: tuple[str, ...]) -> dict[str, int]:
 
 
 def _to_bucket(data: Any, where: str) -> Bucket:
-    row = _list(data, where, length=11)
+    row = _list(data, where, length=14)
     b = Bucket(_int(row[0], f"{where}.minute"))
     if b.minute < -1:
         raise SnapshotError(f"{where}.minute: {b.minute} is not a minute")
@@ -230,8 +265,13 @@ def _to_bucket(data: Any, where: str) -> Bucket:
     b.union = _to_flags(row[8], f"{where}.union")
     b.delta = _num(row[9], f"{where}.delta")
     b.cover = _num(row[10], f"{where}.cover")
-    if b.delta < 0 or b.cover < 0:
-        raise SnapshotError(f"{where}: a negative energy delta or coverage")
+    b.lead = _num(row[11], f"{where}.lead")
+    b.lead_from, b.lead_to = _num(row[12], f"{where}.lead_from"), _num(row[13], f"{where}.lead_to")
+    if b.delta < 0 or b.cover < 0 or not 0 <= b.lead <= b.delta:
+        raise SnapshotError(f"{where}: a negative energy delta or coverage, or a lead gap "
+                            f"outside the delta")
+    if b.lead_from > b.lead_to:
+        raise SnapshotError(f"{where}: the lead gap ends before it starts")
     return b
 
 

@@ -25,6 +25,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from policy import strict_json
 from policy.catalogue import Catalogue
 from policy.errors import LedgerIntegrityError
 from policy.ledger import Ledger
@@ -32,6 +33,7 @@ from policy.minimise import Minimiser
 from policy.records import ConsentChange, Source, utc_iso
 from policy.release import Release
 from policy.storage import atomic_write, fsync_dir
+from policy.strict_json import JSONRefused
 
 PROVISION_RETENTION = timedelta(days=3 * 365 + 1)  # APPI Art. 29, enforcement rules: 3 years
 LOG_RETENTION = timedelta(days=365)
@@ -200,7 +202,7 @@ class ReleaseLog:
         return self._rewrite(lambda e: bool(e["provision_record"]))
 
     def _entry(self, note: str, size: int, seq: int | None) -> dict[str, Any]:
-        facts = json.loads(note)
+        facts = strict_json.loads(note)
         purpose = self._catalogue.purposes.get(facts["p"])
         recipient = purpose.recipient(facts["r"]) if purpose else None
         kind, points = facts["k"], facts["pts"]
@@ -259,8 +261,8 @@ class ReleaseLog:
         with self._path.open("rb") as fh:
             for number, line in enumerate(fh, start=1):
                 try:
-                    lines.append(json.loads(line))
-                except ValueError as exc:
+                    lines.append(strict_json.loads(line))
+                except JSONRefused as exc:
                     raise LedgerIntegrityError(str(self._path), f"line {number}",
                                                "not valid JSON") from exc
         return lines

@@ -16,7 +16,9 @@ from typing import Any
 
 from tinydb.storages import Storage
 
+from policy import strict_json
 from policy.errors import LedgerIntegrityError
+from policy.strict_json import JSONRefused
 
 TMP_SUFFIX = ".tmp"
 
@@ -69,8 +71,8 @@ class AtomicJSONStorage(Storage):
         if not raw:
             return None
         try:
-            data = json.loads(raw)
-        except ValueError as exc:
+            data = strict_json.loads(raw)
+        except JSONRefused as exc:
             raise LedgerIntegrityError(str(self._path), "(file)",
                                        f"not valid JSON: {exc}") from exc
         if not isinstance(data, dict):

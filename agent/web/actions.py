@@ -14,10 +14,12 @@ import logging
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from agent.web import pages
 from agent.web.context import PageContext, redirect, wait_text
 from agent.web.household import Outcome
-from agent.web.i18n import translator
-from agent.web.security import WaitReason, csrf_ok
+from agent.web.i18n import Translator, translator
+from agent.web.security import csrf_ok
+from agent.web.throttle import Wait, WaitReason
 from policy.errors import ConsentError
 
 log = logging.getLogger(__name__)
@@ -27,37 +29,45 @@ _JSON_MAX = 4096
 
 
 async def login(page: PageContext, request: Request) -> Response:
-    """Check the pairing code (throttled per client, one at a time); a right code starts a new
-    session."""
-    session = page.session(request)
+    """Check the pairing code (throttled per client address, one scrypt at a time); a right
+    code starts a new session."""
     data = await page.form(request)
-    if not csrf_ok(session, data.get("csrf")):
-        return page.message(request, session, "error.csrf", 403)
     t = translator(page.lang(request))
+    why = page.login_tokens.refusal(request.cookies.get(page.login_cookie), data.get("csrf"))
+    if why is not None:
+        log.info("login form refused: its token is %s; a fresh form was sent", why)
+        return pages.login_page(page, request, 403, t("error.csrf"))
     client = page.client(request)
-    async with page.login_lock:  # attempts are serialised so the back-off cannot be raced
-        wait = page.throttle.check(client)
-        if wait is not None:
-            response = page.render(request, "login.html", session, 429,
-                                   error=wait_text(t, wait))
-            response.headers["retry-after"] = str(wait.seconds)
-            return response
-        code = data.get("code", "")[:_CODE_MAX]
-        right = await asyncio.to_thread(page.settings.pairing.verify, code)
-        if not right:
-            page.throttle.failed(client)
-            wait = page.throttle.check(client)
-            locked = wait is not None and wait.reason is not WaitReason.BACKOFF
-            error = wait_text(t, wait) if wait is not None and locked else t("login.wrong")
-            return page.render(request, "login.html", session, 401, error=error)
-        page.throttle.succeeded(client)
+    wait = page.throttle.begin(client)  # before queueing: a waiting device never queues
+    if wait is not None:
+        return _throttled(page, request, t, wait)
+    try:
+        async with page.login_lock:
+            code = data.get("code", "")[:_CODE_MAX]
+            right = await asyncio.to_thread(page.settings.pairing.verify, code)
+    finally:
+        page.throttle.release(client)
+    if not right:
+        wait = page.throttle.failed(client)
+        error = wait_text(t, wait) if wait.reason is WaitReason.LOCKED else t("login.wrong")
+        return pages.login_page(page, request, 401, error)
+    page.throttle.succeeded(client)
+    session = page.session(request)
     if session is not None:
         page.sessions.drop(session)
-    fresh = page.sessions.new(authenticated=True)
+    fresh = page.sessions.new()
     done = redirect("/")
     page.set_cookie(done, page.cookie, page.sessions.cookie_value(fresh),
                     int(page.settings.session_absolute.total_seconds()))
+    done.delete_cookie(page.login_cookie, path="/", secure=page.settings.tls, httponly=True,
+                       samesite="strict")
     return done
+
+
+def _throttled(page: PageContext, request: Request, t: Translator, wait: Wait) -> Response:
+    response = pages.login_page(page, request, 429, wait_text(t, wait))
+    response.headers["retry-after"] = str(wait.seconds)
+    return response
 
 
 async def logout(page: PageContext, request: Request) -> Response:

@@ -20,9 +20,10 @@ from agent.paths import WEB_SESSIONS_FILE
 from agent.web import views
 from agent.web.household import HouseholdService
 from agent.web.i18n import COOKIE, LANGUAGES, Translator, choose, translator
-from agent.web.security import LoginThrottle, Wait, WaitReason, csrf_ok
+from agent.web.security import LoginTokens, csrf_ok, page_key
 from agent.web.sessions import Session, SessionStore
 from agent.web.settings import WebSettings
+from agent.web.throttle import THROTTLE_FILE, LoginThrottle, Wait, WaitReason
 
 HERE = Path(str(resources.files("agent.web")))
 _FORM_LIMITS: dict[str, Any] = {"max_files": 0, "max_fields": 16, "max_part_size": 4096}
@@ -40,11 +41,14 @@ class PageContext:
             path=None if state_dir is None else state_dir / WEB_SESSIONS_FILE,
             pairing=settings.pairing.fingerprint(), clock=clock, idle=settings.session_idle,
             absolute=settings.session_absolute, capacity=settings.max_sessions)
-        self.throttle = LoginThrottle(clock=clock, max_failures=settings.max_failures,
-                                      lockout=settings.lockout,
-                                      global_failures=settings.global_failures)
-        self.login_lock = asyncio.Lock()
+        key = page_key(state_dir)
+        self.login_tokens = LoginTokens(key, clock=clock)
+        self.throttle = LoginThrottle(
+            clock=clock, key=key, path=None if state_dir is None else state_dir / THROTTLE_FILE,
+            max_failures=settings.max_failures, lockout=settings.lockout)
+        self.login_lock = asyncio.Lock()  # one scrypt at a time: bounded CPU and memory
         self.cookie = "__Host-hems_session" if settings.tls else "hems_session"
+        self.login_cookie = "__Host-hems_login" if settings.tls else "hems_login"
         self.flashes: dict[str, tuple[str, dict[str, object]]] = {}
         self.env = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"),
                                       autoescape=True, undefined=jinja2.StrictUndefined)
@@ -131,8 +135,6 @@ def _json_default(value: object) -> str:
 def wait_text(t: Translator, wait: Wait) -> str:
     """The throttle's message in plain words."""
     minutes = max(1, math.ceil(wait.seconds / 60))
-    if wait.reason is WaitReason.EVERYONE:
-        return t("login.locked_everyone", minutes=minutes)
     if wait.reason is WaitReason.LOCKED:
         return t("login.locked", minutes=minutes)
     return t("login.wait", seconds=wait.seconds)

@@ -89,12 +89,19 @@ async def provision_records(page: PageContext, request: Request) -> Response:
 
 
 async def login_form(page: PageContext, request: Request) -> Response:
-    """The login form; starts an anonymous session so the form carries a CSRF token."""
+    """The login form, with a signed token in a cookie and in the form (nothing stored)."""
     if page.authed(request) is not None:
         return redirect("/")
-    session = page.session(request) or page.sessions.new(authenticated=False)
-    response = page.render(request, "login.html", session, error="")
-    page.set_cookie(response, page.cookie, page.sessions.cookie_value(session),
-                    int(page.settings.session_absolute.total_seconds()))
+    return login_page(page, request)
+
+
+def login_page(page: PageContext, request: Request, status: int = 200,
+               error: str = "") -> Response:
+    """The login form with a fresh token: its cookie and its hidden field carry the same
+    value (see :class:`agent.web.security.LoginTokens`)."""
+    token = page.login_tokens.issue()
+    response = page.render(request, "login.html", None, status, error=error, login_token=token)
+    page.set_cookie(response, page.login_cookie, token,
+                    int(page.login_tokens.lifetime.total_seconds()))
     return response
 

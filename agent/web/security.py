@@ -8,11 +8,15 @@ Pairing-code hash file
     e.g. ``scrypt$14$8$1$...$...``. The file is read once at start-up (mode 0600 expected).
 
 Sessions
-    See :mod:`agent.web.sessions`. A session starts anonymous (so the login form has a CSRF
-    token) and is replaced by a fresh one at login (no session fixation).
+    See :mod:`agent.web.sessions`. Only a right code starts one, always with a fresh cookie
+    (a session the browser had is dropped: no session fixation).
+
+Login-form tokens
+    The login form's CSRF token is signed, not stored (:class:`LoginTokens`): no pool that
+    anonymous visits could fill. The key is ``<state_dir>/web-page.key`` (:func:`page_key`).
 
 Throttle
-    Per client address, under a global ceiling: see :class:`LoginThrottle`.
+    Per client address, nothing global: see :mod:`agent.web.throttle`.
 """
 
 from __future__ import annotations
@@ -23,13 +27,12 @@ import hmac
 import logging
 import math
 import secrets
-from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from enum import Enum
 from pathlib import Path
 
+from agent.keys import write_file_atomic
 from agent.web.errors import WebError
 from agent.web.sessions import Session
 
@@ -120,109 +123,81 @@ def csrf_ok(session: Session | None, token: object) -> bool:
     return hmac.compare_digest(token.encode("ascii"), session.csrf.encode("ascii"))
 
 
-class WaitReason(Enum):
-    """Why a login attempt is refused before the code is checked."""
-
-    BACKOFF = "backoff"
-    """This device typed wrong codes: a short wait."""
-    LOCKED = "locked"
-    """This device typed too many wrong codes: a long wait."""
-    EVERYONE = "everyone"
-    """Too many wrong codes on the gateway from several devices: nobody may try for a while."""
+PAGE_KEY_FILE = "web-page.key"
+"""32 random bytes (mode 0600): signs the login form's tokens and keys the throttle's table."""
+_KEY_BYTES = 32
 
 
-@dataclass(frozen=True, kw_only=True)
-class Wait:
-    """A refusal: ``seconds`` until a code may be tried again, and why."""
+def page_key(state_dir: Path | None) -> bytes:
+    """The page's secret key from ``state_dir`` (made at first start); without a state
+    directory a fresh key in memory. A file of the wrong length is replaced (a warning says
+    so): the key only signs short-lived form tokens, so a new one costs nothing but a reload
+    of an open login form."""
+    if state_dir is None:
+        return secrets.token_bytes(_KEY_BYTES)
+    path = state_dir / PAGE_KEY_FILE
+    try:
+        key = path.read_bytes()
+    except FileNotFoundError:
+        key = b""
+    except OSError as exc:
+        raise WebError(f"{path}: cannot read the page key ({exc.strerror})") from exc
+    if len(key) == _KEY_BYTES:
+        return key
+    if key:
+        log.warning("%s is not a %d-byte key: a new one replaces it", path, _KEY_BYTES)
+    key = secrets.token_bytes(_KEY_BYTES)
+    try:
+        write_file_atomic(path, key, mode=0o600)
+    except OSError as exc:
+        raise WebError(f"{path}: cannot write the page key ({exc.strerror})") from exc
+    return key
 
-    seconds: int
-    reason: WaitReason
+
+def derive(key: bytes, label: bytes) -> bytes:
+    """A sub-key of the page key for one use (so one key never serves two purposes)."""
+    return hmac.new(key, b"hems-page\0" + label, hashlib.sha256).digest()
 
 
-@dataclass(kw_only=True)
-class _Client:
-    failures: int = 0
-    not_before: datetime | None = None
-    locked: bool = False
+class LoginTokens:
+    """Signed double-submit CSRF tokens of the login form: nothing is stored per visitor.
 
-
-class LoginThrottle:
-    """Per-client exponential back-off and lock-out, under a global ceiling of wrong codes.
-
-    Per client (the peer address): after the k-th wrong code the next attempt waits
-    ``2**(k-1)`` seconds (at most ``max_delay``); after ``max_failures`` the client is locked
-    for ``lockout``. A right code clears that client only. So one device guessing on the LAN
-    does not lock the household's phone out. Addresses are cheap on a LAN (IPv6 privacy
-    addresses, a second Wi-Fi client), so every wrong code also counts towards a global
-    ceiling: ``global_failures`` within ``lockout`` lock the login for everyone for
-    ``lockout``. With 10-digit pairing codes this bounds guessing to ~60 codes an hour
-    whatever the number of addresses; sessions already logged in keep working.
-
-    The counts live in memory, deliberately: writing a wrong guess to storage would let any
-    device on the LAN wear the gateway's SD card, and a restart of the daemon is not something
-    a guesser on the LAN can cause. At most ``clients`` addresses are tracked (least recently
-    seen forgotten first); forgetting one only resets its own back-off, never the ceiling.
+    A token is ``<expiry, unix seconds>.<16-byte nonce, base64url>.<HMAC-SHA256, base64url>``
+    under a sub-key of the page key. ``GET /login`` sets it as a cookie and puts the same value
+    in the form; ``POST /login`` accepts it when cookie and field are equal, the signature is
+    right and the expiry is ahead (but not further than ``lifetime``: a clock set back).
+    A page on another site can neither read the cookie nor set it (SameSite=Strict, and the
+    guard refuses its Origin before that).
     """
 
-    def __init__(self, *, clock: Callable[[], datetime], max_failures: int = 10,
-                 lockout: timedelta = timedelta(minutes=15),
-                 max_delay: timedelta = timedelta(seconds=60), global_failures: int = 30,
-                 clients: int = 256) -> None:
+    def __init__(self, key: bytes, *, clock: Callable[[], datetime],
+                 lifetime: timedelta = timedelta(hours=2)) -> None:
+        self._key = derive(key, b"login-form")
         self._clock = clock
-        self._max_failures = max_failures
-        self._lockout = lockout
-        self._max_delay = max_delay
-        self._global_failures = global_failures
-        self._capacity = clients
-        self._clients: OrderedDict[str, _Client] = OrderedDict()
-        self._recent: deque[datetime] = deque()  # wrong codes within ``lockout``, any client
-        self._everyone_until: datetime | None = None
+        self.lifetime = lifetime
 
-    def check(self, client: str) -> Wait | None:
-        """Why ``client`` may not try a code now, or None. Ends expired waits."""
-        now = self._clock()
-        if self._everyone_until is not None:
-            if now < self._everyone_until:
-                return Wait(seconds=_ceil(self._everyone_until - now),
-                            reason=WaitReason.EVERYONE)
-            self._everyone_until = None
-        record = self._clients.get(client)
-        if record is None or record.not_before is None:
-            return None
-        if now < record.not_before:
-            reason = WaitReason.LOCKED if record.locked else WaitReason.BACKOFF
-            return Wait(seconds=_ceil(record.not_before - now), reason=reason)
-        if record.locked:
-            record.locked, record.failures = False, 0
-        record.not_before = None
+    def issue(self) -> str:
+        """A fresh token for one login form."""
+        expires = math.floor((self._clock() + self.lifetime).timestamp())
+        body = f"{expires}.{_b64(secrets.token_bytes(16))}"
+        return f"{body}.{self._mac(body)}"
+
+    def refusal(self, cookie: object, field: object) -> str | None:
+        """Why the pair is refused (``missing``, ``mismatch``, ``forged``, ``expired``), or None
+        when it is accepted. Constant-time compares; nothing about the visitor is kept."""
+        if not (isinstance(cookie, str) and isinstance(field, str) and cookie and field
+                and cookie.isascii() and field.isascii()):
+            return "missing"
+        if not hmac.compare_digest(cookie.encode("ascii"), field.encode("ascii")):
+            return "mismatch"
+        body, _, mac = cookie.rpartition(".")
+        if not hmac.compare_digest(mac.encode("ascii"), self._mac(body).encode("ascii")):
+            return "forged"
+        expires = int(body.partition(".")[0])  # signed by us: always digits
+        now = self._clock().timestamp()
+        if not now < expires <= now + self.lifetime.total_seconds() + 1:
+            return "expired"
         return None
 
-    def failed(self, client: str) -> None:
-        """Count a wrong code from ``client``: its next back-off or lock-out, and the ceiling."""
-        now = self._clock()
-        record = self._clients.pop(client, None) or _Client()
-        self._clients[client] = record  # most recently seen last
-        while len(self._clients) > self._capacity:
-            self._clients.popitem(last=False)
-        record.failures += 1
-        if record.failures >= self._max_failures:
-            record.locked, record.not_before = True, now + self._lockout
-        else:
-            record.not_before = now + min(timedelta(seconds=2 ** (record.failures - 1)),
-                                          self._max_delay)
-        self._recent.append(now)
-        while self._recent and now - self._recent[0] >= self._lockout:
-            self._recent.popleft()
-        if len(self._recent) >= self._global_failures:
-            self._everyone_until = now + self._lockout
-            self._recent.clear()
-            log.warning("login paused for every device: %d wrong pairing codes within %s",
-                        self._global_failures, self._lockout)
-
-    def succeeded(self, client: str) -> None:
-        """A right code clears ``client``'s count (not the global one)."""
-        self._clients.pop(client, None)
-
-
-def _ceil(delta: timedelta) -> int:
-    return max(1, math.ceil(delta.total_seconds()))
+    def _mac(self, body: str) -> str:
+        return _b64(hmac.new(self._key, body.encode("ascii"), hashlib.sha256).digest())

@@ -16,9 +16,9 @@ File format (version 1)::
 
 A file written under another pairing code (``hems-agent provision --new-pairing-code``) is
 discarded at start-up: a new code logs every device out. Expired entries are pruned on every
-write. Anonymous sessions (the login form's CSRF token) live in memory only, in their own
-bounded pool, so visits to the login page cause no writes and cannot push a logged-in
-household out.
+write. There are no anonymous sessions: the login form's CSRF token is signed, not stored
+(:class:`agent.web.security.LoginTokens`), so visits to the login page cause no writes and
+hold nothing that other visits could push out.
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ import hmac
 import logging
 import re
 import secrets
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -68,24 +67,20 @@ class _Entry:
 
 
 class SessionStore:
-    """Sessions behind random cookies; logged-in ones persisted to ``path`` (None: memory).
+    """Logged-in sessions behind random cookies, persisted to ``path`` (None: memory).
 
     ``pairing`` is a fingerprint of the pairing hash (:meth:`PairingHash.fingerprint`).
-    ``capacity`` bounds logged-in sessions (the oldest is logged out first),
-    ``anonymous_capacity`` the login form's (least recently used dropped first).
+    ``capacity`` bounds the sessions (the oldest is logged out first).
     """
 
     def __init__(self, *, path: Path | None, pairing: str, clock: Callable[[], datetime],
-                 idle: timedelta, absolute: timedelta, capacity: int = 16,
-                 anonymous_capacity: int = 64) -> None:
+                 idle: timedelta, absolute: timedelta, capacity: int = 16) -> None:
         self._path = path
         self._pairing = pairing
         self._clock = clock
         self._idle = idle
         self._absolute = absolute
         self._capacity = capacity
-        self._anonymous_capacity = anonymous_capacity
-        self._anonymous: OrderedDict[str, _Entry] = OrderedDict()
         self._authed: dict[str, _Entry] = {}  # oldest first
         self._load()
 
@@ -93,51 +88,40 @@ class SessionStore:
         """The cookie value for ``session``."""
         return session.token
 
-    def new(self, *, authenticated: bool) -> Session:
-        """Start a session; a logged-in one is written to the file before it is returned."""
+    def new(self) -> Session:
+        """Start a logged-in session; it is written to the file before it is returned."""
         now = self._clock()
         token = secrets.token_urlsafe(24)
         entry = _Entry(expires=now + self._idle, ends=now + self._absolute,
                        saved=now + self._idle)
         sid = _sid(token)
-        if authenticated:
-            self._authed[sid] = entry
-            self._save()
-        else:
-            self._anonymous[sid] = entry
-            while len(self._anonymous) > self._anonymous_capacity:
-                self._anonymous.popitem(last=False)
-        return _session(sid, token, entry, authenticated=authenticated)
+        self._authed[sid] = entry
+        self._save()
+        return _session(sid, token, entry)
 
     def get(self, cookie: str | None) -> Session | None:
         """The live session a cookie names (refreshing its idle timer), or None."""
         if not cookie or _TOKEN.fullmatch(cookie) is None:
             return None
         sid = _sid(cookie)
-        authenticated = sid in self._authed
-        pool: dict[str, _Entry] = self._authed if authenticated else self._anonymous
-        entry = pool.get(sid)
+        entry = self._authed.get(sid)
         now = self._clock()
         if entry is None:
             return None
         if not self._alive(entry, now):
-            del pool[sid]
-            if authenticated:
-                self._save()
+            del self._authed[sid]
+            self._save()
             return None
         entry.expires = min(now + self._idle, entry.ends)
-        if not authenticated:
-            self._anonymous.move_to_end(sid)
-        elif entry.expires - entry.saved >= _SAVE_SLACK:
+        if entry.expires - entry.saved >= _SAVE_SLACK:
             try:
                 self._save()
             except OSError as exc:  # the session still works; only a restart would end it
                 log.warning("cannot save page sessions to %s: %s", self._path, exc.strerror)
-        return _session(sid, cookie, entry, authenticated=authenticated)
+        return _session(sid, cookie, entry)
 
     def drop(self, session: Session) -> None:
         """End a session (logout, or replaced at login)."""
-        self._anonymous.pop(session.sid, None)
         if self._authed.pop(session.sid, None) is not None:
             self._save()
 
@@ -207,8 +191,8 @@ def _sid(token: str) -> str:
     return hashlib.sha256(token.encode("ascii")).hexdigest()
 
 
-def _session(sid: str, token: str, entry: _Entry, *, authenticated: bool) -> Session:
+def _session(sid: str, token: str, entry: _Entry) -> Session:
     csrf = hmac.new(token.encode("ascii"), b"hems-page-csrf", hashlib.sha256).digest()
     return Session(sid=sid, token=token,
                    csrf=base64.urlsafe_b64encode(csrf).decode("ascii").rstrip("="),
-                   authenticated=authenticated, expires=entry.expires, ends=entry.ends)
+                   authenticated=True, expires=entry.expires, ends=entry.ends)

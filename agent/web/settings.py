@@ -33,8 +33,6 @@ class WebSettings:
     """Logged-in sessions kept (the oldest is logged out when a new one would exceed it)."""
     max_failures: int = 10
     """Wrong codes from one client address before it is locked out for ``lockout``."""
-    global_failures: int = 30
-    """Wrong codes from all addresses within ``lockout`` before login pauses for everyone."""
     lockout: timedelta = timedelta(minutes=15)
     default_lang: str = "ja"
     clock: Callable[[], datetime] | None = None

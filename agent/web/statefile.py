@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from agent.keys import write_file_atomic
+from policy import strict_json
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,7 @@ def load(path: Path, version: int, parse: Callable[[dict[str, Any]], T]) -> T | 
     except FileNotFoundError:
         return None
     try:
-        data = json.loads(raw)
+        data = strict_json.loads(raw)
         if not isinstance(data, dict) or data.get("v") != version:
             raise DamagedFile(f"expected a JSON object with \"v\": {version}")
         return parse(data)

@@ -1,6 +1,8 @@
 """The smart meter over the B-route: join its PAN, read it with ECHONET Lite, keep the session.
 
-Start-up: echo off (``SKSREG SFE 0``), ASCII ERXUDP (``WOPT 01`` only if ``ROPT`` says it is
+Start-up: echo off (``SKSREG SFE 0``), the module's dialect (``SKVER`` for the log, ``SKINFO``
+to tell a BP35A1 from a BP35C0/C2, unless ``module`` names it; see
+:mod:`drivers.broute.dialects`), ASCII ERXUDP (``WOPT 01`` only if ``ROPT`` says it is
 off: it writes flash), ``SKSETPWD`` / ``SKSETRBID`` with the utility-issued secrets, an active
 ``SKSCAN`` (about two minutes on a real module) for the meter's beacon, ``SKLL64`` for its
 address, ``SKSREG S2``/``S3`` (channel, PAN) and ``SKJOIN`` (EVENT 25 success, 24 failure).
@@ -26,6 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Self
 
+from drivers.broute.dialects import BP35A1, DIALECTS, Dialect, dialect_from_einfo
 from drivers.broute.sk import (
     Pan,
     RxUdp,
@@ -83,6 +86,7 @@ class BrouteSettings:
     device: str
     route_b_id: str
     password: str
+    module: str = "auto"  # a name in drivers.broute.dialects.DIALECTS, or auto: ask SKINFO
     scan_duration: int = 6  # SKSCAN duration exponent (6 ~ 0.6 s per channel)
     scan_attempts: int = 3  # scans with growing duration before giving up
     scan_timeout: float = 180.0
@@ -91,6 +95,11 @@ class BrouteSettings:
     retries: int = 1
     power_interval: float = 10.0
     energy_interval: float = 60.0
+
+    def __post_init__(self) -> None:
+        if self.module != "auto" and self.module not in DIALECTS:
+            raise ValueError(f"B-route module {self.module!r} is not auto or one of "
+                             f"{', '.join(DIALECTS)}")
 
     def __repr__(self) -> str:  # keep the secrets out of tracebacks and logs
         return f"BrouteSettings(device={self.device!r}, route_b_id=***, password=***)"
@@ -116,6 +125,7 @@ class BrouteMeter:
         self.module.on_line = self._unsolicited
         self.pan = pan
         self.address = ""  # the meter's link-local IPv6 address, from SKLL64
+        self.dialect: Dialect = BP35A1  # until connect() has asked the module
         self.identity = DeviceIdentity(manufacturer=None, model=None, serial=None,
                                        protocol="echonet-broute")
         self.context = MeterContext()
@@ -148,8 +158,10 @@ class BrouteMeter:
         module = self.module
         async with module.lock:
             await module.command("SKSREG SFE 0")
-            if (await module.command("ROPT")).split()[-1] != "01":
-                await module.command("WOPT 01")
+            self.dialect = await self._dialect()
+            end = self.dialect.option_end
+            if (await module.command("ROPT", end=end)).split()[-1] != "01":
+                await module.command("WOPT 01", end=end)
             await module.command(f"SKSETPWD {len(self.settings.password):X} "
                                  f"{self.settings.password}")
             await module.command(f"SKSETRBID {self.settings.route_b_id}")
@@ -162,6 +174,20 @@ class BrouteMeter:
             await self._join()
         await self._read_context()
 
+    async def _dialect(self) -> Dialect:
+        if self.settings.module != "auto":
+            return DIALECTS[self.settings.module]
+        version = (await self.module.query("SKVER", "EVER")).split()[-1]
+        try:
+            einfo = await self.module.query("SKINFO", "EINFO")
+        except DeviceProtocolError as exc:  # e.g. FAIL ER04: no SKINFO on this module
+            raise DeviceProtocolError(f"{exc}: cannot tell the module's dialect; set [broute] "
+                                      f"module to one of {', '.join(DIALECTS)}") from exc
+        dialect = dialect_from_einfo(einfo)
+        log.info("B-route module: SK stack %s, %s dialect (%s)", version, dialect.name,
+                 dialect.modules)
+        return dialect
+
     async def _scan(self) -> Pan:
         for attempt in range(self.settings.scan_attempts):
             found: dict[str, str] = {}
@@ -173,7 +199,7 @@ class BrouteMeter:
                 return line.startswith("EVENT 22")
 
             duration = self.settings.scan_duration + attempt
-            await self.module.command(f"SKSCAN 2 FFFFFFFF {duration} 0")
+            await self.module.command(self.dialect.scan_command(duration))
             await self.module.expect(collect, deadline=self.settings.scan_timeout,
                                      what="end of scan (EVENT 22)")
             if {"Channel", "Pan ID", "Addr"} <= found.keys():
@@ -216,7 +242,7 @@ class BrouteMeter:
                         log.info("B-route session down (EVENT %02X)", event.code)
                     self._joined = False
             elif line.startswith("ERXUDP"):
-                self._datagram(parse_erxudp(line))
+                self._datagram(parse_erxudp(line, self.dialect))
         except DeviceProtocolError as exc:
             self.stats.garbled += 1
             log.debug("B-route: dropped a line: %s", exc)
@@ -266,8 +292,9 @@ class BrouteMeter:
         payload = encode(request)
         self._asked, self._reply = request, None  # a late reply to an earlier TID is refused
         try:
-            await self.module.command(f"SKSENDTO 1 {self.address} {ECHONET_PORT} 1 "
-                                      f"{len(payload):04X}", payload=payload)
+            await self.module.command(
+                self.dialect.sendto_command(self.address, ECHONET_PORT, len(payload)),
+                payload=payload)
             if self._reply is None:  # it may have come before the OK
                 await self.module.expect(self._reply_or_down,
                                          deadline=self.settings.request_timeout,

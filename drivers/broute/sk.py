@@ -2,13 +2,15 @@
 Stick-D class) over a serial line, asyncio-native.
 
 The line is a file descriptor watched with ``loop.add_reader`` (pyserial only opens and
-configures it), so every wait has an asyncio deadline and nothing runs in a thread. Lines go
-into one queue; :meth:`SkModule.expect` takes lines until one matches and hands the others to
-``on_line`` (ERXUDP notifications, EVENT 29 session expiry, ...). One command at a time.
+configures it), so every wait has an asyncio deadline and nothing runs in a thread. Lines
+(ended by CR, LF or CRLF: see :mod:`drivers.broute.dialects`) go into one queue;
+:meth:`SkModule.expect` takes lines until one matches and hands the others to ``on_line``
+(ERXUDP notifications, EVENT 29 session expiry, ...). One command at a time.
 Secrets (B-route ID and password) and addresses are never logged: commands are logged redacted.
 
-The line parsers (:func:`parse_erxudp`, :func:`parse_event`, :func:`parse_epandesc`,
-:func:`ipv6`) check every field and raise only :class:`DeviceProtocolError`, whatever the line.
+The line parsers (:func:`parse_erxudp` in the module's dialect, :func:`parse_event`,
+:func:`parse_epandesc`, :func:`ipv6`) check every field and raise only
+:class:`DeviceProtocolError`, whatever the line.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
 
+from drivers.broute.dialects import BP35A1, Dialect
 from drivers.errors import DeviceProtocolError, DeviceUnreachable
 
 log = logging.getLogger(__name__)
@@ -36,6 +39,7 @@ _MAC = re.compile(r"[0-9A-Fa-f]{16}")
 _IPV6 = re.compile(r"[0-9A-Fa-f]{1,4}(:[0-9A-Fa-f]{1,4}){7}")
 _HEX_FIELD = re.compile(r"[0-9A-Fa-f]{1,4}")
 _EVENT_CODE = re.compile(r"[0-9A-Fa-f]{2}")
+_LINE_END = re.compile(rb"[\r\n]")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -91,26 +95,32 @@ def _hex(text: str, pattern: re.Pattern[str], what: str) -> int:
     return int(text, 16)
 
 
-def parse_erxudp(line: str) -> RxUdp:
-    """Parse ``ERXUDP <sender> <dest> <rport> <lport> <mac> <secured> [<side>] <len> <hex>``
-    (BP35C2 adds the side field); the data must be in ASCII hex (WOPT 01).
+def parse_erxudp(line: str, dialect: Dialect = BP35A1) -> RxUdp:
+    """Parse an ERXUDP line of ``dialect``; the data must be in ASCII hex (WOPT 01).
 
-    Every field is checked (ports and length: 4 hex digits, MAC: 16, secured: 0 or 1); any
-    failure is a :class:`DeviceProtocolError` naming the field.
+    BP35A1: ``ERXUDP <sender> <dest> <rport> <lport> <mac> <secured> <len> <hex>``;
+    BP35C0/C2: ``... <mac> [<rssi>] <secured> <side> <len> <hex>`` (RSSI when SA2 is 1).
+    Every field is checked (ports and length: 4 hex digits, MAC: 16, secured: 0 or 1, RSSI and
+    side: hex); any failure is a :class:`DeviceProtocolError` naming the field.
     """
     parts = line.split()
-    if len(parts) not in (9, 10) or parts[0] != "ERXUDP":
-        raise DeviceProtocolError(f"malformed ERXUDP line ({len(parts)} fields, need 9 or 10)")
+    at = dialect.secured_at(len(parts))
+    if at is None or parts[0] != "ERXUDP":
+        need = " or ".join(str(n) for n, _ in dialect.erxudp)
+        raise DeviceProtocolError(f"malformed ERXUDP line ({len(parts)} fields, need {need} "
+                                  f"for {dialect.name})")
     sender = ipv6(parts[1], "ERXUDP sender")
     dest = ipv6(parts[2], "ERXUDP destination")
     rport = _hex(parts[3], _HEX4, "ERXUDP remote port")
     lport = _hex(parts[4], _HEX4, "ERXUDP local port")
     if _MAC.fullmatch(parts[5]) is None:
         raise DeviceProtocolError("malformed ERXUDP sender MAC (need 16 hex digits)")
-    if parts[6] not in ("0", "1"):
+    secured = parts[at]
+    if secured not in ("0", "1"):
         raise DeviceProtocolError("malformed ERXUDP secured flag (need 0 or 1)")
-    if len(parts) == 10 and _HEX_FIELD.fullmatch(parts[7]) is None:
-        raise DeviceProtocolError("malformed ERXUDP side field")
+    extra = [p for i, p in enumerate(parts[6:-2], 6) if i != at]
+    if any(_HEX_FIELD.fullmatch(p) is None for p in extra):
+        raise DeviceProtocolError("malformed ERXUDP RSSI or side field")
     length = _hex(parts[-2], _HEX4, "ERXUDP data length (need 4 hex digits)")
     if len(parts[-1]) != 2 * length:
         raise DeviceProtocolError(f"ERXUDP says {length} bytes but carries {len(parts[-1])} "
@@ -121,7 +131,7 @@ def parse_erxudp(line: str) -> RxUdp:
         raise DeviceProtocolError("ERXUDP data is not hex (is the module in ASCII mode, "
                                   "WOPT 01?)") from None
     return RxUdp(sender=sender, dest=dest, rport=rport, lport=lport, mac=parts[5].upper(),
-                 secured=parts[6] == "1", data=data)
+                 secured=secured == "1", data=data)
 
 
 def parse_event(line: str) -> SkEvent:
@@ -220,9 +230,11 @@ class SkModule:
             self._lines.put_nowait("")
             return
         self._buffer += chunk
-        while (end := self._buffer.find(b"\r\n")) >= 0:
-            line = self._buffer[:end].decode("ascii", errors="replace").strip()
-            del self._buffer[:end + 2]
+        # A line ends at CR, LF or CRLF: a BP35A1 answers ROPT and WOPT with "OK 01" and CR
+        # alone, every other line with CRLF (the LF of a CRLF then ends an empty line).
+        while (match := _LINE_END.search(self._buffer)) is not None:
+            line = self._buffer[:match.start()].decode("ascii", errors="replace").strip()
+            del self._buffer[:match.end()]
             if line:
                 self._lines.put_nowait(line)
         if len(self._buffer) > MAX_LINE:
@@ -258,13 +270,25 @@ class SkModule:
             raise DeviceUnreachable(f"B-route module {self.path}: no {what} within "
                                     f"{deadline} s") from None
 
-    async def command(self, line: str, *, deadline: float = 5.0,
-                      payload: bytes = b"") -> str:
-        """Send ``line`` (plus binary ``payload``, for SKSENDTO) and wait for ``OK``."""
+    async def query(self, line: str, answer: str, *, deadline: float = 5.0) -> str:
+        """Send ``line`` and return the line that starts with ``answer`` (``EINFO`` to
+        ``SKINFO``, ``EVER`` to ``SKVER``) once the ``OK`` after it has come."""
+        log.debug("B-route > %s", redact(line))
+        self.write(line.encode("ascii") + b"\r\n")
+        found = await self.expect(lambda s: s.split(" ")[0] == answer, deadline=deadline,
+                                  what=f"{answer} to {line}")
+        await self.expect(lambda s: s == "OK" or s.startswith("OK "), deadline=deadline,
+                          what=f"OK to {line}")
+        return found
+
+    async def command(self, line: str, *, deadline: float = 5.0, payload: bytes = b"",
+                      end: bytes = b"\r\n") -> str:
+        """Send ``line`` ended by ``end`` (or followed by binary ``payload``, for SKSENDTO) and
+        wait for ``OK``."""
         log.debug("B-route > %s", redact(line))
         if payload:
             self.write(line.encode("ascii") + b" " + payload)
         else:
-            self.write(line.encode("ascii") + b"\r\n")
+            self.write(line.encode("ascii") + end)
         return await self.expect(lambda s: s == "OK" or s.startswith("OK "), deadline=deadline,
                                  what=f"OK to {line.split()[0]}")

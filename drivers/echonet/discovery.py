@@ -1,7 +1,10 @@
 """Find ECHONET Lite nodes and their objects, read property maps and identity.
 
 Nodes answer a multicast Get of the node profile's self-node instance list (0x0EF0, EPC 0xD6)
-and announce themselves with an INF of 0xD5; both list the device objects with their real
+and announce themselves with an INF of 0xD5. The Get goes to the general node's profile
+(instance 0x01) and to all instances (0x00): some nodes answer only the first; a
+transmission-only node (profile instance 0x02) receives nothing and is heard only by its INF.
+Both both list the device objects with their real
 instance codes (gateways use e.g. 0x1F: never assume 01). Each object's Get property map
 (0x9F) decides what is ever asked for; identity comes from 0x8A (manufacturer code),
 0x8C (product code), 0x8D (serial number), 0x83 (identification number) and 0x82 (release).
@@ -32,6 +35,9 @@ from drivers.models import DeviceIdentity
 log = logging.getLogger(__name__)
 
 IDENTITY_EPCS = (0x8A, 0x8C, 0x8D, 0x83, 0x82)
+ASKED_PROFILES = (NODE_PROFILE, NODE_PROFILE_ANY)
+"""Where discovery's Get goes: the general node's profile 0x0EF001, and 0x0EF000 (instance 0x00
+designates every instance of the class, ECHONET Lite specification part II, on EOJ)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -72,7 +78,8 @@ def nodes_from_replies(replies: Sequence[tuple[str, Frame]]) -> list[Node]:
 
 async def find_nodes(client: EchonetClient, *, wait: float = 3.0,
                      addresses: Sequence[str] = ()) -> list[Node]:
-    """Ask for every node's instance list: by multicast, or at ``addresses`` (unicast).
+    """Ask for every node's instance list: by multicast (to each of :data:`ASKED_PROFILES`),
+    or at ``addresses`` (unicast, to the general node's profile 0x0EF001).
 
     INF announcements (0xD5) heard meanwhile count too.
     """
@@ -81,10 +88,12 @@ async def find_nodes(client: EchonetClient, *, wait: float = 3.0,
     get = [Property(epc=0xD6)]
     try:
         if not addresses:
-            heard += await client.multicast(NODE_PROFILE_ANY, Esv.GET, get, wait=wait)
+            for batch in await asyncio.gather(
+                    *(client.multicast(p, Esv.GET, get, wait=wait) for p in ASKED_PROFILES)):
+                heard += batch
         else:
             replies = await asyncio.gather(
-                *(client.request(a, NODE_PROFILE_ANY, Esv.GET, get, deadline=wait, retries=0)
+                *(client.request(a, NODE_PROFILE, Esv.GET, get, deadline=wait, retries=0)
                   for a in addresses), return_exceptions=True)
             for address, reply in zip(addresses, replies, strict=True):
                 if isinstance(reply, DriverError):

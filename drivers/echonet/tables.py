@@ -19,7 +19,7 @@ import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, ValidationError, model_validator
 
@@ -223,3 +223,37 @@ def meter_wh(raw: int, meter: MeterContext | None) -> float:
     if meter is None or meter.unit_kwh is None:
         raise ValueError("the meter's unit (0xE1) is unknown, cumulative values cannot be scaled")
     return round(raw * meter.coefficient * meter.unit_kwh * 1000.0, 6)
+
+
+MAKERS_FILE = Path(__file__).parent / "makers.json"
+_MAKER_CODE = r"^[0-9A-F]{6}$"
+
+
+class MakerList(Frozen):
+    """The published ECHONET manufacturer codes (property 0x8A), with their source."""
+
+    format: Literal[1]
+    source: Source
+    reserved: dict[Annotated[str, Field(pattern=_MAKER_CODE)], str]
+    makers: dict[Annotated[str, Field(pattern=_MAKER_CODE)], str]
+
+
+@functools.cache
+def load_makers(path: Path = MAKERS_FILE) -> MakerList:
+    """The maker code list; a bad file raises ProfileError."""
+    try:
+        return MakerList.model_validate(json.loads(path.read_text(encoding="utf-8")))
+    except (ValidationError, json.JSONDecodeError, OSError) as exc:
+        raise ProfileError(f"{path.name}: {exc}") from exc
+
+
+def maker_name(code: str | None) -> str | None:
+    """The maker's name for a manufacturer code as identities carry it (``0x00000B``), what a
+    reserved code means (``undefined code``), or ``None`` for a code not in the list."""
+    if code is None:
+        return None
+    key = code.removeprefix("0x").upper()
+    makers = load_makers()
+    if key in makers.reserved:
+        return makers.reserved[key]
+    return makers.makers.get(key)

@@ -119,16 +119,18 @@ class DaemonProcess:
 
     @classmethod
     async def start(cls, files: SiteFiles, *, speed: float | None, start: datetime | None,
-                    env: Mapping[str, str] | None = None,
-                    args: Sequence[str] = ()) -> DaemonProcess:
-        """Start it; ``speed`` and ``start`` None run it on real time."""
+                    env: Mapping[str, str] | None = None, args: Sequence[str] = (),
+                    preexec: Callable[[], None] | None = None) -> DaemonProcess:
+        """Start it; ``speed`` and ``start`` None run it on real time. ``preexec`` runs in the
+        child before it executes (e.g. to set resource limits)."""
         simulated = [] if speed is None or start is None else [
             "--time-speed", str(speed), "--time-start", start.isoformat()]
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "agent.cli", "run", "--config", str(files.config),
             *simulated, *args,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-            env={**os.environ, "PYTHONWARNINGS": "error::RuntimeWarning", **(env or {})})
+            env={**os.environ, "PYTHONWARNINGS": "error::RuntimeWarning", **(env or {})},
+            preexec_fn=preexec)
         daemon = cls(proc)
         daemon._reader = asyncio.create_task(daemon._read())
         return daemon

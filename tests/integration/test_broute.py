@@ -50,7 +50,7 @@ async def test_join_and_read_the_meter(fake: FakeSkModule,
     async with BrouteMeter(_settings(fake), name="meter") as meter:
         readings = _by_point(await meter.poll(0.0))
         history = await meter.read_history()
-    assert fake.commands[:3] == ["SKSREG", "ROPT", "SKSETPWD"]
+    assert fake.commands[:5] == ["SKSREG", "SKVER", "SKINFO", "ROPT", "SKSETPWD"]
     assert "SKSCAN" in fake.commands and fake.joins == 1
     assert readings["grid.power"].value == 632.0
     assert readings["grid.energy_import"].value == 6513900.0

@@ -199,9 +199,15 @@ async def test_tls_cookie_is_secure_and_host_prefixed(tmp_path: Path) -> None:
     built = build(tmp_path)
     settings = WebSettings(pairing=built.settings.pairing, allowed_hosts=frozenset({HOST}),
                            port=8443, tls=True)
-    async with http_client(create_app(built.service, settings), f"https://{HOST}:8443") as c:
-        cookie = (await c.get("/login")).headers["set-cookie"].lower()
-    assert cookie.startswith("__host-hems_session=") and "secure" in cookie
+    origin = f"https://{HOST}:8443"
+    async with http_client(create_app(built.service, settings), origin) as c:
+        form = await c.get("/login")
+        done = await c.post("/login", data={"csrf": csrf_of(form.text), "code": CODE},
+                            headers={"origin": origin})
+    login = form.headers["set-cookie"].lower()
+    assert login.startswith("__host-hems_login=") and "secure" in login
+    session = done.headers.get_list("set-cookie")[0].lower()
+    assert session.startswith("__host-hems_session=") and "secure" in session
 
 
 async def test_session_expires_when_idle(client: Client, rig: Rig) -> None:
@@ -391,7 +397,7 @@ async def test_serve_over_tls(tmp_path: Path) -> None:
     stop.set()
     await asyncio.wait_for(task, 10)
     assert reply.status_code == 200
-    assert reply.headers["set-cookie"].startswith("__Host-hems_session=")
+    assert reply.headers["set-cookie"].startswith("__Host-hems_login=")
 
 
 def _self_signed(tmp_path: Path) -> tuple[Path, Path]:

@@ -1,4 +1,13 @@
-"""A fake SK-command Wi-SUN module (BP35A1-like) on a pty, with a smart meter behind it.
+"""A fake SK-command Wi-SUN module on a pty, with a smart meter behind it.
+
+``dialect`` picks what it speaks (drivers/broute/dialects.py, docs/echonet.md): ``bp35a1``
+(no side: SKSCAN with three arguments, SKSENDTO with five, ERXUDP with nine fields) or
+``bp35c2`` (a side everywhere: four SKSCAN arguments, six SKSENDTO fields, ERXUDP with side and,
+after ``SKSREG SA2 1``, RSSI; EVENT with side, EPANDESC with ``Side``). A command in the other
+dialect's form gets ``FAIL ER06``, as a module answers a wrong argument count. Like both real
+modules it takes commands ended by CR, LF or CRLF and answers ROPT/WOPT with CR alone;
+``line_end`` sets how every other line ends (CRLF by default). SKVER, SKINFO (whose last field
+tells the dialects apart) and SKRESET are answered too.
 
 The driver opens ``fake.path`` (the pty's slave) like a USB serial device. The fake answers
 the SK commands the B-route driver uses (echo until ``SKSREG SFE 0``), scans (EVENT 20,
@@ -25,6 +34,10 @@ METER_IP = "FE80:0000:0000:0000:021C:6400:03A1:B2C3"
 OUR_IP = "FE80:0000:0000:0000:021D:1290:0003:0001"
 OTHER_MAC = "001C6400DEADBEEF"
 OTHER_IP = "FE80:0000:0000:0000:021C:6400:DEAD:BEEF"
+OUR_MAC = "001D129000030001"
+VERSIONS = {"bp35a1": "1.2.10", "bp35c2": "1.5.2"}  # what SKVER says (illustrative)
+_SCAN_ARGS = {"bp35a1": 3, "bp35c2": 4}
+_SENDTO_FIELDS = {"bp35a1": 6, "bp35c2": 7}  # SKSENDTO and its fields before the data
 CHANNEL, PAN_ID = 0x21, 0x8888
 
 
@@ -44,8 +57,16 @@ class FakeSkModule:
     """``async with FakeSkModule(route_b_id, password) as fake:`` then open ``fake.path``."""
 
     def __init__(self, route_b_id: str, password: str, *, meter: EmulatedObject | None = None,
-                 beacon: bool = True) -> None:
+                 beacon: bool = True, dialect: str = "bp35a1", line_end: str = "\r\n",
+                 skinfo: bool = True) -> None:
+        if dialect not in _SCAN_ARGS:
+            raise ValueError(f"no fake for dialect {dialect!r}")
         self.route_b_id, self.password = route_b_id, password
+        self.dialect, self.line_end, self.skinfo = dialect, line_end, skinfo
+        self.lines: list[str] = []  # every command line as received (SKSENDTO: its head)
+        self.resets = 0
+        self.failed: list[str] = []  # commands answered with FAIL (unknown, or bad form)
+        self.registers: dict[str, str] = {}
         self.meter = meter or smart_meter(0x01, coefficient=1)
         self.beacon = beacon
         self.echo = True
@@ -74,8 +95,13 @@ class FakeSkModule:
         os.close(self._master)
         os.close(self._slave)
 
-    def _out(self, *lines: str) -> None:
-        os.write(self._master, "".join(f"{line}\r\n" for line in lines).encode("ascii"))
+    @property
+    def _side(self) -> str:
+        return " 0" if self.dialect == "bp35c2" else ""
+
+    def _out(self, *lines: str, end: str | None = None) -> None:
+        end = self.line_end if end is None else end
+        os.write(self._master, "".join(f"{line}{end}" for line in lines).encode("ascii"))
 
     def _later(self, delay: float, *lines: str) -> None:
         async def run() -> None:
@@ -96,25 +122,34 @@ class FakeSkModule:
                 if not self._sendto():
                     return
                 continue
-            end = self._buffer.find(b"\r\n")
-            if end < 0:
+            ends = [i for i in (self._buffer.find(b"\r"), self._buffer.find(b"\n")) if i >= 0]
+            if not ends:
                 return
-            line = self._buffer[:end].decode("ascii")
-            del self._buffer[:end + 2]
+            line = self._buffer[:min(ends)].decode("ascii")
+            del self._buffer[:min(ends) + 1]
             self._command(line)
 
     def _sendto(self) -> bool:
-        head = bytes(self._buffer).split(b" ", 6)
-        if len(head) < 7:
+        fields = _SENDTO_FIELDS[self.dialect]
+        head = bytes(self._buffer).split(b" ", fields)
+        if len(head) <= fields:
             return False
-        length = int(head[5], 16)
-        offset = sum(len(p) + 1 for p in head[:6])
+        length_field = head[fields - 1].decode("ascii", "replace")
+        side_ok = self.dialect != "bp35c2" or head[5] in (b"0", b"1")
+        if len(length_field) != 4 or not side_ok:  # the other dialect's form
+            self.lines.append(b" ".join(head[:fields]).decode("ascii", "replace"))
+            self._buffer.clear()
+            self._fail("SKSENDTO", "ER06")
+            return True
+        length = int(length_field, 16)
+        offset = sum(len(p) + 1 for p in head[:fields])
         if len(self._buffer) < offset + length:
             return False
         payload = bytes(self._buffer[offset:offset + length])
         del self._buffer[:offset + length]
         self.commands.append("SKSENDTO")
-        self._out(f"EVENT 21 {METER_IP} 00", "OK")
+        self.lines.append(b" ".join(head[:fields]).decode("ascii"))
+        self._out(f"EVENT 21 {METER_IP}{self._side} 00", "OK")
         if self.joined and not self.silent:
             self._reply(decode(payload))
         return True
@@ -138,7 +173,10 @@ class FakeSkModule:
         """Deliver an ECHONET Lite frame (ASCII-hex ERXUDP, BP35A1 layout), by default from
         the meter over the secured link."""
         data = encode(frame)
-        self._out(f"ERXUDP {sender} {OUR_IP} 0E1A 0E1A {mac} {int(secured)} {len(data):04X} "
+        flags = f"{int(secured)}"
+        if self.dialect == "bp35c2":  # the side; RSSI first when SA2 is 1
+            flags = f"{'E1 ' if self.registers.get('SA2') == '1' else ''}{flags} 0"
+        self._out(f"ERXUDP {sender} {OUR_IP} 0E1A 0E1A {mac} {flags} {len(data):04X} "
                   f"{data.hex().upper()}")
 
     def line(self, text: str) -> None:
@@ -158,28 +196,55 @@ class FakeSkModule:
     def expire(self) -> None:
         """The PANA session's lifetime ends (EVENT 29)."""
         self.joined = False
-        self._out(f"EVENT 29 {METER_IP}")
+        self._out(f"EVENT 29 {METER_IP}{self._side}")
 
     def _command(self, line: str) -> None:
         if not line:
             return
         self.commands.append(line.split()[0])
+        self.lines.append(line)
         if self.echo:
             self._out(line)
         words = line.split()
         handler = getattr(self, "_do_" + words[0].lower(), None)
         if handler is None:
-            self._out("FAIL ER04")
+            self._fail(words[0], "ER04")
         else:
             handler(words[1:])
+
+    def _fail(self, command: str, code: str) -> None:
+        self.failed.append(command)
+        self._out(f"FAIL {code}")
 
     def _do_sksreg(self, args: list[str]) -> None:
         if args[0] == "SFE":
             self.echo = args[1] != "0"
+        self.registers[args[0]] = args[1]
         self._out("OK")
 
     def _do_ropt(self, args: list[str]) -> None:
-        self._out("OK 01")
+        self._out("OK 01", end="\r")  # CR alone, as BP35A1 and BP35C0 answer it
+
+    def _do_wopt(self, args: list[str]) -> None:
+        self._out("OK", end="\r")
+
+    def _do_skver(self, args: list[str]) -> None:
+        self._out(f"EVER {VERSIONS[self.dialect]}", "OK")
+
+    def _do_skinfo(self, args: list[str]) -> None:
+        if not self.skinfo:
+            self._fail("SKINFO", "ER04")
+            return
+        last = "0" if self.dialect == "bp35c2" else "FFFE"  # side, or the short address
+        self._out(f"EINFO {OUR_IP} {OUR_MAC} {self.registers.get('S2', '21')} "
+                  f"{self.registers.get('S3', 'FFFF')} {last}", "OK")
+
+    def _do_skreset(self, args: list[str]) -> None:
+        self.resets += 1
+        self.echo, self.joined = True, False
+        self._given.clear()
+        self.registers.clear()
+        self._out("OK")
 
     def _do_sksetpwd(self, args: list[str]) -> None:
         self._given["password"] = args[1]
@@ -190,11 +255,15 @@ class FakeSkModule:
         self._out("OK")
 
     def _do_skscan(self, args: list[str]) -> None:
+        if len(args) != _SCAN_ARGS[self.dialect]:
+            self._fail("SKSCAN", "ER06")
+            return
         self._out("OK")
-        lines = [f"EVENT 20 {METER_IP}", "EPANDESC", f"  Channel:{CHANNEL:02X}",
+        side = ["  Side:0"] if self.dialect == "bp35c2" else []
+        lines = [f"EVENT 20 {METER_IP}{self._side}", "EPANDESC", f"  Channel:{CHANNEL:02X}",
                  "  Channel Page:09", f"  Pan ID:{PAN_ID:04X}", f"  Addr:{METER_MAC}",
-                 "  LQI:E1", "  PairID:00A1B2C3"] if self.beacon else []
-        self._later(0.05, *lines, f"EVENT 22 {OUR_IP}")
+                 "  LQI:E1", *side, "  PairID:00A1B2C3"] if self.beacon else []
+        self._later(0.05, *lines, f"EVENT 22 {OUR_IP}{self._side}")
 
     def _do_skll64(self, args: list[str]) -> None:
         self._out(METER_IP if args[0] == METER_MAC else "FE80:0000:0000:0000:0000:0000:0000:0000")
@@ -205,4 +274,11 @@ class FakeSkModule:
                 and self._given.get("password") == self.password and args[0] == METER_IP)
         self.joined = good
         self.joins += good
-        self._later(0.05, f"EVENT 21 {METER_IP} 02", f"EVENT {'25' if good else '24'} {METER_IP}")
+        self._later(0.05, f"EVENT 21 {METER_IP}{self._side} 02",
+                    f"EVENT {'25' if good else '24'} {METER_IP}{self._side}")
+
+    def _do_skterm(self, args: list[str]) -> None:
+        self._out("OK")
+        event = "27" if self.joined else "28"  # session closed, or there was none
+        self.joined = False
+        self._later(0.01, f"EVENT {event} {METER_IP}{self._side}")

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from drivers.broute.dialects import BP35C2
 from drivers.broute.meter import BrouteMeter, BrouteSettings
 from drivers.broute.sk import (
     Pan,
@@ -70,6 +71,7 @@ def _documented(call: Callable[[], object], text: str) -> None:
 def check_sk_line(line: str) -> None:
     """Each SK line parser returns or raises DeviceProtocolError, naming no address."""
     _documented(lambda: parse_erxudp(line), line)
+    _documented(lambda: parse_erxudp(line, BP35C2), line)
     _documented(lambda: parse_event(line), line)
     _documented(lambda: ipv6(line, "SKLL64 answer"), line)
 

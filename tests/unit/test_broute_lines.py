@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from drivers.broute.dialects import BP35C2
 from drivers.broute.sk import Pan, parse_epandesc, parse_erxudp, parse_event
 from drivers.errors import DeviceProtocolError
 from tests.support.fake_sk_module import METER_IP, METER_MAC, OUR_IP
@@ -26,7 +27,8 @@ def test_erxudp_fields() -> None:
     assert (rx.sender, rx.mac, rx.secured, rx.rport, rx.lport) == (
         METER_IP, METER_MAC, False, 3610, 3610)
     assert rx.data == bytes.fromhex(DATA)
-    c2 = parse_erxudp(f"ERXUDP {METER_IP} {OUR_IP} 0E1A 0E1A {METER_MAC} 1 0 0012 {DATA}")
+    c2 = parse_erxudp(f"ERXUDP {METER_IP} {OUR_IP} 0E1A 0E1A {METER_MAC} 1 0 0012 {DATA}",
+                      BP35C2)
     assert c2.secured and c2.data == rx.data  # BP35C2: the side field before the length
 
 
@@ -39,7 +41,7 @@ def test_erxudp_fields() -> None:
     (f"ERXUDP FE80::1 {OUR_IP} 0E1A 0E1A {METER_MAC} 1 0012 {DATA}", "sender"),
     (f"ERXUDP {METER_IP} {OUR_IP} +E1A 0E1A {METER_MAC} 1 0012 {DATA}", "remote port"),
     (f"ERXUDP {METER_IP} {OUR_IP} 0E1A 0E1A 001C64 1 0012 {DATA}", "sender MAC"),
-    (f"ERXUDP {METER_IP} {OUR_IP} 0E1A 0E1A {METER_MAC} 1", "7 fields, need 9 or 10"),
+    (f"ERXUDP {METER_IP} {OUR_IP} 0E1A 0E1A {METER_MAC} 1", "7 fields, need 9 for bp35a1"),
     (f"EVENT 2 {METER_IP}", "EVENT code"),
     ("EVENT 29", "need 3 to 5"),
     (f"EVENT 29 {METER_IP} 0 ZZ", "side or parameter"),

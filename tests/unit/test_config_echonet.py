@@ -48,6 +48,7 @@ def test_sections_load(tmp_path: Path) -> None:
     assert (storage.eoj, storage.class_code, storage.instance) == ("027D1F", 0x027D, 0x1F)
     assert config.echonet.interface == "192.168.1.20" and config.echonet.discovery
     assert config.broute is not None and config.broute.name == "smart_meter"
+    assert config.broute.module == "auto"  # detected from SKINFO unless set
     assert config.broute.id_file == tmp_path / "broute.id"  # relative to the config file
     assert {tmp_path / "broute.id", tmp_path / "broute.pass"} <= set(config.secret_files())
 
@@ -68,6 +69,8 @@ def test_no_echonet_sections_change_nothing(tmp_path: Path) -> None:
     (("poll_interval = 5", "polling = 5"), "echonet_devices[1].polling", "unknown key"),
     (("device = \"/dev/ttyUSB0\"", "device = \"COM3\""), "broute.device", "should match"),
     (("id_file = \"broute.id\"\n", ""), "broute.id_file", "required but missing"),
+    (("id_file = \"broute.id\"\n", "id_file = \"broute.id\"\nmodule = \"bp35c3\"\n"),
+     "broute.module", "'auto', 'bp35a1' or 'bp35c2'"),
 ])
 def test_errors_name_the_field(tmp_path: Path, change: tuple[str, str], where: str,
                                what: str) -> None:

@@ -115,7 +115,7 @@ def test_the_snapshot_is_plain_json_and_names_what_it_is_for() -> None:
     m.flush(T0 + timedelta(minutes=3), SERVICE)
     saved = m.snapshot(site=SITE, taken=T0 + timedelta(minutes=3))
     assert json.loads(json.dumps(saved, allow_nan=False)) == saved
-    assert (saved["kind"], saved["schema"], saved["site"]) == ("hems-minimiser-state", 1, SITE)
+    assert (saved["kind"], saved["schema"], saved["site"]) == ("hems-minimiser-state", 2, SITE)
     assert saved["catalogue"] == CATALOGUE.content_hash and saved["tiers"] == ["30min"]
     assert [w[:3] for w in saved["windows"]] == [["30min", int(T0.timestamp()),
                                                   int(T0.timestamp()) + 1800]]
@@ -157,10 +157,17 @@ def _damage(saved: dict[str, Any], how: str) -> None:
         saved["tiers"] = ["5min"]
     elif how == "duplicate":
         saved["series"].append(copy.deepcopy(saved["series"][0]))
+    elif how == "cut":
+        saved["cut"] = -5
+    elif how == "released":
+        saved["released"] = [["service", "company", -1800]]
+    elif how == "lead":
+        saved["series"][0][4][11] = 1e9  # a lead gap larger than the delta
 
 
 @pytest.mark.parametrize("how", ["series field", "bucket count", "window start", "series index",
-                                 "stats", "taken", "nan", "tier", "duplicate"])
+                                 "stats", "taken", "nan", "tier", "duplicate", "cut",
+                                 "released", "lead"])
 def test_damaged_snapshots_are_refused_naming_the_field(how: str) -> None:
     saved = _saved()
     _damage(saved, how)
@@ -174,7 +181,8 @@ def test_damaged_snapshots_are_refused_naming_the_field(how: str) -> None:
 
 @pytest.mark.parametrize(("change", "message"), [
     ({"site": "site-other"}, "site: taken for 'site-other'"),
-    ({"schema": 2}, "schema 2 is newer than this agent reads"),
+    ({"schema": 3}, "schema 3 is newer than this agent reads"),
+    ({"schema": 1}, "schema 1 is older than this agent reads"),
     ({"schema": "1"}, "schema: expected a positive integer"),
     ({"kind": "something-else"}, "kind: expected"),
     ({"timezone": "UTC"}, "timezone: taken for 'UTC'"),

@@ -170,7 +170,8 @@ def test_late_and_unknown_readings_are_counted() -> None:
     m = Minimiser(load_catalogue())
     m.feed([reading("pv.power", 1.0, 120), reading("pv.power", 1.0, 10),
             reading("weather.temperature", 1.0, 0), reading("pv.power", "text", 130)])
-    assert m.stats == {"fed": 4, "dropped": 1, "late": 1, "bad_value": 1}
+    assert m.stats == {"fed": 4, "dropped": 1, "late": 1, "bad_value": 1, "not_collected": 0,
+                       "repeated": 0}
 
 
 def test_flush_needs_an_aware_time() -> None:

@@ -14,6 +14,7 @@ import pytest
 from agent.snapshots import MinimiserSnapshots
 from policy.catalogue import load_catalogue
 from policy.minimise import Minimiser
+from policy.minimise_state import SCHEMA
 from policy.tiers import Tier
 from tests.unit.test_policy_minimise import T0, grant, reading
 
@@ -87,7 +88,7 @@ def test_a_refused_snapshot_is_logged_and_the_minimiser_starts_empty(
     assert reason in caplog.text and "starting empty" in caplog.text
     assert m.holds_nothing()
     store.save(T0)  # the next save replaces it
-    assert json.loads(path.read_bytes())["schema"] == 1
+    assert json.loads(path.read_bytes())["schema"] == SCHEMA
 
 
 def test_saved_once_an_interval_has_passed(tmp_path: Path) -> None:
@@ -114,3 +115,22 @@ def test_erasure_deletes_the_snapshot_at_once(tmp_path: Path) -> None:
     assert not path.exists()
     store.restore_once(T0 + timedelta(minutes=6))
     assert m.holds_nothing()
+
+
+def test_a_tick_that_released_saves_at_once_so_a_power_cut_cannot_release_it_again(
+        tmp_path: Path) -> None:
+    path = tmp_path / "minimiser-state.json"
+    _fed(path)  # the file now holds the half hour open, five minutes in
+    ticks = Ticks()
+    m, store = _running(path, ticks)
+    store.restore_once(T0 + timedelta(minutes=6))
+    store.after_tick(T0 + timedelta(minutes=6), released=False)  # starts the interval
+    ticks.now += 1.0  # far less than the interval: no periodic save is due
+    end = T0 + timedelta(minutes=30)
+    [release] = m.flush(end, SERVICE)
+    store.after_tick(end, released=True)
+    # Power cut here: no stop save. The next life restores what is on disk.
+    m2, store2 = _running(path)
+    store2.restore_once(end + timedelta(seconds=5))
+    assert m2.flush(end + timedelta(seconds=5), SERVICE) == []
+    assert release.records[0].good == 10

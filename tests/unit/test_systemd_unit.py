@@ -42,3 +42,14 @@ def test_unit_runs_the_daemon_with_notify_and_watchdog() -> None:
     for setting in ("Type=notify", "WatchdogSec=", "Restart=on-failure", "StateDirectory=",
                     "ConfigurationDirectory=", "SupplementaryGroups=dialout"):
         assert setting in text
+
+
+def test_unit_sets_the_open_files_limit_above_the_pages_connections() -> None:
+    from agent.web.connections import RESERVED_DESCRIPTORS, PageLimits, connection_budget
+
+    found = re.search(r"^LimitNOFILE=(\d+)$", UNIT.read_text(encoding="utf-8"), re.MULTILINE)
+    assert found, "the unit sets no LimitNOFILE: systemd's default soft limit is 1024"
+    limit = int(found.group(1))
+    pages = connection_budget(PageLimits(), limit)
+    assert pages == PageLimits().max_connections  # the page's full bound fits
+    assert limit - pages >= RESERVED_DESCRIPTORS
