@@ -6,7 +6,8 @@ at its address, or multicast discovery, as the daemon does), described and read 
 counters in one request). Results are :class:`agent.scan_range.DeviceProbe`, the shape the
 Modbus probes have, so the doctor's device checks and the report treat all three protocols
 alike; ``entry["protocol"]`` says which one, ``entry["link"]`` holds the B-route session's
-channel and link quality.
+channel, link quality and the module's SK dialect (found by the driver, or ``[broute]
+module`` when set).
 
 An ECHONET Lite request gets one attempt of ``[echonet] timeout`` (no resend), so a silent
 object costs one timeout. A B-route join takes as long as it takes on the module (the
@@ -123,7 +124,7 @@ def broute_settings(config: BrouteConfig) -> Any:
     return BrouteSettings(
         device=config.device, route_b_id=read_secret(config.id_file, "B-route ID"),
         password=read_secret(config.password_file, "B-route password"),
-        scan_attempts=config.scan_attempts, scan_timeout=config.scan_timeout,
+        module=config.module, scan_attempts=config.scan_attempts, scan_timeout=config.scan_timeout,
         join_timeout=config.join_timeout, request_timeout=config.request_timeout,
         retries=config.retries)
 
@@ -148,11 +149,12 @@ async def probe_broute(config: AgentConfig) -> list[DeviceProbe]:
         settings = broute_settings(b)
         async with BrouteMeter(settings, name=b.name) as meter:
             readings = await meter.poll(0.0)
-            pan, joins, identity = meter.pan, meter.joins, meter.identity
+            pan, joins, identity, dialect = meter.pan, meter.joins, meter.identity, meter.dialect
     except DriverError as exc:
         return [DeviceProbe(name=b.name, where=where, entry=None, error=str(exc))]
     link: dict[str, Any] = {"seconds": round(time.monotonic() - started, 1), "joins": joins,
                             "channel": None, "lqi": None, "rssi_dbm": None,
+                            "dialect": dialect.name, "modules": dialect.modules,
                             "module_version": None}
     if pan is not None:
         link.update(channel=pan.channel, lqi=pan.lqi,
@@ -183,5 +185,8 @@ def link_text(entry: dict[str, Any]) -> str:
         parts.append(f"channel {link['channel']}")
     if link.get("lqi"):
         parts.append(f"link quality LQI {link['lqi']} (about {link['rssi_dbm']} dBm)")
-    parts.append(f"module version {link.get('module_version') or 'not reported'}")
+    if link.get("dialect"):
+        parts.append(f"SK dialect {link['dialect']} ({link['modules']})")
+    if link.get("module_version"):
+        parts.append(f"module version {link['module_version']}")
     return ", ".join(parts)

@@ -9,8 +9,9 @@ by class (``pv``, ``battery``, ``meter``; ``-2``... when taken).
 The B-route needs the Wi-SUN module's serial device and the utility-issued ID and password.
 The secrets go to ``<conf>/broute.id`` and ``<conf>/broute.password`` (0600), never into
 agent.toml. Before anything is written the meter is joined and its instantaneous power read
-once (``--no-device-check`` skips it); the module's command dialect is detected at run time,
-so nothing about the module's make is asked.
+once (``--no-device-check`` skips it); the module's SK dialect is found by the driver
+(SKINFO), so nothing about the module's make is asked; a ``[broute] module`` already in the
+configuration (the override for a module that cannot tell) is kept and used.
 """
 
 from __future__ import annotations
@@ -150,7 +151,8 @@ def scan(echonet: dict[str, Any], wait: float, addresses: list[str] | None = Non
             readings = ", ".join(f"{r['point']} = {r['value']} {r['unit']}".rstrip()
                                  for r in obj["readings"][:3])
             summary = (f"{node['address']} {eoj} {obj['class'] or 'unsupported class'}, "
-                       f"maker {obj['manufacturer'] or '?'} model {obj['model'] or '?'}"
+                       f"maker {obj.get('maker') or obj['manufacturer'] or '?'} "
+                       f"model {obj['model'] or '?'}"
                        + (f": {readings}" if readings else "")
                        + (f" (error: {obj['error']})" if "error" in obj else ""))
             found.append(Found(address=node["address"], eoj=eoj, class_name=obj["class"] or "",
@@ -314,15 +316,16 @@ def join_once(device: str, secrets: BrouteSecrets, raw: dict[str, Any]) -> str:
     current = raw.get("broute", {})
     settings = BrouteSettings(device=device, route_b_id=secrets.route_b_id,
                               password=secrets.password,
+                              module=str(current.get("module", "auto")),
                               scan_timeout=float(current.get("scan_timeout", 180.0)),
                               join_timeout=float(current.get("join_timeout", 180.0)))
 
     async def run() -> str:
         async with BrouteMeter(settings, name="smart_meter") as meter:
             readings = await meter.poll(0.0)
-            pan = meter.pan
+            pan, dialect = meter.pan, meter.dialect
         power = next((r for r in readings if r.point == "grid.power"), None)
-        parts = ["smart meter joined"]
+        parts = [f"smart meter joined ({dialect.name} module)"]
         if pan is not None:
             parts.append(f"channel {pan.channel}")
             if pan.lqi:

@@ -121,7 +121,7 @@ async def test_a_japanese_home_pv_and_battery_on_echonet_lite_meter_on_the_b_rou
     company, key_id = recipient_file(tmp_path)
     home: EchonetSite
     module: FakeSkModule
-    async with emulated_home() as home, fake_module() as module:
+    async with emulated_home() as home, fake_module(dialect="bp35c2") as module:
         child = spawn(gw, "--echonet-interface", home.interface, "--echonet-port",
                       str(home.port), "--echonet-wait", "0.5")
         try:
@@ -157,8 +157,10 @@ async def test_a_japanese_home_pv_and_battery_on_echonet_lite_meter_on_the_b_rou
                                r"password again", async_=True)
             await answer(child, r"B-route ID \(32 characters\): ", RBID)
             await answer(child, r"B-route password \(12 characters\): ", PASSWORD)
-            await child.expect(r"smart meter joined, channel 33, link quality LQI 225 "
-                               r"\(about -42 dBm\), instantaneous power 632\.0 W", async_=True)
+            # The module's SK dialect is found by asking it: nothing about its make is asked.
+            await child.expect(r"smart meter joined \(bp35c2 module\), channel 33, link "
+                               r"quality LQI 225 \(about -42 dBm\), instantaneous power "
+                               r"632\.0 W", async_=True)
             await child.expect(r"2 ECHONET Lite device\(s\), B-route smart meter on ",
                                async_=True)
             await answer(child, r"Write all this\? \[y/N\]: ", "y")

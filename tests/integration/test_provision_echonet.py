@@ -52,7 +52,8 @@ async def test_provision_finds_echonet_devices_and_joins_the_broute_meter(
                                *broute_args(gw, module))
     assert code == 0, out + err
     assert "1. " in out and "Household solar power generation" in out  # the list shown
-    assert "smart meter joined, channel 33, link quality LQI 225 (about -42 dBm)" in out
+    assert ("smart meter joined (bp35a1 module), channel 33, link quality LQI 225 "
+            "(about -42 dBm), instantaneous power 632.0 W") in out
     config = load_config(gw.config)
     assert [(d.name, d.eoj, d.address) for d in config.echonet_devices] == [
         ("pv", "02791F", home.gateway.address), ("battery", "027D02", home.gateway.address)]
@@ -138,7 +139,8 @@ async def test_doctor_reads_each_echonet_device_and_the_broute_meter_once(
     assert meter["status"] == "pass", meter
     assert meter["detail"].startswith(f"B-route module {module.path}: 0xFFFFFE, values "
                                       "plausible; joined in ")
-    assert "channel 33, link quality LQI 225 (about -42 dBm)" in meter["detail"]
+    assert meter["detail"].endswith("channel 33, link quality LQI 225 (about -42 dBm), SK "
+                                    "dialect bp35a1 (ROHM BP35A1, Tessera RL7023 Stick-D/IPS)")
     assert module.joins == 1 and module.commands.count("SKSENDTO") == 2  # context, then read
 
 

@@ -31,9 +31,9 @@ async def emulated_home() -> AsyncIterator[EchonetSite]:
         await site.aclose()
 
 
-def fake_module() -> FakeSkModule:
+def fake_module(dialect: str = "bp35a1") -> FakeSkModule:
     """``async with fake_module() as module:``: the meter behind it takes RBID/PASSWORD."""
-    return FakeSkModule(RBID, PASSWORD)
+    return FakeSkModule(RBID, PASSWORD, dialect=dialect)
 
 
 async def cli(*argv: str) -> tuple[int, str, str]:
