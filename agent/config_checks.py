@@ -219,3 +219,15 @@ def _broute(path: Path, *, what: str) -> None:
 
 def _operator_key(path: Path) -> None:
     keys.load_device_public(path.read_bytes(), str(path))
+
+
+def device_count(config: AgentConfig) -> str:
+    """The devices the agent will read, by protocol: ``4 devices (1 Modbus, 2 ECHONET Lite,
+    B-route smart meter)``; ``0 devices`` when none."""
+    modbus, echonet = len(config.devices), len(config.echonet_devices)
+    broute = config.broute is not None
+    total = modbus + echonet + broute
+    parts = [f"{n} {what}" for n, what in ((modbus, "Modbus"), (echonet, "ECHONET Lite")) if n]
+    if broute:
+        parts.append("B-route smart meter")
+    return f"{total} devices ({', '.join(parts)})" if total else "0 devices"

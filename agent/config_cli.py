@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from agent.config import DEFAULT_PATH
-from agent.config_checks import load_checked
+from agent.config_checks import device_count, load_checked
 from agent.errors import ConfigError
 
 
@@ -29,5 +29,5 @@ def main(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"hems-agent: invalid configuration\n{exc}", file=sys.stderr)
         return 2
-    print(f"{args.file}: OK ({len(config.devices)} devices, {len(config.recipients)} recipients)")
+    print(f"{args.file}: OK ({device_count(config)}, {len(config.recipients)} recipients)")
     return 0

@@ -2,7 +2,8 @@
 
 Checks, in order: the configuration is valid; secrets are private and every key file loads
 (:mod:`agent.doctor_config`); the clock is synchronised (:mod:`agent.doctor_host`); each device
-answers with sane values (:mod:`agent.doctor_devices`); the broker is reachable, its TLS
+(Modbus, ECHONET Lite, the B-route smart meter) answers with sane values
+(:mod:`agent.doctor_devices`, :mod:`agent.doctor_echonet`); the broker is reachable, its TLS
 certificate chains to the pinned CA, the credentials are accepted, a publish on the site's own
 topic is acknowledged and one on another site's topic is refused (:mod:`agent.doctor_uplink`);
 the outbox is healthy; the consent ledger's hash chain is intact (:mod:`agent.doctor_state`);
@@ -22,10 +23,10 @@ from agent.config import DEFAULT_PATH
 from agent.doctor_check import Check, Status, failed
 from agent.doctor_config import config_checks
 from agent.doctor_devices import device_checks
+from agent.doctor_echonet import probe_all
 from agent.doctor_host import clock_check, watchdog_check
 from agent.doctor_state import ledger_check, outbox_check
 from agent.doctor_uplink import UplinkResult, uplink_test
-from agent.scan_range import probe_devices
 
 
 async def run_checks(path: Path, *, unit_file: Path | None = None,
@@ -37,7 +38,7 @@ async def run_checks(path: Path, *, unit_file: Path | None = None,
     checks.append(clock_check(config))
     secrets_ok = checks[-2].status is Status.PASS
     probes, uplink = await asyncio.gather(
-        probe_devices(config),
+        probe_all(config),
         uplink_test(config, deadline=deadline) if secrets_ok else _no_uplink())
     checks += device_checks(probes)
     checks += uplink.checks

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 def config_checks(path: Path) -> tuple[AgentConfig | None, list[Check]]:
     """The configuration, the secrets' modes, every key file and the state directory."""
     from agent.config import load_config
-    from agent.config_checks import config_problems
+    from agent.config_checks import config_problems, device_count
     from agent.errors import AgentError
 
     try:
@@ -23,7 +23,7 @@ def config_checks(path: Path) -> tuple[AgentConfig | None, list[Check]]:
     except AgentError as exc:
         return None, [failed("config valid", str(exc),
                              f"edit {path} or re-run hems-agent provision")]
-    checks = [passed("config valid", f"{path}: {len(config.devices)} device(s), "
+    checks = [passed("config valid", f"{path}: {device_count(config)}, "
                                      f"{len(config.recipients)} recipient(s)")]
     problems = config_problems(config)
     if problems:

@@ -21,7 +21,6 @@ from agent.doctor_check import Check, Status, failed, passed
 
 if TYPE_CHECKING:
     from agent.config import AgentConfig
-    from agent.uplink_acks import AckCodes
 
 PROBE_SEQ_BASE = 1 << 62
 
@@ -152,9 +151,10 @@ async def _publish_steps(config: AgentConfig, client: Any, deadline: float,
 
     codes = AckCodes(client)
     own = topic_for(site, "service", "event")
-    code = await _publish(client, own, probe_envelope(config), deadline, codes)
-    if code is None or code >= 0x80:
-        reason = "no PUBACK in time" if code is None else f"PUBACK reason code 0x{code:02x}"
+    answer = await codes.publish(client, own, probe_envelope(config), deadline)
+    if answer is None or answer[0] >= 0x80:
+        reason = ("no PUBACK in time" if answer is None
+                  else f"PUBACK reason code {reason_text(*answer)}")
         out.append(failed("publish on own topic", f"{own}: {reason}",
                           "the broker's ACL must let this site's user write hems/v1/<site>/#"))
         return False
@@ -164,9 +164,10 @@ async def _publish_steps(config: AgentConfig, client: Any, deadline: float,
                          detail="MQTT 3.1.1 cannot report a refused publish; not verified"))
         return True
     other = topic_for(f"{site[:40]}-acl-probe", "service", "event")
-    code = await _publish(client, other, b"", deadline, codes)
-    if code is not None and code >= 0x80:
-        out.append(passed("publish elsewhere refused", f"{other}: refused (0x{code:02x})"))
+    answer = await codes.publish(client, other, b"", deadline)
+    if answer is not None and answer[0] >= 0x80:
+        out.append(passed("publish elsewhere refused",
+                          f"{other}: refused ({reason_text(*answer)})"))
         return True
     out.append(failed("publish elsewhere refused",
                       f"{other}: the broker accepted a publish into another site's topics",
@@ -175,11 +176,17 @@ async def _publish_steps(config: AgentConfig, client: Any, deadline: float,
     return False
 
 
-async def _publish(client: Any, topic: str, payload: bytes, deadline: float,
-                   codes: AckCodes) -> int | None:
-    """The PUBACK's reason code, or None when none came in time."""
-    answer = await codes.publish(client, topic, payload, deadline)
-    return None if answer is None else answer[0]
+def reason_text(code: int, name: str = "") -> str:
+    """An MQTT v5 reason code with its name, e.g. ``0x87 Not authorized``."""
+    if not name:
+        from paho.mqtt.packettypes import PacketTypes
+        from paho.mqtt.reasoncodes import ReasonCode
+
+        try:
+            name = ReasonCode(PacketTypes.PUBACK, identifier=code).getName()
+        except ValueError:
+            name = "unknown reason code"
+    return f"0x{code:02x} {name}"
 
 
 def probe_envelope(config: AgentConfig) -> bytes:

@@ -2,7 +2,9 @@
 
 The run reads the existing configuration (if any), takes the installer's flags, asks on the
 terminal for whatever required value is still missing, checks everything (recipient keys are
-shown with their fingerprints, devices must answer, consents must fit the catalogue), and only
+shown with their fingerprints, devices must answer — Modbus, ECHONET Lite
+(:mod:`agent.provision_echonet`) and the B-route smart meter, which is joined once — consents
+must fit the catalogue), and only
 then writes: keys and secrets (0600, never printed), the configuration (absolute paths), the
 consent ledger (factory defaults from the catalogue, plus any written consent the household gave
 on paper, recorded with source ``installer`` and the form's reference). It is idempotent: a
@@ -14,7 +16,7 @@ Layout it writes (``<conf>`` is the configuration file's directory)::
 
     <conf>/agent.toml  device.key (0600)  device.pub  broker.password (0600)  broker-ca.pem
     <conf>/client.pem  client.key (0600)  pairing.hash (0600)  web.pem  web.key (0600)
-    <conf>/recipients/<id>.pub
+    <conf>/recipients/<id>.pub  broute.id (0600)  broute.password (0600)
     <state>/consent-ledger.json  <state>/keys/rotated.json
     <state>/commissioning/report.{txt,json,html}
 """
@@ -27,6 +29,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from agent import provision_echonet as echonet
 from agent import provision_inputs as inputs
 from agent.config import DEFAULT_PATH
 from agent.provision_checks import (
@@ -67,6 +70,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--devices-from", type=Path, help="JSON written by hems-agent scan --save")
     add("--baud", type=int, default=9600, help="RS-485 baud rate for new lines (default 9600)")
     add("--no-device-check", action="store_true", help="accept devices that do not answer")
+    echonet.add_arguments(parser)
     add("--consent", action="append", default=[], metavar="PURPOSE:RECIPIENT=TIER",
         help="record the household's written consent (needs --consent-ref)")
     add("--consent-ref", help="reference of the signed paper consent form")
@@ -127,7 +131,13 @@ def make_plan(args: argparse.Namespace, ask: Prompter | None) -> Plan:
     password = inputs.credentials(args, broker, conf, files, private, ask)
     web = _web(args, raw, conf, ask)
     recipients = inputs.recipients(args, raw, conf, files, ask)
-    devices(args, raw, ask)
+    # Devices of any protocol given (or configured): ask for none; else ask for each kind.
+    given = bool(args.device or args.devices_from or args.echonet_scan or args.echonet_device
+                 or args.broute_device or raw.get("devices") or raw.get("echonet_devices")
+                 or raw.get("broute"))
+    devices(args, raw, ask, prompt=not given)
+    echonet.echonet_devices(args, raw, None if given and not args.echonet_scan else ask)
+    echonet.broute(args, raw, conf, private, None if given and not args.broute_device else ask)
     plan = Plan(path=path, raw=raw, password=password, files=files, private=private,
                 recipients=recipients, consents=inputs.consents(args, raw),
                 reference=args.consent_ref, rotate=args.rotate_keys,
@@ -184,7 +194,10 @@ def show_plan(plan: Plan) -> None:
     """What will be written, with each new recipient key's fingerprint to compare."""
     raw = plan.raw
     print(f"site {raw['site_id']}, broker {raw['broker']['url']}, page {raw['web']['listen']}, "
-          f"{len(raw.get('devices', []))} device(s)")
+          f"{len(raw.get('devices', []))} Modbus device(s), "
+          f"{len(raw.get('echonet_devices', []))} ECHONET Lite device(s), "
+          + ("B-route smart meter on " + raw["broute"]["device"] if raw.get("broute")
+             else "no B-route smart meter"))
     for r in plan.recipients:
         print(f"recipient {r.id} ({r.kem}) fingerprint {fingerprint(r.key_id)}")
     for c in plan.consents:

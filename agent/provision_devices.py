@@ -31,9 +31,11 @@ async def device_answers(spec: dict[str, Any], *, deadline: float = 2.0) -> str 
     return "; ".join(result.misses) or "no answer"
 
 
-def devices(args: argparse.Namespace, raw: dict[str, Any], ask: Prompter | None) -> None:
+def devices(args: argparse.Namespace, raw: dict[str, Any], ask: Prompter | None, *,
+            prompt: bool = True) -> None:
     """Devices given (``--device`` replaces one of the same name) or chosen in a scan (kept
-    beside an existing device of the same name at another address, with a suffix)."""
+    beside an existing device of the same name at another address, with a suffix); asked for
+    on a terminal when none is given (and ``prompt``: no device of another protocol is)."""
     try:
         given = [check_device(text) for text in args.device]
     except ValueError as exc:
@@ -50,7 +52,7 @@ def devices(args: argparse.Namespace, raw: dict[str, Any], ask: Prompter | None)
             if problem is not None:
                 raise ProvisionError(f"device {spec['name']} does not answer: {problem}; "
                                      "check it, or give --no-device-check to add it anyway")
-    if not given and not scanned and not raw.get("devices") and ask is not None:
+    if not given and not scanned and not raw.get("devices") and ask is not None and prompt:
         given = ask.device()
     merge_devices(raw, given, args.baud, rename=False)
     merge_devices(raw, scanned, args.baud, rename=True)

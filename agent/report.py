@@ -6,9 +6,11 @@ recipients, with any rotated key still accepted), the catalogue version and the 
 and the household page's address. Rendered as text for the screen, JSON for tooling and a
 printable HTML page (one self-contained file: inline CSS, no script, every value escaped).
 
-``hems-agent provision`` writes all three to ``<state_dir>/commissioning/``;
-``hems-agent report`` renders one on demand. The ledger is read, never opened for writing, so a
-report never applies a catalogue update the daemon should deliver.
+``hems-agent provision`` writes all three to ``<state_dir>/commissioning/``, with the
+household's Japanese sheet (:mod:`agent.report_household`) as ``household.html``;
+``hems-agent report`` renders one on demand (``--household`` for the sheet). The ledger is
+read, never opened for writing, so a report never applies a catalogue update the daemon should
+deliver.
 """
 
 from __future__ import annotations
@@ -32,14 +34,14 @@ _READINGS = ("pv.power", "pv.energy", "battery.soc", "battery.power", "grid.powe
 def gather(path: Path, *, test_uplink: bool = True, deadline: float = 3.0) -> Doc:
     """Collect the report (devices are read and the uplink tested now)."""
     from agent.config import load_config
+    from agent.doctor_echonet import probe_all
     from agent.doctor_uplink import uplink_test
-    from agent.scan_range import probe_devices
 
     config = load_config(path)
 
     async def live() -> tuple[Any, Any]:
         uplink = uplink_test(config, deadline=deadline) if test_uplink else _none()
-        return await asyncio.gather(probe_devices(config), uplink)
+        return await asyncio.gather(probe_all(config), uplink)
 
     probes, uplink = asyncio.run(live())
     web = config.web
@@ -63,13 +65,41 @@ async def _none() -> None:
     return None
 
 
+PROTOCOLS = {"modbus": "Modbus", "echonet": "ECHONET Lite", "broute": "B-route"}
+
+
 def _device(probe: Any) -> Doc:
+    from agent.doctor_devices import protocol_of
+
     entry = probe.entry or {}
     readings = entry.get("readings", {})
-    return {"name": probe.name, "where": probe.where, "ok": probe.error is None
+    return {"name": probe.name, "where": probe.where, "protocol": protocol_of(probe),
+            "class_code": entry.get("class_code"), "ok": probe.error is None
             and not probe.problems, "error": probe.error, "problems": list(probe.problems),
-            "identity": entry.get("identity"),
+            "identity": entry.get("identity"), "link": entry.get("link"),
             "readings": {k: readings[k] for k in _READINGS if k in readings}}
+
+
+def device_state(d: Doc) -> str:
+    """What became of a device, in plain words: ``OK``, or why it failed and what to check."""
+    from agent.doctor_devices import _FIX_UNREACHABLE
+
+    if d["ok"]:
+        return "OK"
+    if d["error"] is not None:
+        return (f"FAILED: it did not answer ({d['error']}). "
+                f"Check: {_FIX_UNREACHABLE.get(d.get('protocol', 'modbus'), '')}")
+    return ("FAILED: it answered, but with values no working device reports: "
+            + "; ".join(d["problems"]) + ". Check the device's own display.")
+
+
+def _identity_text(d: Doc) -> str:
+    """Maker, model and serial as far as the device told them; empty when it said nothing."""
+    ident = d["identity"] or {}
+    parts = [str(ident[k]) for k in ("manufacturer", "model") if ident.get(k)]
+    if ident.get("serial"):
+        parts.append(f"serial {ident['serial']}")
+    return " ".join(parts)
 
 
 def _keys(config: Any) -> Doc:
@@ -127,14 +157,29 @@ def _reading(reading: Doc) -> str:
     return f"{value} {reading.get('unit', '')}".strip()
 
 
+def _jst(stamp: str) -> str:
+    """An ISO time as ``2026-12-06 15:40 JST (06:40 UTC)``."""
+    from zoneinfo import ZoneInfo
+
+    moment = datetime.fromisoformat(stamp)
+    local = moment.astimezone(ZoneInfo("Asia/Tokyo"))
+    return f"{local:%Y-%m-%d %H:%M} JST ({moment.astimezone(UTC):%H:%M} UTC)"
+
+
 def render_text(doc: Doc) -> str:
-    lines = [f"Commissioning report — site {doc['site']} — {doc['generated']}",
+    lines = [f"Commissioning report — site {doc['site']} — {_jst(doc['generated'])}",
              f"household page: {doc['page']}", "", "devices:"]
     for d in doc["devices"]:
-        ident = d["identity"] or {}
-        state = "OK" if d["ok"] else "FAIL: " + (d["error"] or "; ".join(d["problems"]))
-        lines.append(f"  {d['name']} ({d['where']}): {ident.get('manufacturer', '-')} "
-                     f"{ident.get('model', '-')} serial {ident.get('serial', '-')} — {state}")
+        ident = _identity_text(d)
+        protocol = PROTOCOLS.get(d.get("protocol", "modbus"), "Modbus")
+        where = d["where"] if d["where"].startswith(("ECHONET", "B-route")) else (
+            f"{protocol} {d['where']}")
+        lines.append(f"  {d['name']} ({where}): " + (f"{ident} — " if ident else "")
+                     + device_state(d))
+        if d.get("link"):
+            from agent.doctor_echonet import link_text
+
+            lines.append(f"    B-route session: {link_text(d)}")
         lines += [f"    {k} = {_reading(v)}" for k, v in d["readings"].items()]
     uplink = doc["uplink"]
     lines += ["", "uplink test: " + ("not run" if uplink is None
@@ -185,8 +230,8 @@ def render_html(doc: Doc) -> str:
 <html lang="en"><head><meta charset="utf-8"><title>Commissioning report {e(doc['site'])}</title>
 <style>{_CSS}</style></head><body>
 <h1>Commissioning report — site {e(doc['site'])}</h1>
-<p>Generated {e(doc['generated'])}. Household page: {e(doc['page'])}</p>
-<h2>Devices</h2><table><tr><th>name</th><th>address</th><th>identity</th><th>first readings</th>
+<p>Generated {e(_jst(doc['generated']))}. Household page: {e(doc['page'])}</p>
+<h2>Devices</h2><table><tr><th>name</th><th>connection</th><th>identity</th><th>first readings</th>
 <th>state</th></tr>{''.join(rows)}</table>
 <h2>Uplink test: {'not run' if uplink is None else 'OK' if uplink['ok'] else 'FAILED'}</h2>
 <table>{steps}</table>
@@ -203,13 +248,15 @@ def _device_rows(doc: Doc) -> list[str]:
     e = html.escape
     rows = []
     for d in doc["devices"]:
-        ident = d["identity"] or {}
-        state = ("<span class=ok>OK</span>" if d["ok"] else
-                 f"<span class=fail>{e(d['error'] or '; '.join(d['problems']))}</span>")
+        state = (f"<span class={'ok' if d['ok'] else 'fail'}>{e(device_state(d))}</span>")
         readings = "<br>".join(f"{e(k)} = {e(_reading(v))}" for k, v in d["readings"].items())
-        rows.append(f"<tr><td>{e(d['name'])}</td><td>{e(d['where'])}</td>"
-                    f"<td>{e(str(ident.get('manufacturer')))} {e(str(ident.get('model')))}"
-                    f"<br>serial {e(str(ident.get('serial')))}</td><td>{readings}</td>"
+        if d.get("link"):
+            from agent.doctor_echonet import link_text
+
+            readings += f"<br>{e(link_text(d))}"
+        protocol = PROTOCOLS.get(d.get("protocol", "modbus"), "Modbus")
+        rows.append(f"<tr><td>{e(d['name'])}</td><td>{e(protocol)}<br>{e(d['where'])}</td>"
+                    f"<td>{e(_identity_text(d) or 'not reported')}</td><td>{readings}</td>"
                     f"<td>{state}</td></tr>")
     return rows
 
@@ -226,13 +273,18 @@ def write_all(doc: Doc, directory: Path) -> None:
 def after_provision(path: Path, *, test_uplink: bool) -> int:
     """Provision's last step: print the report, keep all three forms; 0 if all is well."""
     from agent.config import load_config
+    from agent.report_household import write as write_sheet
 
     doc = gather(path, test_uplink=test_uplink)
-    directory = load_config(path).state_dir / "commissioning"
+    config = load_config(path)
+    directory = config.state_dir / "commissioning"
     write_all(doc, directory)
+    write_sheet(config, directory / "household.html")
     print()
     print(render_text(doc), end="")
     print(f"report saved: {directory}/report.txt, report.json, report.html (printable)")
+    print(f"household sheet (Japanese, A4, a blank line for the pairing code): "
+          f"{directory}/household.html")
     return 0 if ok(doc) else 3
 
 
@@ -243,11 +295,44 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", type=Path, help="write to FILE instead of the screen")
     parser.add_argument("--skip-uplink-test", action="store_true",
                         help="do not connect to the broker")
+    parser.add_argument("--household", action="store_true",
+                        help="the household's one-page Japanese sheet (HTML, A4) instead")
+    parser.add_argument("--pairing-code",
+                        help="with --household: print this pairing code on the sheet (checked "
+                             "against this gateway's); without it the sheet has a blank line")
+
+
+def household(args: argparse.Namespace) -> int:
+    """``report --household``: the sheet for the household, read from the files only."""
+    from agent.config import load_config
+    from agent.errors import AgentError
+    from agent.report_household import SheetError, gather
+    from agent.report_household import render as render_sheet
+
+    try:
+        text = render_sheet(gather(load_config(args.config), pairing_code=args.pairing_code))
+    except (AgentError, SheetError, OSError) as exc:
+        print(f"hems-agent report: {exc}", file=sys.stderr)
+        return 2
+    if args.output is not None:
+        from agent.keys import write_file_atomic
+
+        write_file_atomic(args.output, text.encode("utf-8"),
+                          mode=0o600 if args.pairing_code else 0o644)
+        print(f"household sheet written: {args.output} (print it on A4)")
+    else:
+        print(text, end="")
+    return 0
 
 
 def main(args: argparse.Namespace) -> int:
     from agent.errors import AgentError
 
+    if args.pairing_code is not None and not args.household:
+        print("hems-agent report: --pairing-code goes with --household", file=sys.stderr)
+        return 2
+    if args.household:
+        return household(args)
     try:
         doc = gather(args.config, test_uplink=not args.skip_uplink_test)
     except (AgentError, OSError, ValueError) as exc:

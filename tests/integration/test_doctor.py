@@ -61,6 +61,10 @@ async def test_a_healthy_gateway_passes_every_check_and_exits_zero(
                      "publish on own topic", "publish elsewhere refused", "outbox",
                      "consent ledger", "watchdog"]
     assert {c["status"] for c in document["checks"]} == {"pass", "warn"}  # clock: not checked
+    refused = next(c for c in document["checks"] if c["name"] == "publish elsewhere refused")
+    assert refused["detail"].endswith("refused (0x87 Not authorized)")
+    valid = document["checks"][0]
+    assert valid["detail"].endswith("3 devices (3 Modbus), 1 recipient(s)")
 
 
 async def test_a_secret_readable_by_others_fails_with_the_chmod_fix(
@@ -110,7 +114,8 @@ async def test_a_refused_publish_on_the_sites_own_topic_fails(
     gw = await provisioned(tmp_path, broker, site, site_id="s-0002", user="s-0001")
     checks = await checks_of(gw)
     assert failures(checks) == ["publish on own topic"]
-    assert "reason code 0x87" in checks["publish on own topic"].detail
+    # The code with its name, as MQTT v5 defines it: an installer need not look 0x87 up.
+    assert "PUBACK reason code 0x87 Not authorized" in checks["publish on own topic"].detail
     assert "ACL" in checks["publish on own topic"].fix
 
 
