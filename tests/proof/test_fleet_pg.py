@@ -12,8 +12,8 @@ import pytest
 
 pytest.importorskip("psycopg", reason="the 'cloud' extra (psycopg) is not installed")
 
-from bench.fleet_pg import run  # noqa: E402
-from tests.support.postgres import fresh_database  # noqa: E402
+from bench.fleet_pg import run
+from tests.support.postgres import fresh_database
 
 pytestmark = [pytest.mark.proof, pytest.mark.mosquitto]
 pg_url = pytest.fixture(fresh_database)  # skips (or fails under CI) without PostgreSQL
