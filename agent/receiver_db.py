@@ -33,12 +33,14 @@ from typing import Any
 
 import aiomqtt
 import psycopg
+from cryptography.hazmat.primitives.asymmetric import ed25519
 from psycopg import errors as pg_errors
 from psycopg.types.json import Jsonb
 
 from agent import envelope
 from agent.errors import EnvelopeError, ReceiverError, TopicError, UplinkError
-from agent.receiver import Receiver, ReplayStore, _payload_bytes
+from agent.keys import RecipientPrivateKey
+from agent.receiver import ContentRules, Receiver, ReplayStore, _payload_bytes
 from agent.uplink import BrokerConfig, _drop_socket, backoff_delay, make_client, tls_context
 
 log = logging.getLogger(__name__)
@@ -290,8 +292,12 @@ class DbReceiver(Receiver):
     """A :class:`~agent.receiver.Receiver` that stores into PostgreSQL and acknowledges each
     message to the broker only once what it carried is committed (or it was rejected)."""
 
-    def __init__(self, *, store: PgStore, batch: int = 200, **kwargs: Any) -> None:
-        super().__init__(replay=_DatabaseDecides(), output=io.StringIO(), **kwargs)
+    def __init__(self, *, store: PgStore, device_keys: Mapping[str, ed25519.Ed25519PublicKey],
+                 recipient_keys: Mapping[str, RecipientPrivateKey], rules: ContentRules,
+                 batch: int = 200, limits: envelope.Limits = envelope.DEFAULT_LIMITS) -> None:
+        # output is never written: accepted envelopes go to the database
+        super().__init__(device_keys=device_keys, recipient_keys=recipient_keys, rules=rules,
+                         replay=_DatabaseDecides(), output=io.StringIO(), limits=limits)
         self.store = store
         self.batch = batch
 

@@ -5,6 +5,7 @@ SIGKILLed mid-stream and gateways re-sending after a lost PUBACK."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 import subprocess
@@ -263,3 +264,57 @@ async def test_a_group_of_three_stores_every_envelope_once_despite_a_kill_and_re
     assert "rejected an envelope" in after_restart or query(
         pg_url, "SELECT count(*) FROM seen_envelope WHERE received_by = 'rx-0' "
         "AND stored_at > %s", (killed_at,))[0][0] > 0  # the restarted member took its share
+
+
+@pytest.mark.mosquitto
+async def test_a_lost_database_connection_mid_batch_loses_nothing(
+        tmp_path: Path, pg_url: str) -> None:
+    """The receiver's backend is terminated while its transaction waits: the batch is not
+    acknowledged, the receiver reconnects to both, the broker delivers the batch again."""
+    broker = Mosquitto(tmp_path / "broker", PASSWORDS)
+    broker.start()
+    fleet = Fleet()
+    receiver = db_receiver(fleet, pg_url, "rx-solo")
+    task = asyncio.create_task(receiver.run(broker_config(broker, RECEIVER_USER, "rx-solo"),
+                                            None))
+    locker = await psycopg.AsyncConnection.connect(pg_url)
+    try:
+        await wait_until(lambda: "rx-solo 1 hems/v1/" in broker.log_text(), "subscribed")
+        await locker.execute("LOCK TABLE seen_envelope IN EXCLUSIVE MODE")
+        config = broker_config(broker, "s-0001")
+        async with connect(config, tls_context(config)) as client:
+            for seq in range(5):
+                await client.publish(data_topic("s-0001"), fleet.seal("s-0001", seq), qos=1)
+        await wait_until(lambda: broker.log_text().count("Sending PUBLISH to rx-solo") >= 5,
+                         "delivered")
+        cur = await locker.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE "
+            "application_name = 'hems-receiver' AND datname = current_database()")
+        assert await cur.fetchall() == [(True,)]
+        await locker.commit()
+        await wait_until(lambda: receiver.accepted == 5, "all five stored after the reconnect")
+    finally:
+        await locker.close()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await receiver.store.close()
+        broker.stop()
+    assert query(pg_url, "SELECT count(*), count(DISTINCT seq) FROM release") == [(5, 5)]
+    assert broker.log_text().count("Sending PUBLISH to rx-solo") >= 10  # delivered again
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    (["--output", "x.jsonl"], "--output and --database exclude each other"),
+    (["--batch", "0"], "--batch must be 1 or more"),
+])
+def test_receiver_command_refuses_options_that_do_not_fit_the_database(
+        tmp_path: Path, extra: list[str], message: str,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from agent.receiver_cli import main as receiver_main
+
+    code = receiver_main(["--broker", "mqtts://127.0.0.1:1", "--ca", "ca.pem", "--device-keys",
+                          "d.json", "--recipient-key", "k", "--database",
+                          "postgresql://u@127.0.0.1/x", *extra])
+    assert code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "x.jsonl").exists()
