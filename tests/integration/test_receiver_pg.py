@@ -321,3 +321,21 @@ def test_receiver_command_refuses_options_that_do_not_fit_the_database(
                           "postgresql://u@127.0.0.1/x", *extra])
     assert code == 2 and message in capsys.readouterr().err
     assert not (tmp_path / "x.jsonl").exists()
+
+
+async def test_rows_left_in_the_default_partition_move_to_their_new_month(pg_url: str) -> None:
+    fleet = Fleet()
+    conn = await open_connection(pg_url)
+    await conn.execute(  # stored by hand before March had its partition
+        "INSERT INTO release VALUES ('s-0002', 1, 'service', '30min', '2026-03-02Z', "
+        "'2026-03-02 00:30Z', '2026-03-02 00:31Z', 'c', 'i', 'h', %s, %s)",
+        ("ab" * 16, "cd" * 16))
+    await conn.close()
+    receiver = db_receiver(fleet, pg_url, "rx-a")
+    march = fleet.seal("s-0001", 2900)  # 2026-01-01 + 2900 half hours = 2026-03-02
+    try:
+        assert await receiver.process([(data_topic("s-0001"), march)]) == [True]
+    finally:
+        await receiver.store.close()
+    assert query(pg_url, "SELECT tableoid::regclass::text, site FROM release ORDER BY site") == [
+        ("release_y2026m03", "s-0001"), ("release_y2026m03", "s-0002")]
