@@ -35,6 +35,7 @@ import aiomqtt
 import psycopg
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from psycopg import errors as pg_errors
+from psycopg.abc import Query
 from psycopg.types.json import Jsonb
 
 from agent import envelope
@@ -218,53 +219,54 @@ class PgStore:
                 for i, o in enumerate(batch)]
 
 
-async def _write_content(conn: psycopg.AsyncConnection[Any],
-                         fresh: Sequence[envelope.Opened]) -> None:
-    releases, records, events, consents, deletions = [], [], [], [], []
+_INSERTS: dict[str, Query] = {
+    "release": "INSERT INTO release (site, seq, purpose, tier, window_start, window_end, "
+               "created, catalogue, consent_id, consent_hash, recipient_key, device_key) "
+               "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+    "release_record": 'INSERT INTO release_record (site, seq, ordinal, purpose, window_start, '
+                      'point, "values") VALUES (%s, %s, %s, %s, %s, %s, %s)',
+    "consent_notice": "INSERT INTO consent_notice (site, seq, purpose, event, tier, record_id, "
+                      "changed_at, created, body) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+    "deletion_request": "INSERT INTO deletion_request (site, seq, requested_at, scope, created, "
+                        "body) VALUES (%s, %s, %s, %s, %s, %s)",
+    "event_notice": "INSERT INTO event_notice (site, seq, purpose, created, body) "
+                    "VALUES (%s, %s, %s, %s, %s)",
+}
+
+
+def _rows(fresh: Sequence[envelope.Opened]) -> dict[str, list[tuple[Any, ...]]]:
+    """Table -> rows for the content of newly accepted envelopes."""
+    rows: dict[str, list[tuple[Any, ...]]] = {table: [] for table in _INSERTS}
     for opened in fresh:
         h, body = opened.header, opened.body
         created = datetime.fromtimestamp(h.created / 1000, UTC)
         if h.kind == "data" and h.window_start is not None and h.window_end is not None:
             start = _utc(h.window_start)
-            releases.append((h.site, h.seq, h.purpose, h.tier, start, _utc(h.window_end),
-                             created, h.catalogue, h.consent_id, h.consent_hash,
-                             h.recipient_key, h.device_key))
+            rows["release"].append((h.site, h.seq, h.purpose, h.tier, start, _utc(h.window_end),
+                                    created, h.catalogue, h.consent_id, h.consent_hash,
+                                    h.recipient_key, h.device_key))
             for ordinal, record in enumerate(body.get("records", [])):
                 values = {k: v for k, v in record.items() if k != "point"}
-                records.append((h.site, h.seq, ordinal, h.purpose, start, record["point"],
-                                Jsonb(values)))
+                rows["release_record"].append((h.site, h.seq, ordinal, h.purpose, start,
+                                               record["point"], Jsonb(values)))
         elif h.kind == "consent":
-            consents.append((h.site, h.seq, h.purpose, _text(body, "event"),
-                             _text(body, "tier"), _text(body, "record_id"),
-                             _text(body, "timestamp"), created, Jsonb(body)))
+            rows["consent_notice"].append((
+                h.site, h.seq, h.purpose, _text(body, "event"), _text(body, "tier"),
+                _text(body, "record_id"), _text(body, "timestamp"), created, Jsonb(body)))
         elif h.kind == "deletion":
-            deletions.append((h.site, h.seq, _text(body, "requested_at"), _text(body, "scope"),
-                              created, Jsonb(body)))
+            rows["deletion_request"].append((h.site, h.seq, _text(body, "requested_at"),
+                                             _text(body, "scope"), created, Jsonb(body)))
         else:
-            events.append((h.site, h.seq, h.purpose, created, Jsonb(body)))
+            rows["event_notice"].append((h.site, h.seq, h.purpose, created, Jsonb(body)))
+    return rows
+
+
+async def _write_content(conn: psycopg.AsyncConnection[Any],
+                         fresh: Sequence[envelope.Opened]) -> None:
     async with conn.cursor() as cur:
-        if releases:
-            await cur.executemany(
-                "INSERT INTO release (site, seq, purpose, tier, window_start, window_end, "
-                "created, catalogue, consent_id, consent_hash, recipient_key, device_key) "
-                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)", releases)
-        if records:
-            await cur.executemany(
-                'INSERT INTO release_record (site, seq, ordinal, purpose, window_start, point, '
-                '"values") VALUES (%s, %s, %s, %s, %s, %s, %s)', records)
-        if consents:
-            await cur.executemany(
-                "INSERT INTO consent_notice (site, seq, purpose, event, tier, record_id, "
-                "changed_at, created, body) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                consents)
-        if deletions:
-            await cur.executemany(
-                "INSERT INTO deletion_request (site, seq, requested_at, scope, created, body) "
-                "VALUES (%s, %s, %s, %s, %s, %s)", deletions)
-        if events:
-            await cur.executemany(
-                "INSERT INTO event_notice (site, seq, purpose, created, body) "
-                "VALUES (%s, %s, %s, %s, %s)", events)
+        for table, rows in _rows(fresh).items():
+            if rows:
+                await cur.executemany(_INSERTS[table], rows)
 
 
 def _text(body: Mapping[str, Any], key: str) -> str | None:
