@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 	    echo "On Debian / Raspberry Pi OS: sudo apt-get install python3-venv"; exit 1; }
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev,demo]'
+	$(PY) -m pip install --quiet -e '.[dev,demo,cloud]'
 	@touch $(STAMP)
 
 demo: $(STAMP)

@@ -5,6 +5,10 @@ Example::
     hems-receiver --broker mqtts://broker.example:8883 --ca ca.pem --username receiver \\
         --password-file receiver.pass --device-keys devices.json \\
         --recipient-key company.key --output accepted.jsonl
+
+With ``--database postgresql://...`` (or ``HEMS_RECEIVER_DATABASE``) accepted envelopes go to
+PostgreSQL instead (agent/receiver_db.py, docs/fleet.md); ``--output`` and ``--replay-db`` do
+not apply then.
 """
 
 from __future__ import annotations
@@ -49,6 +53,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--replay-db", type=Path, default=Path("hems-receiver-seen.db"),
                    help="sqlite file remembering accepted (site, seq) pairs")
     p.add_argument("--output", default="-", help="JSON lines file to append to, or - for stdout")
+    p.add_argument("--database", default=os.environ.get("HEMS_RECEIVER_DATABASE"),
+                   help="store into PostgreSQL, postgresql://USER@HOST[:PORT]/DBNAME (default: "
+                   "$HEMS_RECEIVER_DATABASE; keep a password in ~/.pgpass or PGPASSWORD); "
+                   "needs the 'cloud' extra")
+    p.add_argument("--batch", type=int, default=200,
+                   help="with --database: most messages stored per transaction (default 200)")
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return p
 
@@ -83,6 +93,9 @@ async def _run(args: argparse.Namespace, output: IO[str]) -> None:
         load_recipient_keys,
     )
     config = broker_config(args)
+    if args.database:
+        await _run_database(args, config)
+        return
     receiver = Receiver(device_keys=load_device_registry(args.device_keys),
                         recipient_keys=load_recipient_keys(args.recipient_key),
                         rules=CatalogueRules(args.catalogue), replay=ReplayStore(args.replay_db),
@@ -90,8 +103,32 @@ async def _run(args: argparse.Namespace, output: IO[str]) -> None:
     await receiver.run(config, None if args.no_share else args.group)
 
 
+async def _run_database(args: argparse.Namespace, config: BrokerConfig) -> None:
+    from agent.receiver import CatalogueRules, load_device_registry, load_recipient_keys
+    try:
+        from agent.receiver_db import DbReceiver, PgStore
+    except ImportError as exc:
+        raise ReceiverError("--database needs psycopg: pip install 'hems-agent[cloud]'") from exc
+    store = PgStore(args.database, config.client_id)
+    receiver = DbReceiver(store=store, batch=args.batch,
+                          device_keys=load_device_registry(args.device_keys),
+                          recipient_keys=load_recipient_keys(args.recipient_key),
+                          rules=CatalogueRules(args.catalogue))
+    try:
+        await store.connect()  # migrates; a wrong URL or schema fails here, before the broker
+        await receiver.run(config, None if args.no_share else args.group)
+    finally:
+        await store.close()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.database and args.output != "-":
+        print("hems-receiver: --output and --database exclude each other", file=sys.stderr)
+        return 2
+    if args.batch < 1:
+        print("hems-receiver: --batch must be 1 or more", file=sys.stderr)
+        return 2
     logging.basicConfig(level=args.log_level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
