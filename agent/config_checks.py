@@ -11,7 +11,7 @@ The checks, in order: each key, certificate and secret file exists, is a regular
 KEM, never a private key; password files are not empty); then the state directory is a
 directory, not under ``/proc``, ``/sys`` or ``/dev``, and takes a write (a probe file created,
 synced and removed: the only thing written here). Addresses are checked by the configuration's
-own models (:func:`agent.config.check_page_address`).
+own models (:func:`agent.config.model.check_page_address`).
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
 
-from agent import keys
-from agent.config import AgentConfig, exposed_message, load_config
+from agent.config.model import AgentConfig, exposed_message, load_config
 from agent.errors import AgentError, ConfigError, KeyFileError
+from agent.wire import keys
 from drivers.errors import DriverError
 from policy.errors import PolicyError
 
@@ -175,7 +175,7 @@ def load_ca(path: Path) -> None:
 
 def read_broker_password(path: Path) -> str:
     """The broker password in ``path`` (as the uplink reads it); ValueError if it is empty."""
-    from agent.uplink import read_password
+    from agent.uplink.publisher import read_password
 
     password = read_password(path)
     if not password:

@@ -13,7 +13,7 @@ import sys
 
 
 class LogfmtFormatter(logging.Formatter):
-    """``level=warning logger=agent.sources msg="device meter: ..."``."""
+    """``level=warning logger=agent.sources.modbus msg="device meter: ..."``."""
 
     def __init__(self, *, timestamps: bool) -> None:
         super().__init__()
