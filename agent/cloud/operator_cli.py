@@ -152,8 +152,8 @@ async def publish(args: argparse.Namespace, payload: bytes) -> None:
     """Publish one command with QoS 1 and wait for its acknowledgement."""
     import aiomqtt
 
-    from agent.daemon.downlink import control_topic
     from agent.uplink.publisher import BrokerConfig, connect, endpoint, read_password, tls_context
+    from agent.wire.topics import control_topic
 
     try:
         host, port = endpoint(args.broker)

@@ -90,11 +90,6 @@ def control_filter(site_id: str) -> str:
     return f"{PREFIX}/{site_id}/control/#"
 
 
-def control_topic(site_id: str) -> str:
-    """Where an operator publishes a command for ``site_id`` (no uplink filter matches it)."""
-    return f"{PREFIX}/{site_id}/control"
-
-
 def load_operator_keys(config: AgentConfig) -> dict[str, ed25519.Ed25519PublicKey]:
     """Key id -> pinned operator public key (SPKI PEM or 32 raw bytes per file)."""
     keys: dict[str, ed25519.Ed25519PublicKey] = {}

@@ -58,6 +58,11 @@ def topic_for(site_id: str, purpose: str, kind: str) -> str:
     return str(Topic(site_id=site_id, purpose=purpose, kind=kind))
 
 
+def control_topic(site_id: str) -> str:
+    """Where an operator publishes a command for ``site_id`` (no uplink filter matches it)."""
+    return f"{PREFIX}/{site_id}/control"
+
+
 def parse_topic(name: str) -> Topic:
     """Parse a received topic name; raise TopicError if it is not an uplink topic."""
     parts = name.split("/")

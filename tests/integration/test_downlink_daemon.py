@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 
 from agent.cloud.receiver import CatalogueRules, Receiver, ReplayStore, load_device_registry
-from agent.daemon.downlink import control_topic
 from agent.uplink.publisher import BrokerConfig, connect, tls_context
 from agent.wire.commands import encode, new_command
 from agent.wire.keys import load_device_key
+from agent.wire.topics import control_topic
 from tests.integration.downlink_helpers import (
     OPERATOR_PASSWORD,
     SITE,

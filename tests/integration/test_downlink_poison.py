@@ -20,11 +20,11 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from agent.cloud.receiver import CatalogueRules, Receiver, ReplayStore, load_device_registry
-from agent.daemon.downlink import control_topic
 from agent.uplink.publisher import BrokerConfig, connect, tls_context
 from agent.wire import commands, keys
 from agent.wire.commands import new_command
 from agent.wire.keys import load_device_key
+from agent.wire.topics import control_topic
 from tests.integration.downlink_helpers import (
     OPERATOR_PASSWORD,
     SITE,

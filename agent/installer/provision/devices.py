@@ -12,23 +12,10 @@ from typing import TYPE_CHECKING, Any
 
 from agent.installer.provision.checks import ProvisionError, check_device
 from agent.installer.provision.inputs import read_input
+from agent.installer.scan.range import device_answers
 
 if TYPE_CHECKING:
     from agent.installer.provision.prompts import Prompter
-
-
-async def device_answers(spec: dict[str, Any], *, deadline: float = 2.0) -> str | None:
-    """None if the device identifies itself (SunSpec or a profile), else why not."""
-    from agent.installer.scan.range import scan_hosts, scan_line
-
-    if spec["transport"] == "tcp":
-        result = await scan_hosts([spec["host"]], port=spec["port"], units=[spec["unit"]],
-                                  per_request=deadline, concurrency=1)
-    else:
-        result = await scan_line(spec["serial"], units=[spec["unit"]], per_request=deadline)
-    if result.found:
-        return None
-    return "; ".join(result.misses) or "no answer"
 
 
 def devices(args: argparse.Namespace, raw: dict[str, Any], ask: Prompter | None) -> None:

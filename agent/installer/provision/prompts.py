@@ -21,7 +21,7 @@ from agent.installer.provision.checks import (
     check_recipient,
     fingerprint,
 )
-from agent.installer.provision.devices import device_answers
+from agent.installer.scan.range import device_answers
 
 T = TypeVar("T")
 ATTEMPTS = 3

@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
+from agent.installer.scan import probe
+
 if TYPE_CHECKING:
     from agent.config.model import AgentConfig, RtuDevice, TcpDevice
 
@@ -178,16 +180,27 @@ async def scan_line(serial: str, *, units: Sequence[int], baudrate: int = 9600,
     return ScanResult(found=tuple(found), misses=tuple(misses), hosts=1)
 
 
+async def device_answers(spec: dict[str, Any], *, deadline: float = 2.0) -> str | None:
+    """None if the device identifies itself (SunSpec or a profile), else why not."""
+    if spec["transport"] == "tcp":
+        result = await scan_hosts([spec["host"]], port=spec["port"], units=[spec["unit"]],
+                                  per_request=deadline, concurrency=1)
+    else:
+        result = await scan_line(spec["serial"], units=[spec["unit"]], per_request=deadline)
+    if result.found:
+        return None
+    return "; ".join(result.misses) or "no answer"
+
+
 async def _sweep(bus: Any, units: Sequence[int], make: Callable[[int, Entry], Found],
                  where: str, progress: Progress | None = None) -> tuple[list[Found], list[str]]:
-    from agent.installer.scan.cli import _scan_unit  # the single-host scan's own unit probe
     from drivers.errors import DriverError
 
     found: list[Found] = []
     misses: list[str] = []
     for unit in units:
         try:
-            entry = await _scan_unit(bus, unit)
+            entry = await probe.scan_unit(bus, unit)
         except DriverError as exc:  # this unit only: a silent unit costs one timeout
             entry = f"unit {unit}: {exc}"
         if isinstance(entry, str):
@@ -201,9 +214,7 @@ async def _sweep(bus: Any, units: Sequence[int], make: Callable[[int, Entry], Fo
 
 async def check_tcp(host: str, port: int, per_request: float) -> None:
     """Raise :class:`drivers.errors.DeviceUnreachable` with the reason if nothing listens."""
-    from agent.installer.scan.cli import _check_tcp
-
-    await _check_tcp(host, port, per_request)
+    await probe.check_tcp(host, port, per_request)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -233,7 +244,6 @@ def implausible(readings: dict[str, Any]) -> list[str]:
 
 async def probe_device(config: AgentConfig, device: TcpDevice | RtuDevice) -> DeviceProbe:
     """Identify ``device`` and read every point once, within its deadline per request."""
-    from agent.installer.scan.cli import _scan_unit
     from drivers.errors import DriverError
     from drivers.transport import Bus
 
@@ -251,7 +261,7 @@ async def probe_device(config: AgentConfig, device: TcpDevice | RtuDevice) -> De
                 bus = Bus.serial(line.port, baudrate=line.baud, parity=line.parity,
                                  stopbits=line.stopbits, timeout=device.timeout)
             async with bus:
-                entry = await _scan_unit(bus, device.unit)
+                entry = await probe.scan_unit(bus, device.unit)
     except (DriverError, OSError, ValueError) as exc:
         return DeviceProbe(name=device.name, where=where, entry=None, error=str(exc))
     except TimeoutError:
