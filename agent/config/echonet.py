@@ -74,6 +74,7 @@ class EchonetDeviceConfig(_Model):
     @field_validator("eoj")
     @classmethod
     def _known_class(cls, value: str) -> str:
+        # lazy: the class tables (+1.1 MB of JSON) load only when an ECHONET device is configured
         from drivers.echonet.tables import load_tables
 
         code = value.removeprefix("0x").upper()

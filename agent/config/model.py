@@ -349,6 +349,7 @@ def _loc(part: int | str) -> str:
 
 def check_secret_permissions(config: AgentConfig, path: Path) -> None:
     """Refuse secrets that group or others can read (or that do not exist)."""
+    # lazy: agent.wire.keys loads cryptography (+11.7 MB, 74 modules); parsing a config does not
     from agent.wire.keys import exposed_mode
 
     for field, secret in config.secret_fields().items():

@@ -23,6 +23,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from agent.daemon.state import State
+from agent.host.health import clock_check, watchdog_check
 from agent.pipeline import erase_local_data
 from agent.store.catalogue import is_newer, store_catalogue
 from agent.wire.commands import Command, CommandType
@@ -239,8 +240,6 @@ def diagnostics(state: State, extra: dict[str, Any]) -> dict[str, Any]:
 
 
 def _doctor_checks(state: State) -> list[dict[str, Any]]:
-    from agent.host.health import clock_check, watchdog_check
-
     checks = [clock_check(state.config), watchdog_check(None)]
     return [asdict(check) for check in checks]
 

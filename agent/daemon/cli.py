@@ -37,6 +37,8 @@ def _aware(text: str) -> datetime:
 
 
 def main(args: argparse.Namespace) -> int:
+    # lazy: the daemon with aiomqtt, cryptography and sqlite (+17.8 MB, 203 modules) loads for
+    # `run` only, not when hems-agent builds its parser for another subcommand
     from agent.config_checks import load_checked
     from agent.daemon.daemon import Daemon, DaemonOptions
     from agent.errors import AgentError, ConfigError, OutboxError

@@ -177,6 +177,7 @@ class Daemon:
         """The downlink, restarted with backoff when it fails, like a poller: a message that
         breaks it (even a retained one, delivered again at every connection) must not stop
         the daemon. Configuration and storage failures still do (exit 1, systemd restarts)."""
+        # lazy: +0.8 MB, 5 modules, loaded only when operator keys are configured
         from agent.daemon.downlink import FATAL_ERRORS, run_downlink
 
         await supervise("downlink", lambda: run_downlink(state, self.stop, now=self._now),
@@ -185,6 +186,7 @@ class Daemon:
 
     async def _serve_page(self, state: State, started: asyncio.Event) -> None:
         """The household page, in this event loop (imported only when configured)."""
+        # lazy: the page with starlette and uvicorn (+7.4 MB, 144 modules), only when configured
         from agent.web import HouseholdService, WebSettings, create_app, serve
 
         web = self.config.web

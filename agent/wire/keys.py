@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import os
 import stat
 from collections.abc import Callable
@@ -28,6 +29,7 @@ from cryptography.hazmat.primitives import hpke, serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, mlkem, x25519
 
 from agent.errors import KeyFileError
+from agent.paths import ROTATED_KEYS_FILE
 from policy.storage import atomic_write
 
 KEM_X25519 = "x25519"
@@ -282,10 +284,6 @@ def _load_pem_private(data: bytes, path: Path) -> object:
 
 def retired_device_keys(state_dir: Path) -> list[ed25519.Ed25519PublicKey]:
     """Public halves of the device's retired signing keys (written at key rotation)."""
-    import json
-
-    from agent.paths import ROTATED_KEYS_FILE
-
     path = state_dir / ROTATED_KEYS_FILE
     if not path.exists():
         return []
