@@ -200,8 +200,9 @@ def test_function_level_imports_in_the_service_say_why() -> None:
 def test_checkers_see_an_upward_import_a_circle_and_an_unexplained_lazy_import(
         tmp_path: Path) -> None:
     edges = {"agent.wire.keys": {"agent.daemon.state"}, "agent.daemon.state": {"agent.wire.keys"},
-             "agent.store.outbox": {"agent.errors"}, "agent.uplink.publisher": {"agent.sources.x"}}
-    assert _layer_offenders(edges) == ["agent.uplink.publisher imports agent.sources.x",
+             "agent.store.outbox": {"agent.errors"},
+             "agent.uplink.publisher": {"agent.sources.modbus"}}
+    assert _layer_offenders(edges) == ["agent.uplink.publisher imports agent.sources.modbus",
                                        "agent.wire.keys imports agent.daemon.state"]
     assert _circles(edges) == [["agent.daemon.state", "agent.wire.keys"]]
     sample = tmp_path / "lazy.py"
