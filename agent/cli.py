@@ -14,13 +14,25 @@ from collections.abc import Sequence
 # subcommand -> (module, one-line help). The module provides ``add_arguments(parser)`` and
 # ``main(args) -> int``.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "run": ("agent.run_cli", "run the agent (the systemd service runs this)"),
-    "check-config": ("agent.config_cli", "validate a configuration file without starting"),
-    "scan": ("agent.scan_cli", "find SunSpec / profiled Modbus devices and read them once"),
-    "demo": ("agent.demo", "run everything with simulated devices: agent, broker, page, cloud"),
-    "provision": ("agent.provision", "set up this gateway: keys, broker, devices, consent"),
-    "doctor": ("agent.doctor", "check a provisioned gateway and explain each failure's fix"),
-    "report": ("agent.report", "print the commissioning report (text, JSON or HTML)"),
+    "run": ("agent.daemon.cli", "run the agent (the systemd service runs this)"),
+    "check-config": (
+        "agent.installer.check_config",
+        "validate a configuration file without starting",
+    ),
+    "scan": (
+        "agent.installer.scan.cli",
+        "find SunSpec / profiled Modbus devices and read them once",
+    ),
+    "demo": ("agent.demo.cli", "run everything with simulated devices: agent, broker, page, cloud"),
+    "provision": (
+        "agent.installer.provision.plan",
+        "set up this gateway: keys, broker, devices, consent",
+    ),
+    "doctor": (
+        "agent.installer.doctor.run",
+        "check a provisioned gateway and explain each failure's fix",
+    ),
+    "report": ("agent.installer.report", "print the commissioning report (text, JSON or HTML)"),
 }
 
 

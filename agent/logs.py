@@ -9,11 +9,12 @@ tracebacks from inside it, by ``drivers.framing.contain_library_logs``.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 
 class LogfmtFormatter(logging.Formatter):
-    """``level=warning logger=agent.sources msg="device meter: ..."``."""
+    """``level=warning logger=agent.sources.modbus msg="device meter: ..."``."""
 
     def __init__(self, *, timestamps: bool) -> None:
         super().__init__()
@@ -32,8 +33,6 @@ class LogfmtFormatter(logging.Formatter):
 
 def setup_logging(level: str = "info") -> None:
     """Log to stdout; under systemd (JOURNAL_STREAM set) journald adds the timestamps."""
-    import os
-
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(LogfmtFormatter(timestamps="JOURNAL_STREAM" not in os.environ))
     root = logging.getLogger()

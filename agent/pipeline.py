@@ -7,7 +7,7 @@ the outbox still holds that the new grant no longer covers and queues the signed
 message for the backend ahead of any data.
 
 The release log lists each release once its envelope is committed, then what became of it: the
-pipeline connects the outbox's :attr:`~agent.outbox.Outbox.events` to the log, so a committed
+pipeline connects the outbox's :attr:`~agent.store.outbox.Outbox.events` to the log, so a committed
 envelope is listed as queued, an acknowledged one is marked sent, one purged or dropped after
 the publisher handed it to the MQTT client and before its acknowledgement is marked possibly
 sent, and one purged or dropped unsent is marked withdrawn (each removal with its reason). The
@@ -28,11 +28,11 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from agent.envelope import Header, seal
-from agent.keys import RecipientPublicKey, device_key_id
-from agent.metrics import Metrics
-from agent.outbox import Noted, Outbox
-from agent.topics import topic_for
+from agent.host.metrics import Metrics
+from agent.store.outbox import Noted, Outbox
+from agent.wire.envelope import Header, seal
+from agent.wire.keys import RecipientPublicKey, device_key_id
+from agent.wire.topics import topic_for
 from policy.ledger import Ledger
 from policy.minimise import Minimiser, ReadingLike
 from policy.records import ConsentChange, Source
@@ -47,7 +47,7 @@ CONTROL_RECIPIENT = "company"
 
 
 class ReleaseLogEvents:
-    """Writes what the outbox reports (:class:`agent.outbox.ReleaseEvents`) to the release
+    """Writes what the outbox reports (:class:`agent.store.outbox.ReleaseEvents`) to the release
     log, stamped by ``now`` (the pipeline's clock)."""
 
     def __init__(self, release_log: ReleaseLog, now: Callable[[], datetime]) -> None:

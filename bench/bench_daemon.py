@@ -42,8 +42,8 @@ def _private_mb(pid: int) -> float:
 
 async def _blocks(ports: list[int]) -> list[dict[str, Any]]:
     """Per device, the register blocks the daemon reads every second (its own planner)."""
-    from agent.config import TcpDevice
-    from agent.sources import build_device
+    from agent.config.model import TcpDevice
+    from agent.sources.modbus import build_device
     from drivers.planner import plan
     from drivers.transport import Bus
 

@@ -21,11 +21,11 @@ INTERVAL = 0.5
 
 
 async def _run(slow_meter: bool) -> tuple[dict[str, float], list[float], int]:
-    from agent.clock import TrustedClock
-    from agent.config_echonet import EchonetDeviceConfig, EchonetSettings
-    from agent.demo_echonet import start_echonet_site
-    from agent.metrics import Metrics
-    from agent.sources_echonet import run_echonet
+    from agent.config.echonet import EchonetDeviceConfig, EchonetSettings
+    from agent.demo.echonet import start_echonet_site
+    from agent.host.clock import TrustedClock
+    from agent.host.metrics import Metrics
+    from agent.sources.echonet import run_echonet
     from drivers.models import Reading
 
     site, _ = await start_echonet_site()

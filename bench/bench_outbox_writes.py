@@ -29,8 +29,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from agent.outbox import Outbox
 from agent.pipeline import ReleaseLogEvents
+from agent.store.outbox import Outbox
 from bench.table import print_table
 from policy.catalogue import load_catalogue
 from policy.release import Record, Release

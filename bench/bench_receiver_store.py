@@ -3,7 +3,7 @@ batches of 200 (the ``--batch`` default), and bytes on disk per envelope and per
 tables hold a realistic number of rows (``pg_total_relation_size`` over every partition,
 indexes included, after VACUUM). No broker and no cryptography: already opened service
 releases (30-minute windows, five records each, as bench/fleet.py seals them) go straight to
-:meth:`agent.receiver_db.PgStore.store`.
+:meth:`agent.cloud.receiver_db.PgStore.store`.
 
 ``BENCH_STORE_ENVELOPES`` changes the count (default 50,000: 1,000 homes for about a day at
 the factory grants).
@@ -17,8 +17,8 @@ import time
 
 import psycopg
 
-from agent import envelope
-from agent.receiver_db import PgStore
+from agent.cloud.receiver_db import PgStore
+from agent.wire import envelope
 from bench.fleet import POINTS, WINDOW_0
 from bench.fleet_pg import database
 from bench.table import print_table

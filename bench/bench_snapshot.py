@@ -1,7 +1,7 @@
 """Minimiser snapshot cost: size and time to save and restore the state of 10 devices.
 
 The agent saves the snapshot every 60 s of its time and at a clean stop, and restores it once
-at start (``agent/snapshots.py``). Measured at the costliest moment of a half hour: 29 of its
+at start (``agent/store/snapshots.py``). Measured at the costliest moment of a half hour: 29 of its
 minutes folded into the open windows, every series mid-minute. 10 devices (4 inverters,
 3 batteries, 3 meters of ``bench_policy``'s ~20 points each), 1-second readings, the default
 grants plus maintenance watch at 30 minutes and support at 1 minute or raw (raw holds the open
@@ -17,7 +17,7 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
-from agent.keys import write_file_atomic
+from agent.wire.keys import write_file_atomic
 from bench.bench_policy import _POINTS, START, _Reading
 from bench.table import print_table
 from policy.catalogue import load_catalogue

@@ -15,8 +15,8 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from agent import envelope, keys
-from agent.outbox import Outbox, OutboxConfig
+from agent.store.outbox import Outbox, OutboxConfig
+from agent.wire import envelope, keys
 from bench.table import print_table
 
 POINTS = ("pv.power", "pv.energy", "grid.power", "grid.energy_import", "grid.energy_export",
@@ -138,7 +138,7 @@ def bench_outbox(tmp: Path) -> None:
 
 
 async def _drain_with_broker(tmp: Path, box: Outbox) -> tuple[float, str]:
-    from agent.uplink import BrokerConfig, Publisher
+    from agent.uplink.publisher import BrokerConfig, Publisher
     from tests.support.mosquitto import Mosquitto
 
     broker = Mosquitto(tmp / "broker", {"s-0001": "pw"})

@@ -3,7 +3,7 @@
 processes in one shared subscription group.
 
 Each simulated gateway has its own Ed25519 device key and its own MQTT connection, and seals
-service releases (30-minute windows of allowed points) with :func:`agent.envelope.seal` to the
+service releases (30-minute windows of allowed points) with :func:`agent.wire.envelope.seal` to the
 company's key, exactly as a gateway does. Envelopes are sealed before the clock starts: what is
 timed is the broker and the receivers (verify, decrypt, dedupe, purpose check, JSON line out).
 Used by bench/bench_fleet.py and tests/proof/test_fleet.py.
@@ -29,8 +29,8 @@ from pathlib import Path
 import aiomqtt
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from agent import envelope, keys
-from agent.topics import topic_for
+from agent.wire import envelope, keys
+from agent.wire.topics import topic_for
 
 RECEIVER = "receiver"
 ACL = f"user {RECEIVER}\ntopic read hems/v1/#\n\npattern write hems/v1/%u/#\n"

@@ -34,7 +34,7 @@ import aiomqtt
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from agent.topics import topic_for
+from agent.wire.topics import topic_for
 from bench.fleet import RECEIVER, Fleet, build, start_broker, stop
 
 ADMIN_URL = os.environ.get("HEMS_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")

@@ -43,7 +43,7 @@ SOURCE = Source.HOUSEHOLD_PAGE
 
 
 class OutboxStatsLike(Protocol):
-    """What the page reads of :class:`agent.outbox.OutboxStats`."""
+    """What the page reads of :class:`agent.store.outbox.OutboxStats`."""
 
     @property
     def depth(self) -> int: ...
@@ -54,7 +54,7 @@ class OutboxStatsLike(Protocol):
 
 
 class OutboxLike(Protocol):
-    """What the page needs of :class:`agent.outbox.Outbox`."""
+    """What the page needs of :class:`agent.store.outbox.Outbox`."""
 
     def purge(self, purpose: str, recipient: str | None = None,
               tiers: Sequence[str] | None = None, *, reason: str = "consent_change") -> int: ...

@@ -32,9 +32,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from agent.keys import write_file_atomic
 from agent.web.errors import WebError
 from agent.web.sessions import Session
+from agent.wire.keys import write_file_atomic
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from agent.config import Web
+from agent.config.model import Web
 from agent.web.errors import WebError
 from agent.web.security import PairingHash, load_pairing_hash
 

@@ -16,7 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from agent.keys import write_file_atomic
+from agent.wire.keys import write_file_atomic
 from policy import strict_json
 
 log = logging.getLogger(__name__)

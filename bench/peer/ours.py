@@ -21,10 +21,10 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from agent.keys import ensure_device_key, generate_recipient_key
-from agent.metrics import Metrics
-from agent.outbox import Outbox
+from agent.host.metrics import Metrics
 from agent.pipeline import Pipeline
+from agent.store.outbox import Outbox
+from agent.wire.keys import ensure_device_key, generate_recipient_key
 from drivers.device import ModbusDevice
 from drivers.sunspec.discovery import discover, read_model
 from drivers.sunspec.mapping import map_points

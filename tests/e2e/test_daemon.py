@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.receiver import CatalogueRules, Receiver, ReplayStore, load_device_registry
-from agent.uplink import BrokerConfig
+from agent.cloud.receiver import CatalogueRules, Receiver, ReplayStore, load_device_registry
+from agent.uplink.publisher import BrokerConfig
 from drivers.sim.server import Site, run_site
 from policy.catalogue import load_catalogue
 from tests.support.mosquitto import RECEIVER_USER, Mosquitto

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import load_config
-from agent.metrics import Metrics
-from agent.state import open_state
+from agent.config.model import load_config
+from agent.daemon.state import open_state
+from agent.host.metrics import Metrics
 from drivers.sim.server import run_site
 from tests.conftest import free_port
 from tests.e2e.daemon_helpers import (

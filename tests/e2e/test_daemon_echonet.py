@@ -15,10 +15,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from agent.config import load_config
-from agent.daemon import Daemon, DaemonOptions
-from agent.demo_echonet import start_echonet_site
-from agent.keys import write_private_file
+from agent.config.model import load_config
+from agent.daemon.daemon import Daemon, DaemonOptions
+from agent.demo.echonet import start_echonet_site
+from agent.wire.keys import write_private_file
 from drivers.sim.server import run_site
 from tests.e2e.test_daemon import SITE, SPEED, START, Cloud, broker, cloud, start_daemon, wait_for
 from tests.support.fake_sk_module import FakeSkModule

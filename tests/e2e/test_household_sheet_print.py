@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Browser, async_playwright
 
-from agent.demo_echonet import EchonetSite
+from agent.demo.echonet import EchonetSite
 from tests.conftest import require_binary
 from tests.e2e.test_page_household import CHROMIUM_ARGS
 from tests.integration.test_provision_helpers import Gateway, recipient_file

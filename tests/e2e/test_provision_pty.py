@@ -11,9 +11,9 @@ from pathlib import Path
 import pexpect
 import pytest
 
-from agent.config import load_config
-from agent.demo_echonet import EchonetSite
-from agent.provision_checks import fingerprint
+from agent.config.model import load_config
+from agent.demo.echonet import EchonetSite
+from agent.installer.provision.checks import fingerprint
 from drivers.sim.server import Site, run_site
 from tests.conftest import free_port
 from tests.integration.test_provision_helpers import Gateway, recipient_file

@@ -21,19 +21,20 @@ from typing import Any
 import aiomqtt
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from agent.commands import encode, new_command
-from agent.config import load_config
-from agent.downlink import DownlinkSettings, control_topic, run_downlink
-from agent.keys import load_device_key
-from agent.metrics import Metrics
-from agent.operator_cli import keygen
-from agent.receiver import CatalogueRules, Receiver, ReplayStore, load_device_registry
-from agent.state import State, open_state
-from agent.uplink import BrokerConfig, connect, tls_context
+from agent.cloud.operator_cli import keygen
+from agent.cloud.receiver import CatalogueRules, Receiver, ReplayStore, load_device_registry
+from agent.config.model import load_config
+from agent.daemon.downlink import DownlinkSettings, run_downlink
+from agent.daemon.state import State, open_state
+from agent.host.metrics import Metrics
+from agent.uplink.publisher import BrokerConfig, connect, tls_context
 from agent.web.app import create_app
 from agent.web.household import HouseholdService
 from agent.web.security import PairingHash
 from agent.web.settings import WebSettings
+from agent.wire.commands import encode, new_command
+from agent.wire.keys import load_device_key
+from agent.wire.topics import control_topic
 from tests.integration.test_web_security import _PAIRING, HOST, PORT
 from tests.support.mosquitto import OPERATOR_USER, RECEIVER_USER, Mosquitto
 from tests.support.site import SiteFiles, broker_users, make_site

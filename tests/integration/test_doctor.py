@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from agent.doctor import run_checks
-from agent.doctor_check import Check, Status
-from agent.scan_range import implausible
+from agent.host.check import Check, Status
+from agent.installer.doctor.run import run_checks
+from agent.installer.scan.range import implausible
 from drivers.sim.server import Site, run_site
 from tests.integration.test_provision_helpers import PASSWORDS, Gateway, base_args, cli
 from tests.support.mosquitto import Mosquitto, make_tls

@@ -15,12 +15,12 @@ from typing import Any
 
 import pytest
 
-from agent.catalogue_store import CATALOGUE_FILE
-from agent.config import load_config
-from agent.keys import device_key_id
-from agent.metrics import Metrics
+from agent.config.model import load_config
+from agent.daemon.state import open_state
+from agent.host.metrics import Metrics
 from agent.paths import PENDING_REQUESTS_FILE
-from agent.state import open_state
+from agent.store.catalogue import CATALOGUE_FILE
+from agent.wire.keys import device_key_id
 from policy.catalogue import load_catalogue
 from tests.integration.downlink_helpers import Gateway, gateway, wait_for
 from tests.integration.test_web_security import ORIGIN, csrf_of, http_client, log_in

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from agent.catalogue_store import CATALOGUE_FILE
+from agent.store.catalogue import CATALOGUE_FILE
 from drivers.models import PointKind, Quality, Reading
 from policy.catalogue import load_catalogue
 from policy.minimise import Minimiser

@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-import agent.downlink
-from agent.command_actions import Actions
-from agent.config import load_config
-from agent.daemon import Daemon
+import agent.daemon.downlink
+from agent.config.model import load_config
+from agent.daemon.actions import Actions
+from agent.daemon.daemon import Daemon
 from agent.errors import OutboxError
 from tests.integration.downlink_helpers import gateway, wait_for
 
@@ -24,14 +24,14 @@ pytestmark = pytest.mark.mosquitto
 async def test_an_unexpected_error_while_checking_a_command_rejects_only_it(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         caplog: pytest.LogCaptureFixture) -> None:
-    real = agent.downlink.verify_command
+    real = agent.daemon.downlink.verify_command
 
     def verify(payload: bytes, **kwargs: Any) -> Any:
         if payload == b"boom":
             raise RuntimeError("a parser bug quoting the input: secret-serial-123")
         return real(payload, **kwargs)
 
-    monkeypatch.setattr(agent.downlink, "verify_command", verify)
+    monkeypatch.setattr(agent.daemon.downlink, "verify_command", verify)
     async with gateway(tmp_path) as gw:
         await gw.publish(b"boom")
         await wait_for(lambda: gw.rejected("internal_error") == 1, "the contained failure")
@@ -69,14 +69,14 @@ async def test_the_daemon_restarts_a_failed_downlink_and_stops_on_storage_failur
                 return
             raise AssertionError("not restarted after stop")
 
-        monkeypatch.setattr(agent.downlink, "run_downlink", flaky)
+        monkeypatch.setattr(agent.daemon.downlink, "run_downlink", flaky)
         await asyncio.wait_for(daemon._supervised_downlink(gw.state), 30)
         assert runs == ["run", "run"]
 
         async def storage_failure(state: Any, stop: asyncio.Event, **kwargs: Any) -> None:
             raise OutboxError("disk full")
 
-        monkeypatch.setattr(agent.downlink, "run_downlink", storage_failure)
+        monkeypatch.setattr(agent.daemon.downlink, "run_downlink", storage_failure)
         daemon.stop.clear()
         with pytest.raises(OutboxError):
             await asyncio.wait_for(daemon._supervised_downlink(gw.state), 30)

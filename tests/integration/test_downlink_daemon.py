@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from agent.commands import encode, new_command
-from agent.downlink import control_topic
-from agent.keys import load_device_key
-from agent.receiver import CatalogueRules, Receiver, ReplayStore, load_device_registry
-from agent.uplink import BrokerConfig, connect, tls_context
+from agent.cloud.receiver import CatalogueRules, Receiver, ReplayStore, load_device_registry
+from agent.uplink.publisher import BrokerConfig, connect, tls_context
+from agent.wire.commands import encode, new_command
+from agent.wire.keys import load_device_key
+from agent.wire.topics import control_topic
 from tests.integration.downlink_helpers import (
     OPERATOR_PASSWORD,
     SITE,

@@ -19,12 +19,12 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from agent import commands, keys
-from agent.commands import new_command
-from agent.downlink import control_topic
-from agent.keys import load_device_key
-from agent.receiver import CatalogueRules, Receiver, ReplayStore, load_device_registry
-from agent.uplink import BrokerConfig, connect, tls_context
+from agent.cloud.receiver import CatalogueRules, Receiver, ReplayStore, load_device_registry
+from agent.uplink.publisher import BrokerConfig, connect, tls_context
+from agent.wire import commands, keys
+from agent.wire.commands import new_command
+from agent.wire.keys import load_device_key
+from agent.wire.topics import control_topic
 from tests.integration.downlink_helpers import (
     OPERATOR_PASSWORD,
     SITE,
@@ -133,7 +133,7 @@ async def test_hems_receiver_drops_a_nested_header_and_goes_on(tmp_path: Path) -
     keys.write_private_file(tmp_path / "receiver.pass", PASSWORDS[RECEIVER_USER].encode())
     out = tmp_path / "out.jsonl"
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "agent.receiver_cli", "--broker", f"mqtts://127.0.0.1:{broker.port}",
+        sys.executable, "-m", "agent.cloud.receiver_cli", "--broker", f"mqtts://127.0.0.1:{broker.port}",
         "--ca", str(broker.ca), "--username", RECEIVER_USER, "--password-file",
         str(tmp_path / "receiver.pass"), "--device-keys", str(tmp_path / "devices.json"),
         "--recipient-key", str(tmp_path / "company.key"), "--replay-db",

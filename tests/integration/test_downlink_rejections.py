@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from agent.commands import CommandType, parse
-from agent.downlink import DownlinkSettings
-from agent.operator_cli import main as operator_main
+from agent.cloud.operator_cli import main as operator_main
+from agent.daemon.downlink import DownlinkSettings
+from agent.wire.commands import CommandType, parse
 from tests.integration.downlink_helpers import (
     OPERATOR_PASSWORD,
     SITE,
@@ -127,7 +127,7 @@ async def test_the_operator_cli_signs_every_type_and_sends(tmp_path: Path) -> No
             seen.add(parse(out.read_bytes()).command.type)
         assert seen == set(CommandType)
         sent = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "agent.operator_cli", *_cli(gw, "send"), "suspend",
+            sys.executable, "-m", "agent.cloud.operator_cli", *_cli(gw, "send"), "suspend",
             "--purpose", "proposals", "--reference", "SR-2",
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
         stdout, stderr = await asyncio.wait_for(sent.communicate(), 30)

@@ -243,7 +243,7 @@ async def _until(condition: Callable[[], bool]) -> None:
 
 async def test_scan_lists_nodes_objects_and_decoded_values(
         net: Net, home: tuple[emu.EchonetNode, emu.EchonetNode]) -> None:
-    from agent.scan_echonet import scan_echonet
+    from agent.installer.scan.echonet import scan_echonet
 
     result = await scan_echonet(net.addr(1), 0.3, port=net.port)
     objects = {o["eoj"]: o for n in result["nodes"] for o in n["objects"]}

@@ -15,8 +15,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from agent.config import load_config
-from agent.demo_echonet import EchonetSite
+from agent.config.model import load_config
+from agent.demo.echonet import EchonetSite
 from tests.integration.test_provision_helpers import Gateway, pairing_code_in
 from tests.support.fake_sk_module import METER_IP, METER_MAC, FakeSkModule
 from tests.support.installer import (

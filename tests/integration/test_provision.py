@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from agent import keys
-from agent.config import load_config
+from agent.config.model import load_config
 from agent.web.security import load_pairing_hash
+from agent.wire import keys
 from drivers.sim.server import Site, run_site
 from tests.conftest import free_port
 from tests.integration.test_provision_helpers import (

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import load_config
-from agent.demo_echonet import EchonetSite
+from agent.config.model import load_config
+from agent.demo.echonet import EchonetSite
 from tests.integration.test_provision_helpers import Gateway
 from tests.support.fake_sk_module import FakeSkModule
 from tests.support.installer import (

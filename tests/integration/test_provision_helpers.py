@@ -8,7 +8,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent import keys
+from agent.wire import keys
 from drivers.sim.server import Site
 from tests.conftest import free_port
 from tests.support.mosquitto import Mosquitto

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.scan_range import Progress, choose, expand_targets, parse_units
+from agent.installer.scan.range import Progress, choose, expand_targets, parse_units
 from drivers.sim.devices import DeviceKind
 from drivers.sim.server import SimHome, SimulatedDevice, SimulatorServer, run_site
 from tests.conftest import free_port

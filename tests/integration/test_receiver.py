@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from agent import keys
-from agent.receiver import ReplayStore, load_device_registry
-from agent.uplink import connect, tls_context
+from agent.cloud.receiver import ReplayStore, load_device_registry
+from agent.uplink.publisher import connect, tls_context
+from agent.wire import keys
 from tests.integration.uplink_helpers import (
     PASSWORDS,
     Fleet,
@@ -103,7 +103,7 @@ async def test_hems_receiver_command_writes_json_lines(tmp_path: Path) -> None:
     keys.write_private_file(tmp_path / "receiver.pass", PASSWORDS[RECEIVER_USER].encode())
     out = tmp_path / "out.jsonl"
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "agent.receiver_cli", "--broker", f"mqtts://127.0.0.1:{broker.port}",
+        sys.executable, "-m", "agent.cloud.receiver_cli", "--broker", f"mqtts://127.0.0.1:{broker.port}",
         "--ca", str(broker.ca), "--username", RECEIVER_USER, "--password-file",
         str(tmp_path / "receiver.pass"), "--device-keys", str(tmp_path / "devices.json"),
         "--recipient-key", str(tmp_path / "company.key"), "--replay-db",

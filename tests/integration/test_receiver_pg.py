@@ -20,12 +20,12 @@ if os.environ.get("CI") != "true":  # under CI a missing extra is a failure, not
     pytest.importorskip("psycopg", reason="the 'cloud' extra (psycopg) is not installed")
 import psycopg
 
-from agent import envelope, keys
+from agent.cloud.receiver import CatalogueRules
+from agent.cloud.receiver_admin import main as admin_main
+from agent.cloud.receiver_db import DbReceiver, PgStore, open_connection
 from agent.errors import ReceiverError
-from agent.receiver import CatalogueRules
-from agent.receiver_admin import main as admin_main
-from agent.receiver_db import DbReceiver, PgStore, open_connection
-from agent.uplink import connect, tls_context
+from agent.uplink.publisher import connect, tls_context
+from agent.wire import envelope, keys
 from tests.integration.uplink_helpers import (
     PASSWORDS,
     Fleet,
@@ -174,7 +174,7 @@ def test_deletion_requests_are_listed_and_marked_acted(
 
 def test_a_bad_database_url_is_refused_without_echoing_it(tmp_path: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "agent.receiver_admin", "--database",
+        [sys.executable, "-m", "agent.cloud.receiver_admin", "--database",
          "postgresql://u:s3cret@127.0.0.1:1/x?sslmode=nonsense-mode", "migrate"],
         capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "s3cret" not in proc.stderr
@@ -184,7 +184,7 @@ def test_a_bad_database_url_is_refused_without_echoing_it(tmp_path: Path) -> Non
 def _start_receiver(tmp_path: Path, broker: Mosquitto, url: str, n: int) -> subprocess.Popen[bytes]:
     with (tmp_path / f"rx-{n}.log").open("ab") as log:  # the child keeps its own descriptor
         return subprocess.Popen(
-            [sys.executable, "-m", "agent.receiver_cli", "--broker",
+            [sys.executable, "-m", "agent.cloud.receiver_cli", "--broker",
              f"mqtts://127.0.0.1:{broker.port}", "--ca", str(broker.ca), "--username",
              RECEIVER_USER, "--password-file", str(tmp_path / "receiver.pass"), "--device-keys",
              str(tmp_path / "devices.json"), "--recipient-key", str(tmp_path / "company.key"),
@@ -314,7 +314,7 @@ async def test_a_lost_database_connection_mid_batch_loses_nothing(
 def test_receiver_command_refuses_options_that_do_not_fit_the_database(
         tmp_path: Path, extra: list[str], message: str,
         capsys: pytest.CaptureFixture[str]) -> None:
-    from agent.receiver_cli import main as receiver_main
+    from agent.cloud.receiver_cli import main as receiver_main
 
     code = receiver_main(["--broker", "mqtts://127.0.0.1:1", "--ca", "ca.pem", "--device-keys",
                           "d.json", "--recipient-key", "k", "--database",

@@ -20,10 +20,10 @@ from pathlib import Path
 import pytest
 
 from agent.errors import OutboxError
-from agent.keys import ensure_device_key, generate_recipient_key
-from agent.metrics import Metrics
-from agent.outbox import Outbox
+from agent.host.metrics import Metrics
 from agent.pipeline import Pipeline
+from agent.store.outbox import Outbox
+from agent.wire.keys import ensure_device_key, generate_recipient_key
 from drivers.models import PointKind, Reading
 from policy.catalogue import load_catalogue
 from policy.ledger import Ledger

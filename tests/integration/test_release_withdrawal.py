@@ -20,11 +20,11 @@ from pathlib import Path
 import aiomqtt
 import pytest
 
-from agent.keys import ensure_device_key, generate_recipient_key
-from agent.metrics import Metrics
-from agent.outbox import Outbox
+from agent.host.metrics import Metrics
 from agent.pipeline import Pipeline
-from agent.uplink import Publisher, connect, tls_context
+from agent.store.outbox import Outbox
+from agent.uplink.publisher import Publisher, connect, tls_context
+from agent.wire.keys import ensure_device_key, generate_recipient_key
 from drivers.models import PointKind, Reading
 from policy.catalogue import load_catalogue
 from policy.ledger import Ledger

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from agent import scan_cli
-from agent.config_echonet import EchonetDeviceConfig
+from agent.config.echonet import EchonetDeviceConfig
+from agent.installer.scan import cli as scan_cli
 from drivers.echonet.client import EchonetClient
 from drivers.echonet.codec import Eoj
 from drivers.echonet.discovery import find_nodes

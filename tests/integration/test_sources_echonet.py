@@ -6,11 +6,11 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Sequence
 
-from agent.clock import TrustedClock
-from agent.config_echonet import EchonetDeviceConfig, EchonetSettings
-from agent.demo_echonet import METER, EchonetSite, start_echonet_site
-from agent.metrics import Metrics
-from agent.sources_echonet import run_echonet
+from agent.config.echonet import EchonetDeviceConfig, EchonetSettings
+from agent.demo.echonet import METER, EchonetSite, start_echonet_site
+from agent.host.clock import TrustedClock
+from agent.host.metrics import Metrics
+from agent.sources.echonet import run_echonet
 from drivers.models import Quality, Reading
 from drivers.sim import echonet_emulator as emu
 from tests.e2e.test_daemon import wait_for

@@ -11,8 +11,8 @@ import aiomqtt
 import pytest
 
 from agent.errors import UplinkError
-from agent.outbox import Outbox, OutboxConfig
-from agent.uplink import BrokerConfig, Publisher, connect, tls_context
+from agent.store.outbox import Outbox, OutboxConfig
+from agent.uplink.publisher import BrokerConfig, Publisher, connect, tls_context
 from tests.integration.uplink_helpers import (
     PASSWORDS,
     Fleet,

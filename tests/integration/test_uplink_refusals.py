@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from agent.metrics import Metrics
-from agent.outbox import Outbox, OutboxConfig
-from agent.uplink import Publisher
-from agent.uplink_acks import REFUSED_METRIC
+from agent.host.metrics import Metrics
+from agent.store.outbox import Outbox, OutboxConfig
+from agent.uplink.acks import REFUSED_METRIC
+from agent.uplink.publisher import Publisher
 from tests.integration.uplink_helpers import (
     PASSWORDS,
     Fleet,
@@ -71,7 +71,7 @@ def _start(publisher: Publisher, outbox: Outbox, running: list[asyncio.Task[None
 async def test_a_refused_purpose_stays_queued_while_others_flow_then_drains_once(
         tmp_path: Path, broker: Mosquitto, running: list[asyncio.Task[None]],
         caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="agent.uplink_acks")
+    caplog.set_level(logging.INFO, logger="agent.uplink.acks")
     fleet = Fleet()
     receiver, out = fleet.receiver(tmp_path / "seen.db")
     running.append(asyncio.create_task(  # unshared: survives the broker restart below

@@ -167,7 +167,7 @@ def test_the_daemon_raises_its_soft_open_files_limit_to_the_hard_one() -> None:
     def low() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (256, 2048))
 
-    code = "from agent.daemon import raise_open_files_limit as r; print(r())"
+    code = "from agent.daemon.daemon import raise_open_files_limit as r; print(r())"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, timeout=60, preexec_fn=low)
     assert out.stdout.strip() == "2048"

@@ -24,8 +24,8 @@ from typing import Any
 import httpx2
 import pytest
 
-from agent.config import Web
-from agent.outbox import Outbox
+from agent.config.model import Web
+from agent.store.outbox import Outbox
 from agent.web.app import create_app
 from agent.web.errors import WebError
 from agent.web.household import HouseholdService

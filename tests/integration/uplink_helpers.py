@@ -11,10 +11,10 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from agent import envelope, keys
-from agent.receiver import CatalogueRules, Receiver, ReplayStore
-from agent.topics import topic_for
-from agent.uplink import BrokerConfig
+from agent.cloud.receiver import CatalogueRules, Receiver, ReplayStore
+from agent.uplink.publisher import BrokerConfig
+from agent.wire import envelope, keys
+from agent.wire.topics import topic_for
 from tests.support.mosquitto import RECEIVER_USER, Mosquitto
 
 PASSWORDS = {"s-0001": "pw-one", "s-0002": "pw-two", RECEIVER_USER: "pw-receiver"}

@@ -19,7 +19,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from agent.doctor_state import verify_ledger
+from agent.installer.doctor.state import verify_ledger
 from tests.e2e.daemon_helpers import Cloud, cloud, release_log, sent_seqs, withdrawn_releases
 from tests.support.mosquitto import Mosquitto
 from tests.support.site import SiteFiles

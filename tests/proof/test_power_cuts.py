@@ -25,10 +25,10 @@ from pathlib import Path
 
 import pytest
 
-from agent.commands import encode, new_command
-from agent.downlink import control_topic
-from agent.keys import load_device_key
-from agent.uplink import BrokerConfig, connect, tls_context
+from agent.uplink.publisher import BrokerConfig, connect, tls_context
+from agent.wire.commands import encode, new_command
+from agent.wire.keys import load_device_key
+from agent.wire.topics import control_topic
 from drivers.sim.server import run_site
 from tests.conftest import free_port
 from tests.e2e.daemon_helpers import DaemonProcess, Page, page_toml, sim_devices, wait_for

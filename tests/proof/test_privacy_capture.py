@@ -26,10 +26,10 @@ from typing import Any
 
 import pytest
 
-from agent.envelope import open_envelope
+from agent.cloud.receiver import load_device_registry
 from agent.errors import EnvelopeError
-from agent.keys import RecipientPrivateKey, RecipientPublicKey
-from agent.receiver import load_device_registry
+from agent.wire.envelope import open_envelope
+from agent.wire.keys import RecipientPrivateKey, RecipientPublicKey
 from drivers.sim.server import run_site
 from tests.conftest import free_port
 from tests.e2e.daemon_helpers import PAIRING_CODE, DaemonProcess, Page, page_toml, sim_devices

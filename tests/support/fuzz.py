@@ -24,10 +24,10 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from hypothesis import strategies as st
 
-from agent import envelope, keys
-from agent.config import load_config
+from agent.cloud.receiver import CatalogueRules, Receiver, ReplayStore, content_problem
+from agent.config.model import load_config
 from agent.errors import ConfigError
-from agent.receiver import CatalogueRules, Receiver, ReplayStore, content_problem
+from agent.wire import envelope, keys
 from drivers import codec
 from drivers.device import ModbusDevice
 from drivers.errors import DeviceProtocolError, DriverError, ProfileError

@@ -31,10 +31,10 @@ from hypothesis import strategies as st
 from hypothesis.control import event as _hypothesis_event
 from hypothesis.errors import InvalidArgument
 
-from agent import commands, envelope, keys
-from agent.commands import CommandError
+from agent.cloud.receiver import Receiver, ReplayStore
 from agent.errors import EnvelopeError
-from agent.receiver import Receiver, ReplayStore
+from agent.wire import commands, envelope, keys
+from agent.wire.commands import CommandError
 from policy import strict_json
 from policy.catalogue import parse_catalogue
 from policy.errors import CatalogueError

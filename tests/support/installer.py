@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from agent.cli import main
-from agent.demo_echonet import EchonetSite, start_echonet_site
+from agent.demo.echonet import EchonetSite, start_echonet_site
 from tests.conftest import free_port
 from tests.integration.test_provision_helpers import Gateway, recipient_file
 from tests.support.fake_sk_module import FakeSkModule

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from agent.keys import (
+from agent.wire.keys import (
     KEM_X25519,
     RecipientPrivateKey,
     device_public_pem,

@@ -21,11 +21,12 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from agent import config_cli, keys
 from agent.config_checks import load_checked
+from agent.daemon.state import load_recipients
 from agent.errors import ConfigError, KeyFileError
-from agent.provision_checks import check_listen
-from agent.state import load_recipients
+from agent.installer import check_config as config_cli
+from agent.installer.provision.checks import check_listen
+from agent.wire import keys
 from tests.support.mosquitto import make_tls
 
 CONFIG = """
@@ -256,7 +257,7 @@ def test_a_recipient_key_of_another_kem_is_refused_by_check_and_start(gw: Gatewa
     with pytest.raises(ConfigError, match=r"recipients\[0\]\.key_file: .*company\.pub: the key "
                                           r"is x25519 but the recipient is configured with kem"):
         load_checked(gw.config)
-    from agent.config import load_config
+    from agent.config.model import load_config
 
     with pytest.raises(KeyFileError, match="configured with kem mlkem768x25519"):
         load_recipients(load_config(gw.config))  # the daemon's own loader: the same rule

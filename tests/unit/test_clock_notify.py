@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.clock import TrustedClock
-from agent.sdnotify import Notifier, watchdog_interval
+from agent.host.clock import TrustedClock
+from agent.host.sdnotify import Notifier, watchdog_interval
 
 
 class FakeTime:
@@ -90,7 +90,7 @@ def test_watchdog_interval_is_half_of_watchdog_usec(monkeypatch: pytest.MonkeyPa
 
 
 def test_status_line_names_refused_topics_and_a_clock_not_yet_trusted() -> None:
-    from agent.daemon import status_line
+    from agent.daemon.daemon import status_line
 
     assert status_line(devices=3, queued=0, connected=True, refused=0, synchronised=True) == (
         "3 devices, outbox 0 queued, uplink connected")

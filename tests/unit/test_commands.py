@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.commands import (
+from agent.wire.commands import (
     MAX_COMMAND,
     MAX_LIFETIME,
     CommandError,

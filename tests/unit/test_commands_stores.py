@@ -9,18 +9,18 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from pydantic import ValidationError
 
-from agent.catalogue_store import (
+from agent.config.model import AgentConfig
+from agent.daemon.downlink import TokenBucket, load_operator_keys
+from agent.daemon.seen_ids import SeenIds
+from agent.errors import KeyFileError
+from agent.store.catalogue import (
     CATALOGUE_FILE,
     is_newer,
     newest_catalogue,
     store_catalogue,
     version_key,
 )
-from agent.config import AgentConfig
-from agent.downlink import TokenBucket, load_operator_keys
-from agent.errors import KeyFileError
-from agent.keys import device_public_pem
-from agent.seen_ids import SeenIds
+from agent.wire.keys import device_public_pem
 from policy.catalogue import load_catalogue, parse_catalogue
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from agent.commands import Command, CommandError, CommandType, encode, verify_command
+from agent.wire.commands import Command, CommandError, CommandType, encode, verify_command
 
 DOC = Path(__file__).parents[2] / "docs" / "wire-format.md"
 SEED = bytes(range(0x40, 0x60))

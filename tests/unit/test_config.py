@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import load_config
+from agent.config.model import load_config
 from agent.errors import ConfigError
 
 GOOD = """

@@ -9,8 +9,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from agent.errors import KeyFileError
-from agent.keys import device_history_verifier, device_public_pem, retired_device_keys
 from agent.paths import ROTATED_KEYS_FILE
+from agent.wire.keys import device_history_verifier, device_public_pem, retired_device_keys
 
 
 def _retire(state: Path, *keys: ed25519.Ed25519PrivateKey) -> None:

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from agent import envelope as env
-from agent import keys
 from agent.errors import EnvelopeError, KeyFileError
+from agent.wire import envelope as env
+from agent.wire import keys
 
 BODY = {"records": [{"point": "pv.power", "mean": 1234.5, "ts": 1767225600}]}
 

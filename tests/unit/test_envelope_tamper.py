@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from agent import envelope as env
-from agent import keys
 from agent.errors import EnvelopeError
+from agent.wire import envelope as env
+from agent.wire import keys
 
 _SEED = bytes(range(32))
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from agent import envelope as env
-from agent import keys
+from agent.wire import envelope as env
+from agent.wire import keys
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "wire-format.md"
 BODY = {"records": [{"delta": 512.0, "point": "pv.energy"},

@@ -10,9 +10,9 @@ import zlib
 
 import pytest
 
-from agent import commands, envelope
-from agent.commands import CommandError
 from agent.errors import EnvelopeError
+from agent.wire import commands, envelope
+from agent.wire.commands import CommandError
 from tests.support import fuzz_json as fj
 
 _CASES = fj.cases(20)

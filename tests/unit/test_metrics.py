@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from agent.metrics import Metrics, serve_metrics
+from agent.host.metrics import Metrics, serve_metrics
 from tests.conftest import free_port
 
 

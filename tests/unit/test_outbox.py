@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from agent.errors import OutboxError
-from agent.outbox import Outbox, OutboxConfig
+from agent.store.outbox import Outbox, OutboxConfig
 
 
 class Clock:

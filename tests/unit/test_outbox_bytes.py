@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent.errors import OutboxError
-from agent.outbox import Outbox, OutboxConfig
+from agent.store.outbox import Outbox, OutboxConfig
 from tests.unit.test_outbox import Clock
 
 PURPOSES = ("service", "improvement", "proposals")

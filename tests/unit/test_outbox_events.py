@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from agent.errors import OutboxError
-from agent.outbox import Outbox, OutboxConfig
+from agent.store.outbox import Outbox, OutboxConfig
 from tests.unit.test_outbox import Clock
 
 

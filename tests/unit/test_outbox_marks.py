@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from agent.outbox import Outbox
+from agent.store.outbox import Outbox
 
 
 def _enqueue(outbox: Outbox, end: int) -> None:

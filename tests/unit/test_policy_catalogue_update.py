@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from agent.catalogue_store import CATALOGUE_FILE, newest_catalogue
+from agent.store.catalogue import CATALOGUE_FILE, newest_catalogue
 from drivers.models import PointKind, Quality, Reading
 from policy.catalogue import Catalogue, load_catalogue, parse_catalogue, widening
 from policy.errors import CatalogueError
@@ -273,6 +273,6 @@ def test_a_stored_catalogue_defaulting_consent_on_is_not_used_at_start_up(
     _purpose(raw, "proposals")["default_tier"] = "1d"
     (tmp_path / CATALOGUE_FILE).write_text(json.dumps(raw), encoding="utf-8")
     factory = load_catalogue()
-    with caplog.at_level(logging.WARNING, logger="agent.catalogue_store"):
+    with caplog.at_level(logging.WARNING, logger="agent.store.catalogue"):
         assert newest_catalogue(factory, tmp_path) is factory
     assert "'proposals'" in caplog.text and "'company'" in caplog.text

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.snapshots import MinimiserSnapshots
+from agent.store.snapshots import MinimiserSnapshots
 from policy.catalogue import load_catalogue
 from policy.minimise import Minimiser
 from policy.minimise_state import SCHEMA
@@ -56,7 +56,7 @@ def test_saved_at_stop_and_restored_at_the_next_start(tmp_path: Path,
     _fed(path)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600  # it holds the household's aggregates
     m, store = _running(path)
-    with caplog.at_level(logging.INFO, logger="agent.snapshots"):
+    with caplog.at_level(logging.INFO, logger="agent.store.snapshots"):
         store.restore_once(T0 + timedelta(minutes=6))
     assert "minimiser state restored: 1 series, 1 open windows" in caplog.text
     assert "500" not in caplog.text  # counts only, no reading in the log
@@ -83,7 +83,7 @@ def test_a_refused_snapshot_is_logged_and_the_minimiser_starts_empty(
     path = tmp_path / "minimiser-state.json"
     path.write_bytes(content)
     m, store = _running(path)
-    with caplog.at_level(logging.WARNING, logger="agent.snapshots"):
+    with caplog.at_level(logging.WARNING, logger="agent.store.snapshots"):
         store.restore_once(T0)
     assert reason in caplog.text and "starting empty" in caplog.text
     assert m.holds_nothing()

@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from agent.clock import SimulatedClock
-from agent.sources import Stamper
+from agent.host.clock import SimulatedClock
+from agent.sources.modbus import Stamper
 from drivers.models import PointKind, Reading
 from policy.catalogue import load_catalogue
 from policy.ledger import Ledger

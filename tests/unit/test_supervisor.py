@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from agent.supervisor import Backoff, supervise
+from agent.host.supervisor import Backoff, supervise
 
 
 def test_backoff_grows_to_the_cap_with_jitter() -> None:

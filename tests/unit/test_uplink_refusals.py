@@ -6,9 +6,9 @@ import logging
 
 import pytest
 
-from agent.metrics import Metrics
-from agent.outbox import OutboxItem
-from agent.uplink_acks import REFUSED_METRIC, Refusals, refusal_delay
+from agent.host.metrics import Metrics
+from agent.store.outbox import OutboxItem
+from agent.uplink.acks import REFUSED_METRIC, Refusals, refusal_delay
 
 DENIED = "hems/v1/s-0001/improvement/data"
 OPEN = "hems/v1/s-0001/service/data"
@@ -98,7 +98,7 @@ def test_the_idle_wait_is_shortened_by_a_hold_but_a_due_one_never_spins() -> Non
 
 def test_logged_once_per_topic_and_reason_with_a_hint_and_no_site_id(
         caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.DEBUG, logger="agent.uplink_acks")
+    caplog.set_level(logging.DEBUG, logger="agent.uplink.acks")
     clock = Clock()
     r = refusals(clock)
     for _ in range(4):

@@ -1,0 +1,1 @@
+"""The TOML configuration: frozen, validated models and the loader."""

@@ -1,0 +1,1 @@
+"""``hems-agent demo`` only: agent, broker, page and cloud with simulated devices."""

@@ -1,0 +1,1 @@
+"""One-shot installer commands; the service never imports them."""

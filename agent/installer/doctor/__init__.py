@@ -1,0 +1,1 @@
+"""``hems-agent doctor``: check a provisioned gateway, explain each fix."""

@@ -1,0 +1,1 @@
+"""``hems-agent provision``: keys, broker, devices, consent."""

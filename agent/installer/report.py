@@ -1,0 +1,349 @@
+"""The commissioning report: what was set up, and proof that it works, for the installer's records.
+
+Contents: the site, each device with its identity and first readings, the uplink test (a signed
+envelope sent and acknowledged, another site's topic refused), the key fingerprints (device and
+recipients, with any rotated key still accepted), the catalogue version and the consent state,
+and the household page's address. Rendered as text for the screen, JSON for tooling and a
+printable HTML page (one self-contained file: inline CSS, no script, every value escaped).
+
+``hems-agent provision`` writes all three to ``<state_dir>/commissioning/``, with the
+household's Japanese sheet (:mod:`agent.installer.report_household`) as ``household.html``;
+``hems-agent report`` renders one on demand (``--household`` for the sheet). The ledger is
+read, never opened for writing, so a report never applies a catalogue update the daemon should
+deliver.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import html
+import json
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from agent.config.model import DEFAULT_PATH
+
+Doc = dict[str, Any]
+_READINGS = ("pv.power", "pv.energy", "battery.soc", "battery.power", "grid.power",
+             "grid.energy_import", "inverter.state")
+
+
+def gather(path: Path, *, test_uplink: bool = True, deadline: float = 3.0) -> Doc:
+    """Collect the report (devices are read and the uplink tested now)."""
+    from agent.config.model import load_config
+    from agent.installer.doctor.echonet import probe_all
+    from agent.installer.doctor.uplink import uplink_test
+
+    config = load_config(path)
+
+    async def live() -> tuple[Any, Any]:
+        uplink = uplink_test(config, deadline=deadline) if test_uplink else _none()
+        return await asyncio.gather(probe_all(config), uplink)
+
+    probes, uplink = asyncio.run(live())
+    web = config.web
+    scheme = "https" if web.tls_cert is not None else "http"
+    return {
+        "site": config.site_id,
+        "generated": datetime.now(UTC).replace(microsecond=0).isoformat(),
+        "config": str(path),
+        "page": f"{scheme}://{web.listen}/",
+        "devices": [_device(p) for p in probes],
+        "uplink": None if uplink is None else {
+            "ok": uplink.ok, "steps": [{"name": c.name, "status": str(c.status),
+                                        "detail": c.detail, "fix": c.fix}
+                                       for c in uplink.checks]},
+        "keys": _keys(config),
+        **_consent(config),
+    }
+
+
+async def _none() -> None:
+    return None
+
+
+PROTOCOLS = {"modbus": "Modbus", "echonet": "ECHONET Lite", "broute": "B-route"}
+
+
+def _device(probe: Any) -> Doc:
+    from agent.installer.doctor.devices import protocol_of
+
+    entry = probe.entry or {}
+    readings = entry.get("readings", {})
+    return {"name": probe.name, "where": probe.where, "protocol": protocol_of(probe),
+            "class_code": entry.get("class_code"), "ok": probe.error is None
+            and not probe.problems, "error": probe.error, "problems": list(probe.problems),
+            "identity": entry.get("identity"), "link": entry.get("link"),
+            "readings": {k: readings[k] for k in _READINGS if k in readings}}
+
+
+def device_state(d: Doc) -> str:
+    """What became of a device, in plain words: ``OK``, or why it failed and what to check."""
+    from agent.installer.doctor.devices import _FIX_UNREACHABLE
+
+    if d["ok"]:
+        return "OK"
+    if d["error"] is not None:
+        return (f"FAILED: it did not answer ({d['error']}). "
+                f"Check: {_FIX_UNREACHABLE.get(d.get('protocol', 'modbus'), '')}")
+    return ("FAILED: it answered, but with values no working device reports: "
+            + "; ".join(d["problems"]) + ". Check the device's own display.")
+
+
+def _identity_text(d: Doc) -> str:
+    """Maker, model and serial as far as the device told them; empty when it said nothing."""
+    ident = d["identity"] or {}
+    parts = [str(ident[k]) for k in ("manufacturer", "model") if ident.get(k)]
+    if ident.get("serial"):
+        parts.append(f"serial {ident['serial']}")
+    return " ".join(parts)
+
+
+def _keys(config: Any) -> Doc:
+    from agent.installer.provision.secrets import rotation_history
+    from agent.wire import keys
+
+    device = keys.load_device_key(config.device_key_file).public_key()
+    rotated = rotation_history(config.state_dir)
+    return {
+        "device": {"key_id": keys.device_key_id(device),
+                   "public_key": keys.device_public_pem(device).decode()},
+        "rotated": [{"key_id": k["key_id"], "valid_until": k["valid_until"]}
+                    for k in rotated["keys"]],
+        "recipients": [{"id": r.id, "kem": r.kem,
+                        "key_id": keys.load_recipient_public(r.key_file).key_id}
+                       for r in config.recipients],
+    }
+
+
+def _consent(config: Any) -> Doc:
+    """Catalogue version and the latest record per purpose × recipient, read-only."""
+    from agent.paths import LEDGER_FILE
+    from policy.catalogue import load_catalogue
+
+    catalogue = load_catalogue(config.catalogue)
+    path = config.state_dir / LEDGER_FILE
+    latest: dict[tuple[str, str], Doc] = {}
+    if path.exists():
+        records = json.loads(path.read_text(encoding="utf-8")).get("records", {})
+        for _, rec in sorted(records.items(), key=lambda item: int(item[0])):
+            latest[(rec["purpose"], rec["recipient"]["id"])] = rec
+    return {
+        "catalogue": {"version": catalogue.version, "hash": catalogue.content_hash},
+        "consent": [{"purpose": p, "recipient": r, "tier": rec["tier"] or "off",
+                     "source": rec["collection_method"], "reference": rec.get("reference"),
+                     "valid_until": rec["valid_until"]}
+                    for (p, r), rec in latest.items()],
+    }
+
+
+def ok(doc: Doc) -> bool:
+    """Every device answered sanely and the uplink test (if run) passed."""
+    uplink = doc["uplink"]
+    return all(d["ok"] for d in doc["devices"]) and (uplink is None or uplink["ok"])
+
+
+def _fp(key_id: str) -> str:
+    from agent.installer.provision.checks import fingerprint
+
+    return fingerprint(key_id)
+
+
+def _reading(reading: Doc) -> str:
+    value = "-" if reading.get("value") is None else reading["value"]
+    return f"{value} {reading.get('unit', '')}".strip()
+
+
+def _jst(stamp: str) -> str:
+    """An ISO time as ``2026-12-06 15:40 JST (06:40 UTC)``."""
+    from zoneinfo import ZoneInfo
+
+    moment = datetime.fromisoformat(stamp)
+    local = moment.astimezone(ZoneInfo("Asia/Tokyo"))
+    return f"{local:%Y-%m-%d %H:%M} JST ({moment.astimezone(UTC):%H:%M} UTC)"
+
+
+def render_text(doc: Doc) -> str:
+    lines = [f"Commissioning report — site {doc['site']} — {_jst(doc['generated'])}",
+             f"household page: {doc['page']}", "", "devices:"]
+    for d in doc["devices"]:
+        ident = _identity_text(d)
+        protocol = PROTOCOLS.get(d.get("protocol", "modbus"), "Modbus")
+        where = d["where"] if d["where"].startswith(("ECHONET", "B-route")) else (
+            f"{protocol} {d['where']}")
+        lines.append(f"  {d['name']} ({where}): " + (f"{ident} — " if ident else "")
+                     + device_state(d))
+        if d.get("link"):
+            from agent.installer.doctor.echonet import link_text
+
+            lines.append(f"    B-route session: {link_text(d)}")
+        lines += [f"    {k} = {_reading(v)}" for k, v in d["readings"].items()]
+    uplink = doc["uplink"]
+    lines += ["", "uplink test: " + ("not run" if uplink is None
+                                     else "OK" if uplink["ok"] else "FAILED")]
+    for step in uplink["steps"] if uplink else []:
+        lines.append(f"  {step['status'].upper():<4} {step['name']}: {step['detail']}")
+        if step["fix"]:
+            lines.append(f"       fix: {step['fix']}")
+    k = doc["keys"]
+    lines += ["", f"device key id {k['device']['key_id']} ({_fp(k['device']['key_id'])})"]
+    lines += [f"  previous key {r['key_id']} valid until {r['valid_until']}" for r in k["rotated"]]
+    lines += [f"recipient {r['id']} ({r['kem']}): {_fp(r['key_id'])}" for r in k["recipients"]]
+    lines += ["", f"catalogue {doc['catalogue']['version']} ({doc['catalogue']['hash'][:12]})",
+              "consent:"]
+    for c in doc["consent"]:
+        ref = f", form {c['reference']}" if c["reference"] else ""
+        lines.append(f"  {c['purpose']:<18} → {c['recipient']:<15} {c['tier']:<7} "
+                     f"({c['source']}{ref})")
+    return "\n".join(lines) + "\n"
+
+
+_CSS = """body{font-family:sans-serif;margin:2em;color:#111}h1{font-size:1.4em}
+h2{font-size:1.1em;margin-top:1.5em;border-bottom:1px solid #999}table{border-collapse:collapse}
+td,th{border:1px solid #bbb;padding:.25em .5em;text-align:left;vertical-align:top}
+.ok{color:#060}.fail{color:#a00;font-weight:bold}code{font-size:.9em}
+@media print{body{margin:1cm}}"""
+
+
+def render_html(doc: Doc) -> str:
+    """A printable, self-contained page: inline CSS only, no script, every value escaped."""
+    e = html.escape
+    rows = _device_rows(doc)
+    uplink = doc["uplink"]
+    steps = "".join(f"<tr><td>{e(s['name'])}</td>"
+                    f"<td class={'fail' if s['status'] == 'fail' else 'ok'}>{e(s['status'])}</td>"
+                    f"<td>{e(s['detail'])}<br>{e(s['fix'])}</td></tr>"
+                    for s in (uplink["steps"] if uplink else []))
+    k = doc["keys"]
+    key_rows = [f"<tr><td>device</td><td><code>{e(_fp(k['device']['key_id']))}</code></td></tr>"]
+    key_rows += [f"<tr><td>previous device key (until {e(r['valid_until'])})</td>"
+                 f"<td><code>{e(_fp(r['key_id']))}</code></td></tr>" for r in k["rotated"]]
+    key_rows += [f"<tr><td>{e(r['id'])} ({e(r['kem'])})</td><td><code>{e(_fp(r['key_id']))}"
+                 "</code></td></tr>" for r in k["recipients"]]
+    consent = "".join(f"<tr><td>{e(c['purpose'])}</td><td>{e(c['recipient'])}</td>"
+                      f"<td>{e(c['tier'])}</td><td>{e(c['source'])}</td>"
+                      f"<td>{e(c['reference'] or '')}</td></tr>" for c in doc["consent"])
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>Commissioning report {e(doc['site'])}</title>
+<style>{_CSS}</style></head><body>
+<h1>Commissioning report — site {e(doc['site'])}</h1>
+<p>Generated {e(_jst(doc['generated']))}. Household page: {e(doc['page'])}</p>
+<h2>Devices</h2><table><tr><th>name</th><th>connection</th><th>identity</th><th>first readings</th>
+<th>state</th></tr>{''.join(rows)}</table>
+<h2>Uplink test: {'not run' if uplink is None else 'OK' if uplink['ok'] else 'FAILED'}</h2>
+<table>{steps}</table>
+<h2>Key fingerprints</h2><table>{''.join(key_rows)}</table>
+<pre>{e(k['device']['public_key'])}</pre>
+<h2>Consent (catalogue {e(doc['catalogue']['version'])})</h2>
+<table><tr><th>purpose</th><th>recipient</th><th>tier</th><th>source</th><th>form</th></tr>
+{consent}</table>
+</body></html>
+"""
+
+
+def _device_rows(doc: Doc) -> list[str]:
+    e = html.escape
+    rows = []
+    for d in doc["devices"]:
+        state = (f"<span class={'ok' if d['ok'] else 'fail'}>{e(device_state(d))}</span>")
+        readings = "<br>".join(f"{e(k)} = {e(_reading(v))}" for k, v in d["readings"].items())
+        if d.get("link"):
+            from agent.installer.doctor.echonet import link_text
+
+            readings += f"<br>{e(link_text(d))}"
+        protocol = PROTOCOLS.get(d.get("protocol", "modbus"), "Modbus")
+        rows.append(f"<tr><td>{e(d['name'])}</td><td>{e(protocol)}<br>{e(d['where'])}</td>"
+                    f"<td>{e(_identity_text(d) or 'not reported')}</td><td>{readings}</td>"
+                    f"<td>{state}</td></tr>")
+    return rows
+
+
+def write_all(doc: Doc, directory: Path) -> None:
+    """report.txt, report.json and report.html in ``directory``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "report.txt").write_text(render_text(doc), encoding="utf-8")
+    (directory / "report.json").write_text(json.dumps(doc, ensure_ascii=False, indent=2) + "\n",
+                                           encoding="utf-8")
+    (directory / "report.html").write_text(render_html(doc), encoding="utf-8")
+
+
+def after_provision(path: Path, *, test_uplink: bool) -> int:
+    """Provision's last step: print the report, keep all three forms; 0 if all is well."""
+    from agent.config.model import load_config
+    from agent.installer.report_household import write as write_sheet
+
+    doc = gather(path, test_uplink=test_uplink)
+    config = load_config(path)
+    directory = config.state_dir / "commissioning"
+    write_all(doc, directory)
+    write_sheet(config, directory / "household.html")
+    print()
+    print(render_text(doc), end="")
+    print(f"report saved: {directory}/report.txt, report.json, report.html (printable)")
+    print(f"household sheet (Japanese, A4, a blank line for the pairing code): "
+          f"{directory}/household.html")
+    return 0 if ok(doc) else 3
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, default=DEFAULT_PATH,
+                        help=f"configuration file (default {DEFAULT_PATH})")
+    parser.add_argument("--format", choices=("text", "json", "html"), default="text")
+    parser.add_argument("--output", type=Path, help="write to FILE instead of the screen")
+    parser.add_argument("--skip-uplink-test", action="store_true",
+                        help="do not connect to the broker")
+    parser.add_argument("--household", action="store_true",
+                        help="the household's one-page Japanese sheet (HTML, A4) instead")
+    parser.add_argument("--pairing-code",
+                        help="with --household: print this pairing code on the sheet (checked "
+                             "against this gateway's); without it the sheet has a blank line")
+
+
+def household(args: argparse.Namespace) -> int:
+    """``report --household``: the sheet for the household, read from the files only."""
+    from agent.config.model import load_config
+    from agent.errors import AgentError
+    from agent.installer.report_household import SheetError, gather
+    from agent.installer.report_household import render as render_sheet
+
+    try:
+        text = render_sheet(gather(load_config(args.config), pairing_code=args.pairing_code))
+    except (AgentError, SheetError, OSError) as exc:
+        print(f"hems-agent report: {exc}", file=sys.stderr)
+        return 2
+    if args.output is not None:
+        from agent.wire.keys import write_file_atomic
+
+        write_file_atomic(args.output, text.encode("utf-8"),
+                          mode=0o600 if args.pairing_code else 0o644)
+        print(f"household sheet written: {args.output} (print it on A4)")
+    else:
+        print(text, end="")
+    return 0
+
+
+def main(args: argparse.Namespace) -> int:
+    from agent.errors import AgentError
+
+    if args.pairing_code is not None and not args.household:
+        print("hems-agent report: --pairing-code goes with --household", file=sys.stderr)
+        return 2
+    if args.household:
+        return household(args)
+    try:
+        doc = gather(args.config, test_uplink=not args.skip_uplink_test)
+    except (AgentError, OSError, ValueError) as exc:
+        print(f"hems-agent report: {exc}", file=sys.stderr)
+        return 2
+    if args.format == "json":
+        text = json.dumps(doc, ensure_ascii=False, indent=2) + "\n"
+    else:
+        text = render_html(doc) if args.format == "html" else render_text(doc)
+    if args.output is not None:
+        args.output.write_text(text, encoding="utf-8")
+    else:
+        print(text, end="")
+    return 0 if ok(doc) else 1

@@ -1,0 +1,1 @@
+"""``hems-agent scan``: find and read Modbus and ECHONET Lite devices."""

@@ -1,0 +1,1 @@
+"""Device pollers feeding a Reading sink."""

@@ -1,0 +1,1 @@
+"""Durable local state owned by the agent: outbox, minimiser snapshots, catalogue."""

@@ -1,0 +1,1 @@
+"""MQTT to the broker: publish the outbox, read v5 acknowledgements."""

@@ -1,0 +1,2 @@
+"""What crosses the network, shared by gateway and cloud tools: keys, envelope, topics, signed
+commands."""
