@@ -207,7 +207,7 @@ class Daemon:
                                        clock=lambda: datetime.now(UTC))
         household = HouseholdService(
             ledger=state.ledger, release_log=state.release_log, outbox=state.outbox,
-            on_consent_change=lambda change: state.pipeline.apply_changes([change]),
+            apply_consent=state.pipeline.apply_changes,
             on_deletion=state.pipeline.queue_deletion, minimiser=state.minimiser,
             recipient_names={r.id: r.display_name for r in self.config.recipients
                              if r.display_name},
