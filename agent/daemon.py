@@ -184,8 +184,9 @@ class Daemon:
             tasks.append(group.create_task(self._serve_page(state, started), name="page"))
         if self.config.operator_keys:
             tasks.append(group.create_task(self._supervised_downlink(state), name="downlink"))
-        for make in self.options.extra_tasks:
-            tasks.append(group.create_task(make(state, self.stop)))
+        for make in self.options.extra_tasks:  # named, so a late one is reported by name
+            tasks.append(group.create_task(make(state, self.stop),
+                                           name=getattr(make, "__name__", "extra")))
         return tasks
 
     async def _supervised_downlink(self, state: State) -> None:
