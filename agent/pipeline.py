@@ -147,23 +147,23 @@ class Pipeline:
         return added
 
     def apply_changes(self, changes: Iterable[ConsentChange], *,
-                      reason: str | None = None) -> None:
-        """Purge what a change no longer allows, then queue its signed notice for the backend.
+                      reason: str | None = None) -> int:
+        """Purge what a change no longer allows, then queue its signed notice for the backend;
+        how many queued envelopes were purged. This is the one consent path: the household
+        page, the downlink and start-up all apply changes here, and each change purges once.
 
         ``reason`` names why purged releases were withdrawn (``erasure``); by default
         ``expiry`` for an expired grant, else ``consent_change``."""
+        purged = 0
         for change in changes:
-            spec = change.purge
-            if spec.tiers:
-                self.outbox.purge(spec.purpose, spec.recipient,
-                                  sorted(t.value for t in spec.tiers),
-                                  reason=reason or withdrawal_reason(change))
+            purged += purge_withdrawn(self.outbox.purge, change, reason=reason)
             record = change.record
             self._queue_control(change.item, purpose=record.purpose, kind="consent",
                                 tier=record.tier.value if record.tier else "off")
             self.metrics.inc("hems_consent_changes_total", source=record.source.value)
         self.outbox.flush()
         self._count_purges()
+        return purged
 
     def reconcile_outbox(self, now: datetime) -> int:
         """Purge queued data the grants in force at ``now`` do not cover; how many went.
@@ -199,8 +199,7 @@ class Pipeline:
         self._count_purges()
 
     def _count_purges(self) -> None:
-        # Counted by the outbox: the household page purges before it hands a change on (so
-        # the change's own purge here finds nothing), and erasure purges every purpose.
+        # Counted by the outbox: erasure purges every purpose through it, not through here.
         for purpose, count in self.outbox.purged.items():
             self.metrics.set("hems_outbox_purged_total", count, purpose=purpose)
 
@@ -280,6 +279,17 @@ class Pipeline:
             self._unroutable.add((purpose, recipient))
             log.warning("no key configured for recipient %s: %s releases to it are not sent",
                         recipient, purpose)
+
+
+def purge_withdrawn(purge: Callable[..., int], change: ConsentChange, *,
+                    reason: str | None = None) -> int:
+    """Purge the queued items ``change`` no longer allows (``purge`` is ``Outbox.purge``);
+    how many went. ``reason`` as for :meth:`Pipeline.apply_changes`."""
+    spec = change.purge
+    if not spec.tiers:
+        return 0
+    return purge(spec.purpose, spec.recipient, sorted(t.value for t in spec.tiers),
+                 reason=reason or withdrawal_reason(change))
 
 
 def erase_local_data(purge: Callable[..., int], *, ledger: Ledger, minimiser: Minimiser | None,

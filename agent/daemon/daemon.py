@@ -29,7 +29,7 @@ from agent.daemon.state import State, open_state
 from agent.host.clock import SimulatedClock, TrustedClock, make_sync_check
 from agent.host.metrics import Metrics, serve_metrics
 from agent.host.sdnotify import Notifier, watchdog_interval
-from agent.host.supervisor import Backoff, supervise
+from agent.host.supervisor import Backoff, cancel_and_wait, supervise
 from agent.sources.echonet import start_echonet_pollers
 from agent.sources.modbus import Stamper, plan_buses, run_bus
 from agent.store.outbox import OutboxStats
@@ -106,26 +106,41 @@ class Daemon:
             await self.stop.wait()
             self.notifier.stopping()
             log.info("stopping: polling ends, the outbox is committed, the session closed")
-            async with asyncio.timeout(self.options.shutdown_timeout):
-                await _cancel(pollers)
-                await _cancel([ticker])
-                if self.clock.synchronised:  # windows that ended are still released
-                    now = self._now()
-                    state.snapshots.restore_once(now)
-                    state.pipeline.tick(now)
-                    state.snapshots.save(now)  # what is still open, for the next start
-                await _cancel([flusher])  # commits what is pending
-                await _cancel(side)
-                await self._last_uploads(state)
-                await _cancel([uplink])  # leaves `async with client`: DISCONNECT is sent
+            await self._shut_down(state, pollers=pollers, ticker=ticker, flusher=flusher,
+                                  side=side, uplink=uplink)
 
-    async def _last_uploads(self, state: State) -> None:
+    async def _shut_down(self, state: State, *, pollers: list[asyncio.Task[None]],
+                         ticker: asyncio.Task[None], flusher: asyncio.Task[None],
+                         side: list[asyncio.Task[None]], uplink: asyncio.Task[None]) -> None:
+        """Stop in order within ``shutdown_timeout``: each step gets what is left of it; a
+        task still running when its share ends is logged ("did not stop in time") and the
+        next steps run all the same, so the outbox is committed and the session closed."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.options.shutdown_timeout
+
+        def left() -> float:
+            return max(0.0, deadline - loop.time())
+
+        await cancel_and_wait(pollers, grace=left())
+        await cancel_and_wait([ticker], grace=left())
+        if self.clock.synchronised:  # windows that ended are still released
+            now = self._now()
+            state.snapshots.restore_once(now)
+            state.pipeline.tick(now)
+            state.snapshots.save(now)  # what is still open, for the next start
+        await cancel_and_wait([flusher], grace=left())  # commits what is pending
+        await cancel_and_wait(side, grace=left())
+        await self._last_uploads(state, min(self.options.drain_on_stop, left()))
+        # Leaves `async with client`: DISCONNECT is sent.
+        await cancel_and_wait([uplink], grace=left())
+
+    async def _last_uploads(self, state: State, drain: float) -> None:
         """Give a connected uplink a moment to send the windows released while stopping."""
         if not state.publisher.connected.is_set():
             return
         state.publisher.notify()
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(self.options.drain_on_stop):
+            async with asyncio.timeout(drain):
                 while state.outbox.unacknowledged() > 0:  # noqa: ASYNC110 (bounded, 50 ms)
                     await asyncio.sleep(0.05)
 
@@ -169,8 +184,9 @@ class Daemon:
             tasks.append(group.create_task(self._serve_page(state, started), name="page"))
         if self.config.operator_keys:
             tasks.append(group.create_task(self._supervised_downlink(state), name="downlink"))
-        for make in self.options.extra_tasks:
-            tasks.append(group.create_task(make(state, self.stop)))
+        for make in self.options.extra_tasks:  # named, so a late one is reported by name
+            tasks.append(group.create_task(make(state, self.stop),
+                                           name=getattr(make, "__name__", "extra")))
         return tasks
 
     async def _supervised_downlink(self, state: State) -> None:
@@ -194,7 +210,7 @@ class Daemon:
                                        clock=lambda: datetime.now(UTC))
         household = HouseholdService(
             ledger=state.ledger, release_log=state.release_log, outbox=state.outbox,
-            on_consent_change=lambda change: state.pipeline.apply_changes([change]),
+            apply_consent=state.pipeline.apply_changes,
             on_deletion=state.pipeline.queue_deletion, minimiser=state.minimiser,
             recipient_names={r.id: r.display_name for r in self.config.recipients
                              if r.display_name},
@@ -290,13 +306,3 @@ def status_line(*, devices: int, queued: int, connected: bool, refused: int,
             if refused else "")
     clock = "" if synchronised else ", waiting for clock sync"
     return f"{devices} devices, outbox {queued} queued, uplink {up}{held}{clock}"
-
-
-async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
-    """Cancel tasks and wait for them; their own cleanup runs (bounded by the caller)."""
-    for task in tasks:
-        task.cancel()
-    for task in tasks:
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-

@@ -16,6 +16,7 @@ import socket
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from agent.host.supervisor import cancel_and_wait
 from drivers.echonet.codec import Eoj
 from drivers.sim import echonet_emulator as emu
 
@@ -27,6 +28,7 @@ PV = Eoj(class_code=0x0279, instance=0x1F)
 BATTERY = Eoj(class_code=0x027D, instance=0x02)
 METER = Eoj(class_code=0x0288, instance=0x01)
 UNIT_WH = 100  # the emulated meter counts in 0.1 kWh (0xE1 = 0x01)
+_STOP_GRACE = 5.0  # seconds the value updater has to stop when the site closes
 
 
 @dataclass(kw_only=True)
@@ -86,17 +88,11 @@ async def start_echonet_site(*, home: SimHome | None = None, prefix: str | None 
         await site._stack.enter_async_context(meter)
         if home is not None:
             task = asyncio.get_running_loop().create_task(_follow(site, home, update_every))
-            site._stack.push_async_callback(_stop, task)
+            site._stack.push_async_callback(cancel_and_wait, [task], grace=_STOP_GRACE)
     except BaseException:
         await site.aclose()
         raise
     return site, site.toml()
-
-
-async def _stop(task: asyncio.Task[None]) -> None:
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
 
 
 async def _follow(site: EchonetSite, home: SimHome, every: float) -> None:

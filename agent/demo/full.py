@@ -28,10 +28,12 @@ from typing import Any, TextIO
 
 from agent.demo.setup import RECEIVER_USER, SITE_ID, BrokerEndpoint, BrokerLogin, DemoFiles
 from agent.demo.view import JST, CloudView, Screen, ViewReceiver
+from agent.host.supervisor import cancel_and_wait
 from agent.uplink.publisher import BrokerConfig
 
 CLOCK_FILE = "demo-clock.json"
 POLL_INTERVAL = 0.5  # real seconds: at x1440 a reading every 12 simulated minutes
+_STOP_GRACE = 5.0  # real seconds the demo's receiver has to stop when the demo ends
 
 
 class DemoError(Exception):
@@ -239,13 +241,7 @@ async def _start_receiver(stack: contextlib.AsyncExitStack, view: CloudView, fil
     except (UplinkError, aiomqtt.MqttError) as exc:
         raise DemoError(f"the receiver cannot reach the broker: {exc}") from exc
     task = asyncio.create_task(receiver.run(config, None), name="demo-receiver")
-    stack.push_async_callback(_cancel, task)
-
-
-async def _cancel(task: asyncio.Task[None]) -> None:
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    stack.push_async_callback(cancel_and_wait, [task], grace=_STOP_GRACE)
 
 
 async def _run_daemon(args: argparse.Namespace, files: DemoFiles, view: CloudView,

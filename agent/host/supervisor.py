@@ -1,4 +1,5 @@
-"""Restart-with-backoff for tasks whose failure must never take the daemon down.
+"""Restart-with-backoff for tasks whose failure must never take the daemon down, and the bounded
+stop of tasks (:func:`cancel_and_wait`).
 
 Transports do not retry; this is the one place that owns backoff (capped exponential with full
 jitter). A task that ran well for a while resets its backoff.
@@ -9,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -74,3 +76,31 @@ async def supervise(
                 await stop.wait()
         except TimeoutError:
             continue
+
+
+async def cancel_and_wait(tasks: Iterable[asyncio.Task[Any]], *,
+                          grace: float | None) -> list[asyncio.Task[Any]]:
+    """Cancel ``tasks`` and wait at most ``grace`` seconds (None: no bound) for them to end
+    (their own cleanup runs); returns those still running then, which are logged as "did not
+    stop in time" by name. The caller goes on either way, with the rest of its own deadline.
+
+    The wait is :func:`asyncio.wait`, so a cancellation aimed at the caller (or its own
+    ``asyncio.timeout``) is never swallowed: it propagates, and the tasks stay cancelled. A
+    task that ended with an error other than its cancellation has that error raised here,
+    once all have been waited for, as awaiting it would.
+    """
+    tasks = list(tasks)
+    pending = [task for task in tasks if not task.done()]
+    for task in pending:
+        task.cancel()
+    late: list[asyncio.Task[Any]] = []
+    if pending:
+        _, still = await asyncio.wait(pending, timeout=grace)
+        late = [task for task in pending if task in still]
+    if late:
+        log.warning("did not stop in time: %s", ", ".join(task.get_name() for task in late))
+    for task in tasks:
+        error = task.exception() if task.done() and not task.cancelled() else None
+        if error is not None:
+            raise error
+    return late

@@ -1,10 +1,11 @@
 """The household page's one door into the device: consent, releases, the outbox and rights.
 
 :class:`HouseholdService` wraps the consent :class:`~policy.ledger.Ledger`, the release log and
-the outbox, and calls back into the daemon for what only it can do (deliver a consent change to
-the backend, wipe local data and send the deletion request). Every change it makes is recorded
-in the ledger with the source ``household_page`` and takes effect at once: the queued items the
-new grant no longer covers are purged before the method returns. Its methods are synchronous and
+the outbox, and calls back into the daemon for what only it can do (apply a consent change
+through the pipeline, which purges and delivers it to the backend; wipe local data and send the
+deletion request). Every change it makes is recorded in the ledger with the source
+``household_page`` and takes effect at once: the queued items the new grant no longer covers
+are purged, once, before the method returns. Its methods are synchronous and
 fast (a ledger write, a sqlite delete); the clock is injectable so tests can drive expiry.
 """
 
@@ -32,7 +33,6 @@ from policy.rights import (
     STATUS_WITHDRAWN,
     ReleaseLog,
     export_all,
-    withdrawal_reason,
 )
 from policy.tiers import Tier, rank
 
@@ -51,6 +51,15 @@ class OutboxStatsLike(Protocol):
     def bytes(self) -> int: ...
     @property
     def drops(self) -> Mapping[str, int]: ...
+
+
+class ConsentApplier(Protocol):
+    """How the page applies consent changes: :meth:`agent.pipeline.Pipeline.apply_changes`.
+    It purges what each change no longer allows (once) and hands the change to the uplink;
+    it returns how many queued items it purged."""
+
+    def __call__(self, changes: Sequence[ConsentChange], *,
+                 reason: str | None = None) -> int: ...
 
 
 class OutboxLike(Protocol):
@@ -125,8 +134,9 @@ class HouseholdService:
     """The facade the household page calls; the daemon builds one and passes it to the app.
 
     ``recipient_names`` names the real companies behind generic recipients (e.g. the installer
-    of ``maintenance_watch``), as set at provisioning. ``on_consent_change`` must hand the change
-    to the uplink (signed consent message, sent before any data). ``on_deletion`` receives the
+    of ``maintenance_watch``), as set at provisioning. ``apply_consent`` applies the ledger's
+    changes: it purges what they no longer allow and hands them to the uplink (signed consent
+    message, sent before any data), returning the count purged. ``on_deletion`` receives the
     deletion-request item (:func:`policy.rights.delete_household_data`) after policy's own data
     is cleared and the outbox purged: the daemon signs and queues it and wipes the rest of the
     household's local data. ``extra_export`` adds what other parts of the device hold.
@@ -136,7 +146,7 @@ class HouseholdService:
     """
 
     def __init__(self, *, ledger: Ledger, release_log: ReleaseLog, outbox: OutboxLike,
-                 on_consent_change: Callable[[ConsentChange], None],
+                 apply_consent: ConsentApplier,
                  on_deletion: Callable[[Mapping[str, Any]], None],
                  minimiser: Minimiser | None = None,
                  recipient_names: Mapping[str, str] | None = None,
@@ -148,7 +158,7 @@ class HouseholdService:
         self._release_log = release_log
         self._minimiser = minimiser
         self._outbox = outbox
-        self._on_change = on_consent_change
+        self._apply_consent = apply_consent
         self._on_deletion = on_deletion
         self.recipient_names: Mapping[str, str] = dict(recipient_names or {})
         self._extra_export = extra_export
@@ -324,14 +334,7 @@ class HouseholdService:
 
     def _apply(self, changes: Sequence[ConsentChange], *,
                reason: str | None = None) -> Outcome:
-        purged = 0
-        for change in changes:
-            spec = change.purge
-            if spec.tiers:
-                purged += self._outbox.purge(spec.purpose, spec.recipient,
-                                             sorted(t.value for t in spec.tiers),
-                                             reason=reason or withdrawal_reason(change))
-            self._on_change(change)
+        purged = self._apply_consent(changes, reason=reason) if changes else 0
         return Outcome(changes=tuple(changes), purged=purged)
 
 

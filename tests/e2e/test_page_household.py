@@ -76,7 +76,7 @@ async def site(tmp_path: Path, browser: Browser) -> AsyncIterator[Site]:
     rig = build(tmp_path, hosts=frozenset({"127.0.0.1"}), port=port, releases=_releases())
     rig.service = HouseholdService(
         ledger=rig.ledger, release_log=rig.release_log, outbox=rig.outbox,
-        on_consent_change=rig.changes.append, on_deletion=rig.deletions.append,
+        apply_consent=rig.apply_consent, on_deletion=rig.deletions.append,
         recipient_names=rig.service.recipient_names, clock=rig.clock, receivers=RECEIVERS)
     # One queued daily upload for `improvement`, so the purge on withdrawal is visible; the
     # outbox tells the release log what became of it, as the pipeline connects them.

@@ -160,7 +160,7 @@ async def gateway(tmp_path: Path, settings: DownlinkSettings | None = None
     state = open_state(load_config(files.config), Metrics(), now=datetime.now(UTC))
     household = HouseholdService(
         ledger=state.ledger, release_log=state.release_log, outbox=state.outbox,
-        on_consent_change=lambda change: state.pipeline.apply_changes([change]),
+        apply_consent=state.pipeline.apply_changes,
         on_deletion=state.pipeline.queue_deletion, minimiser=state.minimiser,
         state_dir=state.config.state_dir)
     state.household = household

@@ -25,6 +25,7 @@ import httpx2
 import pytest
 
 from agent.config.model import Web
+from agent.pipeline import purge_withdrawn
 from agent.store.outbox import Outbox
 from agent.web.app import create_app
 from agent.web.errors import WebError
@@ -84,6 +85,12 @@ class Rig:
     changes: list[ConsentChange] = field(default_factory=list)
     deletions: list[Mapping[str, Any]] = field(default_factory=list)
 
+    def apply_consent(self, changes: Sequence[ConsentChange], *,
+                      reason: str | None = None) -> int:
+        """The pipeline's part without its uplink: purge once per change, note the change."""
+        self.changes.extend(changes)
+        return sum(purge_withdrawn(self.outbox.purge, c, reason=reason) for c in changes)
+
 
 Client = httpx2.AsyncClient
 _PAIRING = hash_pairing_code(CODE, log2_n=10)  # cheap parameters keep the tests fast
@@ -107,7 +114,7 @@ def build(tmp_path: Path, *, hosts: frozenset[str] = frozenset({HOST}), port: in
               outbox=outbox, clock=clock, settings=settings)
     rig.service = HouseholdService(
         ledger=ledger, release_log=release_log, outbox=outbox,
-        on_consent_change=rig.changes.append, on_deletion=rig.deletions.append,
+        apply_consent=rig.apply_consent, on_deletion=rig.deletions.append,
         recipient_names={"installer": "山田電設株式会社"}, clock=clock, state_dir=state_dir)
     return rig
 
