@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench lint proof clean venv
+.PHONY: demo test bench lint proof clean venv deb
 
 venv: $(STAMP)
 
@@ -37,6 +37,26 @@ bench: $(STAMP)
 
 proof: $(STAMP)
 	$(PY) -m pytest -q -m proof tests/proof
+
+# Debian packages for Raspberry Pi OS 64-bit (arm64) and amd64, in dist/: see docs/operations.md.
+# Build dependencies (installed with apt-get when missing): python3 and python3-venv (pip fetches
+# the target's wheels), dpkg (dpkg-deb), gzip, git (the changelog's revision), lintian.
+DEB_ARCHES ?= arm64 amd64
+
+deb:
+	@missing=""; \
+	command -v python3 >/dev/null 2>&1 || missing="$$missing python3"; \
+	python3 -c 'import venv, ensurepip' 2>/dev/null || missing="$$missing python3-venv"; \
+	command -v dpkg-deb >/dev/null 2>&1 || missing="$$missing dpkg"; \
+	command -v gzip >/dev/null 2>&1 || missing="$$missing gzip"; \
+	command -v git >/dev/null 2>&1 || missing="$$missing git"; \
+	command -v lintian >/dev/null 2>&1 || missing="$$missing lintian"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing build dependencies:$$missing"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get update -q && apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+	@for arch in $(DEB_ARCHES); do DEB_LINTIAN=yes packaging/build-deb.sh $$arch dist || exit 1; done
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

@@ -36,6 +36,15 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("hems-agent")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
+
+
 def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
     """Build the parser, importing only the module of the subcommand being run."""
     parser = argparse.ArgumentParser(
@@ -43,6 +52,7 @@ def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
         description="Home energy gateway agent: reads devices, applies the household's "
         "consent on the device, uploads only what each purpose allows.",
     )
+    parser.add_argument("--version", action="version", version=f"hems-agent {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     chosen = next((arg for arg in argv if not arg.startswith("-")), None)
     for name, (module_name, help_text) in COMMANDS.items():
