@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from agent import keys
+from agent.wire import keys
 
 pytestmark = [pytest.mark.proof, pytest.mark.timeout(3600)]
 

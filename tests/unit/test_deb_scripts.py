@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from agent import cli, provision
+from agent import cli
+from agent.installer.provision import plan as provision
 
 REPO = Path(__file__).resolve().parents[2]
 DEBIAN = REPO / "packaging" / "debian"
