@@ -297,6 +297,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="do not connect to the broker")
     parser.add_argument("--household", action="store_true",
                         help="the household's one-page Japanese sheet (HTML, A4) instead")
+    parser.add_argument("--pdf", type=Path, metavar="FILE",
+                        help="with --household: also print the sheet to an A4 PDF (needs "
+                             "Debian's chromium)")
     parser.add_argument("--pairing-code",
                         help="with --household: print this pairing code on the sheet (checked "
                              "against this gateway's); without it the sheet has a blank line")
@@ -306,14 +309,20 @@ def household(args: argparse.Namespace) -> int:
     """``report --household``: the sheet for the household, read from the files only."""
     from agent.config.model import load_config
     from agent.errors import AgentError
-    from agent.installer.report_household import SheetError, gather
+    from agent.installer.report_household import SheetError, gather, print_pdf
     from agent.installer.report_household import render as render_sheet
 
     try:
         text = render_sheet(gather(load_config(args.config), pairing_code=args.pairing_code))
+        if args.pdf is not None:
+            print_pdf(text, args.pdf, mode=0o600 if args.pairing_code else 0o644)
     except (AgentError, SheetError, OSError) as exc:
         print(f"hems-agent report: {exc}", file=sys.stderr)
         return 2
+    if args.pdf is not None:
+        print(f"household sheet printed: {args.pdf} (A4)")
+        if args.output is None:
+            return 0
     if args.output is not None:
         from agent.wire.keys import write_file_atomic
 
@@ -328,9 +337,10 @@ def household(args: argparse.Namespace) -> int:
 def main(args: argparse.Namespace) -> int:
     from agent.errors import AgentError
 
-    if args.pairing_code is not None and not args.household:
-        print("hems-agent report: --pairing-code goes with --household", file=sys.stderr)
-        return 2
+    for flag, given in (("--pairing-code", args.pairing_code), ("--pdf", args.pdf)):
+        if given is not None and not args.household:
+            print(f"hems-agent report: {flag} goes with --household", file=sys.stderr)
+            return 2
     if args.household:
         return household(args)
     try:

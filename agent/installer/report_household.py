@@ -16,6 +16,10 @@ copy (without the code) in ``<state_dir>/commissioning/household.html``.
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -199,4 +203,37 @@ def write(config: AgentConfig, target: Path, *, pairing_code: str | None = None)
 
     text = render(gather(config, pairing_code=pairing_code))
     write_file_atomic(target, text.encode("utf-8"), mode=0o600 if pairing_code else 0o644)
+    return target
+
+
+PDF_BROWSERS = ("chromium", "chromium-browser", "google-chrome")
+PDF_TIMEOUT = 60.0  # seconds: a cold start on a Raspberry Pi takes a few
+
+
+def print_pdf(html: str, target: Path, *, mode: int = 0o644) -> Path:
+    """Print the sheet to an A4 PDF at ``target`` with a headless Chromium, if one is installed
+    (Debian's ``chromium``); :class:`SheetError` names what is missing or what went wrong."""
+    browser = next((found for name in PDF_BROWSERS if (found := shutil.which(name))), None)
+    if browser is None:
+        raise SheetError("no PDF renderer: install Debian's chromium, or print the HTML sheet "
+                         "from a browser")
+    with tempfile.TemporaryDirectory(prefix="hems-sheet-") as tmp:
+        page = Path(tmp) / "household.html"
+        page.write_text(html, encoding="utf-8")
+        out = Path(tmp) / "household.pdf"
+        args = [browser, "--headless", "--disable-gpu", "--disable-background-networking",
+                "--no-first-run", f"--user-data-dir={tmp}/profile", "--no-pdf-header-footer",
+                f"--print-to-pdf={out}", page.as_uri()]
+        if os.geteuid() == 0:
+            args.insert(1, "--no-sandbox")  # Chromium refuses to run its sandbox as root
+        try:
+            done = subprocess.run(args, capture_output=True, timeout=PDF_TIMEOUT, check=False)
+        except subprocess.TimeoutExpired as exc:
+            raise SheetError(f"{browser} did not print the sheet within {PDF_TIMEOUT:.0f} s") \
+                from exc
+        if done.returncode != 0 or not out.exists():
+            raise SheetError(f"{browser} could not print the sheet (exit {done.returncode})")
+        from agent.wire.keys import write_file_atomic
+
+        write_file_atomic(target, out.read_bytes(), mode=mode)
     return target

@@ -17,6 +17,7 @@ import pytest
 
 from agent.config.model import load_config
 from agent.demo.echonet import EchonetSite
+from tests.conftest import require_binary
 from tests.integration.test_provision_helpers import Gateway, pairing_code_in
 from tests.support.fake_sk_module import METER_IP, METER_MAC, FakeSkModule
 from tests.support.installer import (
@@ -138,3 +139,28 @@ async def test_the_pairing_code_is_printed_only_when_given_and_right(
     assert stat.S_IMODE(sheet.stat().st_mode) == 0o600  # it holds the code now
     code, _, err = await cli("report", "--config", str(gw.config), "--pairing-code", code_shown)
     assert code == 2 and "--pairing-code goes with --household" in err
+
+
+async def test_the_sheet_prints_to_one_a4_pdf_page_or_names_the_missing_renderer(
+        gw: Gateway, home: EchonetSite, module: FakeSkModule, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    require_binary("chromium", "chromium")
+    await provisioned(gw, home, module)
+    pdf = tmp_path / "sheet.pdf"
+    code, out, err = await cli("report", "--config", str(gw.config), "--household",
+                               "--pdf", str(pdf))
+    assert code == 0, err
+    assert f"household sheet printed: {pdf} (A4)" in out
+    data = pdf.read_bytes()
+    assert data.startswith(b"%PDF")
+    assert len(re.findall(rb"/Type\s*/Page(?![a-z])", data)) == 1  # one A4 page
+    [box] = set(re.findall(rb"/MediaBox\s*\[\s*0\s+0\s+([\d.]+)\s+([\d.]+)\s*\]", data))
+    assert round(float(box[0])) == 595 and round(float(box[1])) == 842  # A4 in points
+    assert stat.S_IMODE(pdf.stat().st_mode) == 0o644  # no code on it
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    code, _, err = await cli("report", "--config", str(gw.config), "--household",
+                             "--pdf", str(tmp_path / "none.pdf"))
+    assert code == 2 and "no PDF renderer: install Debian's chromium" in err
+    assert not (tmp_path / "none.pdf").exists()
+    code, _, err = await cli("report", "--config", str(gw.config), "--pdf", str(pdf))
+    assert code == 2 and "--pdf goes with --household" in err
