@@ -82,10 +82,13 @@ async def test_page_changes_reach_the_receiver_and_the_outbox(
             # Run 1, the night of day 1: day 1 closes under the factory grants.
             daemon = await DaemonProcess.start(files, speed=SPEED, start=DAY1 - BEFORE_MIDNIGHT
                                                + timedelta(days=1))
-            await daemon.wait_line("ready:")
-            await wait_for(lambda: _windows(c, "improvement") and _windows(c, "service"),
-                           "day 1's improvement and service data", 30)
-            assert await daemon.terminate() == 0, daemon.output()
+            try:
+                await daemon.wait_line("ready:")
+                await wait_for(lambda: _windows(c, "improvement") and _windows(c, "service"),
+                               "day 1's improvement and service data", 30)
+            finally:
+                code = await daemon.terminate()
+            assert code == 0, daemon.output()
             before = {(e["header"]["purpose"], e["header"]["tier"]) for e in c.data()}
             assert before == {("service", "30min"), ("improvement", "1d")}
 
