@@ -24,8 +24,11 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/hems-agent demo $(DEMO_ARGS)
 
+# Two workers (pytest-xdist): the end-to-end tests mostly wait on simulated time. Tests pick free
+# ports and their own tmp_path, so workers share nothing. TEST_WORKERS=0 runs in one process.
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(PY) -m pytest -q -m "not proof" $(PYTEST_ARGS)
+	$(PY) -m pytest -q -m "not proof" -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check agent drivers policy tests bench

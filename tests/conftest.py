@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import shutil
 import socket
@@ -19,6 +20,25 @@ def require_binary(name: str, apt_package: str) -> str:
     if path is not None:
         return path
     message = f"{name} not found: install it with `apt-get install {apt_package}`"
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def require_module(module: str, extra: str) -> None:
+    """Make sure an optional dependency a test needs is importable.
+
+    Under CI (``CI`` set) a missing one is a failure: ``make`` installs every extra. Elsewhere
+    the test is skipped with a message naming the package and the extra that brings it.
+    """
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        pass
+    else:
+        return
+    message = (f"{module} is not installed: it comes with the {extra!r} extra "
+               f"(`pip install -e '.[{extra}]'`)")
     if os.environ.get("CI"):
         pytest.fail(message)
     pytest.skip(message)

@@ -40,6 +40,9 @@ SPEED = 60.0  # a minute per second: page sessions (30 min idle) last half a min
 INSTALLED = datetime.fromisoformat("2026-06-01T23:58:00+09:00")
 DAY1 = datetime.fromisoformat("2026-06-02T00:00:00+09:00")
 DAY2 = DAY1 + timedelta(days=1)
+# Runs 1 and 2 start this long before their day ends (6 s at 60x): the day needs readings from
+# the daemon before its midnight, and a loaded machine can take a few seconds to start it.
+BEFORE_MIDNIGHT = timedelta(minutes=6)
 
 pytestmark = pytest.mark.mosquitto
 
@@ -77,19 +80,22 @@ async def test_page_changes_reach_the_receiver_and_the_outbox(
         keys = {name: key.key_id for name, key in files.recipient_keys.items()}
         async with cloud(files, broker, tmp_path / "seen.db") as c:
             # Run 1, the night of day 1: day 1 closes under the factory grants.
-            daemon = await DaemonProcess.start(files, speed=SPEED, start=DAY1 + timedelta(
-                hours=23, minutes=58))
-            await daemon.wait_line("ready:")
-            await wait_for(lambda: _windows(c, "improvement") and _windows(c, "service"),
-                           "day 1's improvement and service data", 30)
-            assert await daemon.terminate() == 0, daemon.output()
+            daemon = await DaemonProcess.start(files, speed=SPEED, start=DAY1 - BEFORE_MIDNIGHT
+                                               + timedelta(days=1))
+            try:
+                await daemon.wait_line("ready:")
+                await wait_for(lambda: _windows(c, "improvement") and _windows(c, "service"),
+                               "day 1's improvement and service data", 30)
+            finally:
+                code = await daemon.terminate()
+            assert code == 0, daemon.output()
             before = {(e["header"]["purpose"], e["header"]["tier"]) for e in c.data()}
             assert before == {("service", "30min"), ("improvement", "1d")}
 
             # Run 2, the night of day 2, broker down: day 2's improvement release is queued.
             broker.stop()
-            daemon = await DaemonProcess.start(files, speed=SPEED, start=DAY2 + timedelta(
-                hours=23, minutes=58))
+            daemon = await DaemonProcess.start(files, speed=SPEED, start=DAY2 - BEFORE_MIDNIGHT
+                                               + timedelta(days=1))
             try:
                 await daemon.wait_line("ready:")
                 await wait_for(lambda: _logged(files, "improvement", DAY2),

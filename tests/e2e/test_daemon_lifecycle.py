@@ -188,10 +188,17 @@ async def test_a_dead_device_does_not_stop_the_others(tmp_path: Path, broker: Mo
             await daemon.wait_line("ready:")
             await wait_for(lambda: [e for e in release_log(files) if e["purpose"] == "service"],
                            "a service release", 30)
-            errors = await metric(metrics_port, "hems_polls_total", device="ghost",
-                                  outcome="error")
-            polled = await metric(metrics_port, "hems_polls_total", device="meter",
-                                  outcome="ok")
+            # The first release comes 1.4 s after the start: under load the meter's first
+            # poll may not have been counted yet, so read the counters until both moved.
+            deadline = asyncio.get_running_loop().time() + 30
+            while True:
+                errors = await metric(metrics_port, "hems_polls_total", device="ghost",
+                                      outcome="error")
+                polled = await metric(metrics_port, "hems_polls_total", device="meter",
+                                      outcome="ok")
+                if min(errors, polled) >= 1 or asyncio.get_running_loop().time() > deadline:
+                    break
+                await asyncio.sleep(0.2)
         finally:
             code = await daemon.terminate()
     assert code == 0, daemon.output()

@@ -1,5 +1,9 @@
 """``hems-agent demo`` in full, as a newcomer runs it: simulators, embedded broker, agent, page,
 receiver, all from one command with no configuration.
+
+The embedded broker is amqtt, the ``demo`` extra: without it the tests that run the demo are
+skipped naming it (and fail under CI). Every demo process is killed if still running, reaped
+and its pipes closed by the ``demo`` fixture, whatever the test's outcome.
 """
 
 from __future__ import annotations
@@ -13,9 +17,14 @@ import sys
 import time
 import urllib.parse
 import urllib.request
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from http.cookiejar import CookieJar
 from pathlib import Path
+
+import pytest
+
+from tests.conftest import require_module
 
 HEMS_AGENT = Path(sys.executable).parent / "hems-agent"
 PAGE = re.compile(r"household page\s+(http://127\.0\.0\.1:\d+/)\s+pairing code (\d{10})")
@@ -23,12 +32,32 @@ FILES = re.compile(r"demo files\s+(\S+)")
 SERVICE = re.compile(r"^\s+service\s+30min\s+(\d+)\s+\S", re.MULTILINE)
 
 
-def _start(*extra: str) -> subprocess.Popen[str]:
+Start = Callable[..., subprocess.Popen[str]]
+
+
+@pytest.fixture
+def demo() -> Iterator[Start]:
+    """Starts ``hems-agent demo`` with the given arguments; ends and reaps what it started."""
+    require_module("amqtt", "demo")
     assert HEMS_AGENT.exists(), "the package is not installed in this environment"
-    # every warning shown (unclosed sockets, coroutines never awaited): the tests expect none
-    return subprocess.Popen([str(HEMS_AGENT), "demo", "--refresh", "1", *extra],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONWARNINGS": "default"})
+    started: list[subprocess.Popen[str]] = []
+
+    def start(*extra: str) -> subprocess.Popen[str]:
+        # every warning shown (unclosed sockets, coroutines never awaited): the tests expect none
+        proc = subprocess.Popen([str(HEMS_AGENT), "demo", "--refresh", "1", *extra],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env={**os.environ, "PYTHONWARNINGS": "default"})
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        for pipe in (proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()
 
 
 def _read_until(proc: subprocess.Popen[str], pattern: re.Pattern[str]) -> tuple[str, re.Match[str]]:
@@ -40,16 +69,14 @@ def _read_until(proc: subprocess.Popen[str], pattern: re.Pattern[str]) -> tuple[
         found = pattern.search(line)
         if found:
             return "".join(seen), found
-    raise AssertionError(f"the demo ended before printing {pattern.pattern!r}:\n{''.join(seen)}")
+    err = "" if proc.stderr is None else proc.stderr.read()
+    raise AssertionError(f"the demo ended before printing {pattern.pattern!r}:\n"
+                         f"{''.join(seen)}\nstderr:\n{err}")
 
 
 def _finish(proc: subprocess.Popen[str], timeout: float) -> tuple[str, str]:
-    try:
-        return proc.communicate(timeout=timeout)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    """Its remaining output once it exits (the ``demo`` fixture kills it after a timeout)."""
+    return proc.communicate(timeout=timeout)
 
 
 def _session_outlives_simulated_time(url: str, code: str) -> None:
@@ -68,8 +95,8 @@ def _session_outlives_simulated_time(url: str, code: str) -> None:
         assert 'name="purpose"' in response.read().decode()
 
 
-def test_demo_serves_the_page_and_the_cloud_receives_service_data() -> None:
-    proc = _start("--duration", "30")
+def test_demo_serves_the_page_and_the_cloud_receives_service_data(demo: Start) -> None:
+    proc = demo("--duration", "15")
     head, page = _read_until(proc, PAGE)
     url, code = page.group(1), page.group(2)
     with urllib.request.urlopen(url + "login", timeout=10) as response:
@@ -90,9 +117,9 @@ def test_demo_serves_the_page_and_the_cloud_receives_service_data() -> None:
 
 
 def test_ctrl_c_stops_everything_and_a_kept_directory_holds_what_the_cloud_got(
-        tmp_path: Path) -> None:
+        tmp_path: Path, demo: Start) -> None:
     state = tmp_path / "demo"
-    proc = _start("--state-dir", str(state))
+    proc = demo("--state-dir", str(state))
     _read_until(proc, re.compile(r"^\s+service\s+30min\s+[1-9]\d*\s"))
     proc.send_signal(signal.SIGINT)
     rest, err = _finish(proc, timeout=40)
