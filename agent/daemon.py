@@ -199,6 +199,7 @@ class Daemon:
             clock=self._now, state_dir=state.config.state_dir,
             receivers=frozenset(state.pipeline.recipients))
         state.pipeline.observers.append(household.energy.feed)
+        state.pipeline.on_release.append(household.held.keep)
         state.household = household
         await serve(create_app(household, settings), settings.bind_host, settings.port,
                     ssl_certfile=str(web.tls_cert) if web.tls_cert else None,

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 from agent.paths import PENDING_REQUESTS_FILE
 from agent.pipeline import erase_local_data
 from agent.web.energy import HomeEnergy
+from agent.web.held import HeldValues
 from agent.web.pending import LIFETIME, AgreementRequest, PendingRequests
 from agent.web.pending import PendingRequest as PendingRequest
 from policy.catalogue import Catalogue, Purpose
@@ -29,6 +30,7 @@ from policy.minimise import Minimiser
 from policy.records import ConsentChange, ConsentRecord, Event, Grant, Source
 from policy.rights import (
     STATUS_POSSIBLY_SENT,
+    STATUS_QUEUED,
     STATUS_WITHDRAWN,
     ReleaseLog,
     export_all,
@@ -77,6 +79,8 @@ class ReleaseEntry:
     """Published, then removed before the broker acknowledged it: it may have left."""
     items: tuple[str, ...] = ()
     """The point names it held (``pv.power``, ...): which items, never their values."""
+    seq: int | None = None
+    """The sequence number of its envelope (None in entries older than that tracking)."""
 
     @classmethod
     def from_log(cls, entry: Mapping[str, Any]) -> ReleaseEntry:
@@ -88,7 +92,7 @@ class ReleaseEntry:
                    window_end=datetime.fromisoformat(entry["end"]), tier=entry["tier"],
                    points=len(entry["points"]), size=int(entry["bytes"]),
                    possibly_sent=entry["status"] == STATUS_POSSIBLY_SENT,
-                   items=tuple(str(p) for p in entry["points"]))
+                   items=tuple(str(p) for p in entry["points"]), seq=entry.get("seq"))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -157,6 +161,9 @@ class HouseholdService:
         self._receivers = None if receivers is None else frozenset(receivers)
         self.energy = HomeEnergy()
         """The household's own energy, in memory only: the daemon feeds it every poll."""
+        self.held = HeldValues()
+        """The values of the last releases queued, in memory only: the daemon hands it every
+        release (``Pipeline.on_release``) so the page can show what leaves."""
         self._pending = PendingRequests(
             None if state_dir is None else state_dir / PENDING_REQUESTS_FILE, clock=self.now)
 
@@ -225,6 +232,13 @@ class HouseholdService:
         return sorted((ReleaseEntry.from_log(e) for e in self._release_log.released()),
                       key=lambda e: e.time, reverse=True)
 
+    def queued_releases(self, limit: int = 20) -> list[ReleaseEntry]:
+        """The last ``limit`` releases committed to the outbox and not yet acknowledged (about
+        to leave), newest first."""
+        entries = [ReleaseEntry.from_log(e) for e in self._release_log.entries()
+                   if e["status"] == STATUS_QUEUED]
+        return sorted(entries, key=lambda e: e.time, reverse=True)[:limit]
+
     def withdrawn_releases(self, limit: int = 20) -> list[WithdrawnEntry]:
         """The last ``limit`` releases queued and then withdrawn unsent, newest first."""
         entries = [WithdrawnEntry.from_log(e) for e in self._release_log.entries()
@@ -287,6 +301,7 @@ class HouseholdService:
                                             now=self.now(), source=SOURCE,
                                             minimiser=self._minimiser,
                                             release_log=self._release_log)
+        self.held.clear()
         outcome = self._apply(deletion.changes, reason="erasure")
         self._on_deletion(deletion.item)
         log.info("household page: local data deleted, deletion request handed on")

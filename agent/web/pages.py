@@ -41,7 +41,9 @@ async def released(page: PageContext, request: Request) -> Response:
     return page.render(request, "released.html", session, groups=groups,
                        any_released=any(rows for _, _, rows in groups), depth=stats.depth,
                        queued_size=views.size_text(stats.bytes, t), drops=drops,
-                       withdrawn=views.withdrawn_rows(service, t))
+                       withdrawn=views.withdrawn_rows(service, t),
+                       queued=views.queued_groups(service, t), held_limit=service.held.limit,
+                       show_values=True)
 
 
 async def energy(page: PageContext, request: Request) -> Response:

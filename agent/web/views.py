@@ -9,14 +9,25 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from agent.web.charts import Chart, day_chart
+from agent.web.held import HeldValues
 from agent.web.household import HouseholdService, PendingRequest, ReleaseEntry
 from agent.web.i18n import Translator
 from agent.web.pending import AgreementRequest
 from policy.catalogue import Catalogue, Purpose, Recipient, Retention, Text
+from policy.release import Record, Value
 from policy.tiers import ORDER, rank
 
 TZ = ZoneInfo("Asia/Tokyo")
 OFF = "off"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ValueRow:
+    """One value a release held, as the household reads it: 太陽光の発電量, 平均 2,400, W."""
+
+    item: str
+    value: str
+    unit: str
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -28,6 +39,7 @@ class ReleaseRow:
     size: str
     possibly_sent: bool = False  # published, removed before its acknowledgement
     items: tuple[str, ...] = ()  # what was in it, in the page's language (no values)
+    values: tuple[ValueRow, ...] | None = None  # its values, when the device still holds them
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -180,12 +192,79 @@ def item_labels(points: Sequence[str], t: Translator) -> tuple[str, ...]:
     return tuple(dict.fromkeys(point_label(p, t) for p in points))
 
 
-def release_rows(entries: Sequence[ReleaseEntry], t: Translator) -> tuple[ReleaseRow, ...]:
+def release_rows(entries: Sequence[ReleaseEntry], t: Translator,
+                 held: HeldValues | None = None) -> tuple[ReleaseRow, ...]:
+    """Releases as the page lists them; with ``held``, each with its values when the device
+    still holds them (recent releases since the last start)."""
+    def values(e: ReleaseEntry) -> tuple[ValueRow, ...] | None:
+        records = None if held is None else held.get(e.seq)
+        return None if records is None else value_rows(records, t)
+
     return tuple(ReleaseRow(time=local_time(e.time),
                             window=f"{local_time(e.window_start)} – {local_time(e.window_end)}",
                             tier=t(f"tier.{e.tier}"), points=e.points, size=size_text(e.size, t),
-                            possibly_sent=e.possibly_sent, items=item_labels(e.items, t))
+                            possibly_sent=e.possibly_sent, items=item_labels(e.items, t),
+                            values=values(e))
                  for e in entries)
+
+
+_STATS = ("mean", "max", "last", "delta", "changes", "union")
+_UNITS = {"Cel": "℃", "": ""}
+
+
+def value_rows(records: Sequence[Record], t: Translator) -> tuple[ValueRow, ...]:
+    """Each value of each record, in words: the point's name, which statistic and its value,
+    and the unit (a count of changes or a list of events has none); a gap says so."""
+    rows = []
+    for r in records:
+        item = point_label(r.point, t)
+        unit = _UNITS.get(r.unit, r.unit)
+        if r.samples:
+            shown = "、" if t.lang == "ja" else ", "
+            rows.append(ValueRow(item=item, value=shown.join(
+                f"{ts.astimezone(TZ):%H:%M:%S} {_value(v)}" for ts, v in r.samples),
+                unit=unit))
+            continue
+        if not r.values:
+            rows.append(ValueRow(item=item, value=t("values.gap"), unit=""))
+            continue
+        for stat in sorted(r.values, key=lambda k: _STATS.index(k) if k in _STATS else 99):
+            key = f"values.{stat}"
+            label = t(key) if t.has(key) else stat
+            rows.append(ValueRow(item=item, value=f"{label} {_value(r.values[stat])}",
+                                 unit="" if stat in ("changes", "union") else unit))
+    return tuple(rows)
+
+
+def _value(value: Value) -> str:
+    """A released value as written: numbers with thousands separators and at most three
+    decimals, lists joined, nothing as a dash."""
+    if value is None:
+        return "–"
+    if isinstance(value, list):
+        return ", ".join(value) if value else "–"
+    if isinstance(value, str):
+        return value
+    if float(value).is_integer():
+        return f"{int(value):,}"
+    return f"{value:,.3f}".rstrip("0").rstrip(".")
+
+
+def queued_groups(service: HouseholdService,
+                  t: Translator) -> list[tuple[str, str, tuple[ReleaseRow, ...]]]:
+    """What is about to leave: releases committed to the outbox and not yet acknowledged,
+    per purpose × recipient (title, recipient, rows with their values when held)."""
+    found: dict[tuple[str, str], list[ReleaseEntry]] = {}
+    for e in service.queued_releases():
+        found.setdefault((e.purpose, e.recipient), []).append(e)
+    out = []
+    for (pid, rid), entries in found.items():
+        purpose = service.catalogue.purposes.get(pid)
+        recipient = None if purpose is None else purpose.recipient(rid)
+        out.append((pid if purpose is None else text(purpose.title, t.lang),
+                    rid if recipient is None else recipient_name(service, recipient, t.lang),
+                    release_rows(entries, t, service.held)))
+    return out
 
 
 def withdrawn_rows(service: HouseholdService, t: Translator) -> tuple[WithdrawnRow, ...]:
@@ -240,12 +319,13 @@ def purpose_cards(service: HouseholdService, t: Translator) -> list[PurposeCard]
 def release_groups(service: HouseholdService,
                    t: Translator) -> list[tuple[str, str, tuple[ReleaseRow, ...]]]:
     """What left, per purpose × recipient in catalogue order (every recipient of the
-    catalogue, whether it receives now or not): title, recipient, recent releases."""
+    catalogue, whether it receives now or not): title, recipient, recent releases, each with
+    its values when the device still holds them."""
     recent = service.recent_releases()
     out = []
     for p in service.catalogue.spec.purposes:
         for r in p.recipients:
-            rows = release_rows(recent.get((p.id, r.id), ()), t)
+            rows = release_rows(recent.get((p.id, r.id), ()), t, service.held)
             out.append((text(p.title, t.lang), recipient_name(service, r, t.lang), rows))
     return out
 
