@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 from agent.paths import PENDING_REQUESTS_FILE
 from agent.pipeline import erase_local_data
+from agent.web.counts import ReadingCounts
 from agent.web.energy import HomeEnergy
 from agent.web.held import HeldValues
 from agent.web.pending import LIFETIME, AgreementRequest, PendingRequests
@@ -81,6 +82,8 @@ class ReleaseEntry:
     """The point names it held (``pv.power``, ...): which items, never their values."""
     seq: int | None = None
     """The sequence number of its envelope (None in entries older than that tracking)."""
+    records: int = 0
+    """How many records it held: one per point of each device, over its window."""
 
     @classmethod
     def from_log(cls, entry: Mapping[str, Any]) -> ReleaseEntry:
@@ -92,7 +95,8 @@ class ReleaseEntry:
                    window_end=datetime.fromisoformat(entry["end"]), tier=entry["tier"],
                    points=len(entry["points"]), size=int(entry["bytes"]),
                    possibly_sent=entry["status"] == STATUS_POSSIBLY_SENT,
-                   items=tuple(str(p) for p in entry["points"]), seq=entry.get("seq"))
+                   items=tuple(str(p) for p in entry["points"]), seq=entry.get("seq"),
+                   records=int(entry.get("records", len(entry["points"]))))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -161,6 +165,8 @@ class HouseholdService:
         self._receivers = None if receivers is None else frozenset(receivers)
         self.energy = HomeEnergy()
         """The household's own energy, in memory only: the daemon feeds it every poll."""
+        self.readings = ReadingCounts()
+        """Readings taken per day, in memory only: the daemon feeds it every poll."""
         self.held = HeldValues()
         """The values of the last releases queued, in memory only: the daemon hands it every
         release (``Pipeline.on_release``) so the page can show what leaves."""

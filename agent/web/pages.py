@@ -43,7 +43,7 @@ async def released(page: PageContext, request: Request) -> Response:
                        queued_size=views.size_text(stats.bytes, t), drops=drops,
                        withdrawn=views.withdrawn_rows(service, t),
                        queued=views.queued_groups(service, t), held_limit=service.held.limit,
-                       show_values=True)
+                       show_values=True, flow=views.flow_view(service, t))
 
 
 async def energy(page: PageContext, request: Request) -> Response:

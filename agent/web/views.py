@@ -5,10 +5,10 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from agent.web.charts import Chart, day_chart
+from agent.web.charts import BarChart, Chart, bar_chart, day_chart
 from agent.web.held import HeldValues
 from agent.web.household import HouseholdService, PendingRequest, ReleaseEntry
 from agent.web.i18n import Translator
@@ -524,3 +524,54 @@ def _kw(watts: float, unit: str) -> str:
 def _hour_mean(values: Sequence[float | None]) -> float | None:
     found = [v for v in values if v is not None]
     return sum(found) / len(found) if found else None
+
+
+@dataclass(frozen=True, kw_only=True)
+class FlowView:
+    """What left the home and what stayed, per day of the last week: items that left per
+    purpose (the release log: sent and possibly sent) and readings taken on the device."""
+
+    left: BarChart
+    stayed: BarChart
+    purposes: tuple[str, ...]  # titles of the purposes with a column in the table
+    rows: tuple[tuple[str, tuple[int, ...], int, int], ...]  # day, per purpose, left, readings
+
+
+FLOW_DAYS = 7
+
+
+def flow_view(service: HouseholdService, t: Translator) -> FlowView:
+    """Per day (Japan time) of the last seven, the items (records) of releases that left the
+    home or may have, per purpose, and the readings the device took (since its last start)."""
+    today = service.now().astimezone(TZ).date()
+    days = [today - timedelta(days=k) for k in range(FLOW_DAYS - 1, -1, -1)]
+    left: dict[tuple[str, date], int] = {}
+    for e in service.all_releases():
+        day = e.time.astimezone(TZ).date()
+        if days[0] <= day <= today:
+            left[(e.purpose, day)] = left.get((e.purpose, day), 0) + e.records
+    shown = [p for p in service.catalogue.spec.purposes
+             if any((p.id, d) in left for d in days)]
+    per_purpose = [(text(p.title, t.lang), f"b{i % 6}",
+                    [left.get((p.id, d), 0) for d in days]) for i, p in enumerate(shown)]
+    readings = [service.readings.on(d) for d in days]
+    columns = [str(d.day) for d in days]
+    span = t("flow.span", first=_day(days[0], t), last=_day(today, t))
+    total_left = sum(left.get((p.id, d), 0) for p in shown for d in days)
+    left_chart = bar_chart(
+        id="chart-left", title=t("flow.left_title"),
+        desc=t("flow.left_desc", span=span, n=f"{total_left:,}"),
+        columns=columns, stacks=per_purpose)
+    stayed_chart = bar_chart(
+        id="chart-stayed", title=t("flow.stayed_title"),
+        desc=t("flow.stayed_desc", span=span, n=f"{sum(readings):,}"),
+        columns=columns, stacks=[(t("flow.readings"), "stay", readings)])
+    rows = tuple((_day(d, t), tuple(counts[i] for _, _, counts in per_purpose),
+                  sum(counts[i] for _, _, counts in per_purpose), readings[i])
+                 for i, d in enumerate(days))
+    return FlowView(left=left_chart, stayed=stayed_chart,
+                    purposes=tuple(title for title, _, _ in per_purpose), rows=rows)
+
+
+def _day(day: date, t: Translator) -> str:
+    return f"{day.month}月{day.day}日" if t.lang == "ja" else day.strftime("%-d %b")
