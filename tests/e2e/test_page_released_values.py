@@ -12,7 +12,7 @@ import pytest
 
 from policy.release import Record, Release
 from policy.tiers import Tier
-from tests.e2e.test_page_household import Site, _log_in
+from tests.e2e.test_page_household import SHOTS, Site, _log_in
 from tests.e2e.test_page_household import browser as browser
 from tests.e2e.test_page_household import site as site
 from tests.integration.test_web_security import START
@@ -67,6 +67,10 @@ async def test_a_held_release_opens_to_its_values(site: Site) -> None:
     assert ["太陽光の発電量", "最大 3,050", "W", "30分ごと"] in rows
     assert ["蓄電池の残量", "最後の値 82", "%", "30分ごと"] in rows
     assert any(r[1] == "起きたこと E101" for r in rows)
+    assert "送信待ちにした時刻" in await queued.inner_text()  # not yet sent
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    await page.locator("#queue-title").locator("xpath=..").screenshot(
+        path=str(SHOTS / "released-values-ja-phone.png"))
     # The sent one opens too, in its purpose's section; an old release without values says so.
     sent = page.get_by_role("region", name="販売会社による保守見守り – 施工店: 山田電設株式会社")
     await sent.locator("details.values summary").first.click()
