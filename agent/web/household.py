@@ -30,6 +30,7 @@ from policy.ledger import Ledger
 from policy.minimise import Minimiser
 from policy.records import ConsentChange, ConsentRecord, Event, Grant, Source
 from policy.rights import (
+    LEFT_STATUSES,
     STATUS_POSSIBLY_SENT,
     STATUS_QUEUED,
     STATUS_WITHDRAWN,
@@ -222,34 +223,48 @@ class HouseholdService:
         """Every consent record, newest first."""
         return list(reversed(self._ledger.history()))
 
-    def recent_releases(self, limit: int = 5) -> dict[Key, list[ReleaseEntry]]:
+    def release_entries(self) -> list[dict[str, Any]]:
+        """Every release log entry with its status (one read of the log), for a page that
+        lists several kinds of release to pass to the methods below."""
+        return list(self._release_log.entries())
+
+    def _entries(self, entries: Sequence[Mapping[str, Any]] | None,
+                 status: Collection[str]) -> list[Mapping[str, Any]]:
+        found = self._release_log.entries() if entries is None else entries
+        return [e for e in found if e["status"] in status]
+
+    def recent_releases(self, limit: int = 5, entries: Sequence[Mapping[str, Any]] | None = None
+                        ) -> dict[Key, list[ReleaseEntry]]:
         """The last ``limit`` releases that left the home or may have (published, removed
         before an acknowledgement), of each purpose × recipient, newest first (one pass over
-        the release log)."""
+        the release log, or over ``entries`` from :meth:`release_entries`)."""
         found: dict[Key, list[ReleaseEntry]] = {}
-        for entry in self._release_log.released():
+        for entry in self._entries(entries, LEFT_STATUSES):
             found.setdefault((entry["purpose"], entry["recipient"]), []).append(
                 ReleaseEntry.from_log(entry))
         return {key: sorted(entries, key=lambda e: e.time, reverse=True)[:limit]
                 for key, entries in found.items()}
 
-    def all_releases(self) -> list[ReleaseEntry]:
+    def all_releases(self, entries: Sequence[Mapping[str, Any]] | None = None
+                     ) -> list[ReleaseEntry]:
         """Every release that left the home or may have, newest first (the CSV download)."""
-        return sorted((ReleaseEntry.from_log(e) for e in self._release_log.released()),
+        return sorted((ReleaseEntry.from_log(e) for e in self._entries(entries, LEFT_STATUSES)),
                       key=lambda e: e.time, reverse=True)
 
-    def queued_releases(self, limit: int = 20) -> list[ReleaseEntry]:
+    def queued_releases(self, limit: int = 20,
+                        entries: Sequence[Mapping[str, Any]] | None = None
+                        ) -> list[ReleaseEntry]:
         """The last ``limit`` releases committed to the outbox and not yet acknowledged (about
         to leave), newest first."""
-        entries = [ReleaseEntry.from_log(e) for e in self._release_log.entries()
-                   if e["status"] == STATUS_QUEUED]
-        return sorted(entries, key=lambda e: e.time, reverse=True)[:limit]
+        found = [ReleaseEntry.from_log(e) for e in self._entries(entries, {STATUS_QUEUED})]
+        return sorted(found, key=lambda e: e.time, reverse=True)[:limit]
 
-    def withdrawn_releases(self, limit: int = 20) -> list[WithdrawnEntry]:
+    def withdrawn_releases(self, limit: int = 20,
+                           entries: Sequence[Mapping[str, Any]] | None = None
+                           ) -> list[WithdrawnEntry]:
         """The last ``limit`` releases queued and then withdrawn unsent, newest first."""
-        entries = [WithdrawnEntry.from_log(e) for e in self._release_log.entries()
-                   if e["status"] == STATUS_WITHDRAWN]
-        return sorted(entries, key=lambda e: e.time, reverse=True)[:limit]
+        found = [WithdrawnEntry.from_log(e) for e in self._entries(entries, {STATUS_WITHDRAWN})]
+        return sorted(found, key=lambda e: e.time, reverse=True)[:limit]
 
     def outbox_stats(self) -> OutboxStatsLike:
         """What is queued now and what the bound dropped."""

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from agent.web.charts import BarChart, Chart, bar_chart, day_chart
@@ -250,27 +251,30 @@ def _value(value: Value) -> str:
     return f"{value:,.3f}".rstrip("0").rstrip(".")
 
 
-def queued_groups(service: HouseholdService,
-                  t: Translator) -> list[tuple[str, str, tuple[ReleaseRow, ...]]]:
+def queued_groups(service: HouseholdService, t: Translator,
+                  entries: Sequence[Mapping[str, Any]] | None = None
+                  ) -> list[tuple[str, str, tuple[ReleaseRow, ...]]]:
     """What is about to leave: releases committed to the outbox and not yet acknowledged,
     per purpose × recipient (title, recipient, rows with their values when held)."""
     found: dict[tuple[str, str], list[ReleaseEntry]] = {}
-    for e in service.queued_releases():
+    for e in service.queued_releases(entries=entries):
         found.setdefault((e.purpose, e.recipient), []).append(e)
     out = []
-    for (pid, rid), entries in found.items():
+    for (pid, rid), queued in found.items():
         purpose = service.catalogue.purposes.get(pid)
         recipient = None if purpose is None else purpose.recipient(rid)
         out.append((pid if purpose is None else text(purpose.title, t.lang),
                     rid if recipient is None else recipient_name(service, recipient, t.lang),
-                    release_rows(entries, t, service.held)))
+                    release_rows(queued, t, service.held)))
     return out
 
 
-def withdrawn_rows(service: HouseholdService, t: Translator) -> tuple[WithdrawnRow, ...]:
+def withdrawn_rows(service: HouseholdService, t: Translator,
+                   entries: Sequence[Mapping[str, Any]] | None = None
+                   ) -> tuple[WithdrawnRow, ...]:
     """Releases queued and then withdrawn unsent, newest first, as the page lists them."""
     rows = []
-    for e in service.withdrawn_releases():
+    for e in service.withdrawn_releases(entries=entries):
         purpose = service.catalogue.purposes.get(e.purpose)
         recipient = None if purpose is None else purpose.recipient(e.recipient)
         reason = f"withdrawn.{e.reason}"
@@ -316,12 +320,13 @@ def purpose_cards(service: HouseholdService, t: Translator) -> list[PurposeCard]
     return cards
 
 
-def release_groups(service: HouseholdService,
-                   t: Translator) -> list[tuple[str, str, tuple[ReleaseRow, ...]]]:
+def release_groups(service: HouseholdService, t: Translator,
+                   entries: Sequence[Mapping[str, Any]] | None = None
+                   ) -> list[tuple[str, str, tuple[ReleaseRow, ...]]]:
     """What left, per purpose × recipient in catalogue order (every recipient of the
     catalogue, whether it receives now or not): title, recipient, recent releases, each with
     its values when the device still holds them."""
-    recent = service.recent_releases()
+    recent = service.recent_releases(entries=entries)
     out = []
     for p in service.catalogue.spec.purposes:
         for r in p.recipients:
@@ -540,13 +545,14 @@ class FlowView:
 FLOW_DAYS = 7
 
 
-def flow_view(service: HouseholdService, t: Translator) -> FlowView:
+def flow_view(service: HouseholdService, t: Translator,
+              entries: Sequence[Mapping[str, Any]] | None = None) -> FlowView:
     """Per day (Japan time) of the last seven, the items (records) of releases that left the
     home or may have, per purpose, and the readings the device took (since its last start)."""
     today = service.now().astimezone(TZ).date()
     days = [today - timedelta(days=k) for k in range(FLOW_DAYS - 1, -1, -1)]
     left: dict[tuple[str, date], int] = {}
-    for e in service.all_releases():
+    for e in service.all_releases(entries):
         day = e.time.astimezone(TZ).date()
         if days[0] <= day <= today:
             left[(e.purpose, day)] = left.get((e.purpose, day), 0) + e.records

@@ -17,7 +17,7 @@ from tests.e2e.test_page_household import site as site
 from tests.integration.test_web_security import START
 
 pytestmark = pytest.mark.chromium
-I = "サービスの品質改善・新サービスの企画開発・設備の管理改善"  # the improvement use
+IMPROVE = "サービスの品質改善・新サービスの企画開発・設備の管理改善"  # the improvement use
 
 
 def _take_readings(site: Site) -> None:
@@ -41,14 +41,15 @@ async def test_the_chart_shows_what_left_and_what_stayed_per_day(site: Site) -> 
     await page.goto(site.url + "/released")
     left = page.locator("#chart-left")
     assert await left.get_attribute("role") == "img"
-    assert await left.locator("title").first.text_content() == "家から出た項目数(使い道ごと、1日ごと)"
+    title = await left.locator("title").first.text_content()
+    assert title == "家から出た項目数(使い道ごと、1日ごと)"
     assert "合わせて15件" in (await left.locator("desc").text_content() or "")
     bars = left.locator("rect.bar")
     titles = [await b.locator("title").text_content() for b in await bars.all()]
     assert sorted(titles) == sorted([  # type: ignore[type-var]
-        f"24: {I} 4", f"25: {I} 4",
-        f"26: {I} 4", "26: 販売会社による保守見守り 3"])
-    day_25 = await bars.nth(titles.index(f"25: {I} 4")).get_attribute("height")
+        f"24: {IMPROVE} 4", f"25: {IMPROVE} 4",
+        f"26: {IMPROVE} 4", "26: 販売会社による保守見守り 3"])
+    day_25 = await bars.nth(titles.index(f"25: {IMPROVE} 4")).get_attribute("height")
     day_26 = [await bars.nth(i).get_attribute("height") for i, t in enumerate(titles)
               if t and t.startswith("26:")]
     assert sum(_height(h) for h in day_26) == pytest.approx(_height(day_25) * 7 / 4, abs=0.2)
