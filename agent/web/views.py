@@ -580,4 +580,4 @@ def flow_view(service: HouseholdService, t: Translator,
 
 
 def _day(day: date, t: Translator) -> str:
-    return f"{day.month}月{day.day}日" if t.lang == "ja" else day.strftime("%-d %b")
+    return f"{day.month}月{day.day}日" if t.lang == "ja" else f"{day.day} {day:%b}"
