@@ -89,6 +89,9 @@ class Pipeline:
     observers: list[Callable[[Sequence[ReadingLike]], None]] = field(default_factory=list)
     """Read-only listeners of every poll's readings, called after the minimiser took them
     (the household page's own energy view, which stays on the device)."""
+    on_release: list[Callable[[int, Release], None]] = field(default_factory=list)
+    """Read-only listeners of every release queued, with its envelope's sequence number (the
+    household page keeps the last few in memory to show their values)."""
     wall: Callable[[], float] = time.time
     _device_key_id: str = field(init=False)
     _unroutable: set[tuple[str, str]] = field(init=False, default_factory=set)
@@ -250,6 +253,8 @@ class Pipeline:
                             tier=release.tier.value, kind="data", seq=seq,
                             mark=(_mark_key(release), int(release.end.timestamp())),
                             log_entry=self.release_log.note(release, now=now))
+        for listener in self.on_release:
+            listener(seq, release)
         self.metrics.inc("hems_releases_total", purpose=release.purpose)
         self.metrics.inc("hems_release_bytes_total", len(payload), purpose=release.purpose)
         return True

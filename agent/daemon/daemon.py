@@ -216,7 +216,8 @@ class Daemon:
                              if r.display_name},
             clock=self._now, state_dir=state.config.state_dir,
             receivers=frozenset(state.pipeline.recipients))
-        state.pipeline.observers.append(household.energy.feed)
+        state.pipeline.observers.extend((household.energy.feed, household.readings.feed))
+        state.pipeline.on_release.append(household.held.keep)
         state.household = household
         await serve(create_app(household, settings), settings.bind_host, settings.port,
                     ssl_certfile=str(web.tls_cert) if web.tls_cert else None,

@@ -81,3 +81,67 @@ def day_chart(*, id: str, title: str, desc: str,
 
 def _number(value: float) -> str:
     return f"{value:.0f}" if value == int(value) else f"{value:.1f}"
+
+
+# Bar charts per day: larger type than the line charts, so that labels stay at 16 px or more
+# at phone width (the view box is drawn about 0.9 times its size in a 390 px screen).
+BAR_LEFT, BAR_BOTTOM, BAR_FONT = 64, 30, 18
+
+
+@dataclass(frozen=True, kw_only=True)
+class Bar:
+    x: float
+    y: float
+    width: float
+    height: float
+    css: str  # class name: the colour of its series in page.css
+    title: str  # what it stands for, with its number (a tooltip and for screen readers)
+
+
+@dataclass(frozen=True, kw_only=True)
+class BarChart:
+    id: str
+    title: str
+    desc: str
+    width: int
+    height: int
+    left: int
+    right: int
+    bottom: int
+    font: int
+    bars: tuple[Bar, ...]
+    y_ticks: tuple[tuple[float, str], ...]
+    x_ticks: tuple[tuple[float, str], ...]  # x of each column's middle, its label
+    legend: tuple[tuple[str, str], ...]  # label, css class
+
+
+def bar_chart(*, id: str, title: str, desc: str, columns: Sequence[str],
+              stacks: Sequence[tuple[str, str, Sequence[int]]]) -> BarChart:
+    """One column per entry of ``columns`` (a day), each the stack of ``stacks`` (label, css
+    class, one count per column) from the bottom up; from 0 to a round number above the
+    tallest column."""
+    totals = [sum(s[i] for _, _, s in stacks) for i in range(len(columns))]
+    top = nice_ceiling(max(totals, default=0))
+    plot_w = WIDTH - BAR_LEFT - RIGHT
+    plot_h = HEIGHT - TOP - BAR_BOTTOM
+    slot = plot_w / max(len(columns), 1)
+
+    def y(v: float) -> float:
+        return TOP + plot_h * (1 - min(max(v, 0.0), top) / top)
+
+    bars = []
+    for i, column in enumerate(columns):
+        base = 0
+        for label, css, counts in stacks:
+            n = counts[i]
+            if n > 0:
+                bars.append(Bar(x=BAR_LEFT + slot * i + slot * 0.15, y=y(base + n),
+                                width=slot * 0.7, height=y(base) - y(base + n), css=css,
+                                title=f"{column}: {label} {n:,}"))
+            base += n
+    y_ticks = tuple((y(v), f"{int(v):,}") for v in (0.0, top / 2, top) if v == int(v))
+    x_ticks = tuple((BAR_LEFT + slot * (i + 0.5), c) for i, c in enumerate(columns))
+    return BarChart(id=id, title=title, desc=desc, width=WIDTH, height=HEIGHT, left=BAR_LEFT,
+                    right=WIDTH - RIGHT, bottom=HEIGHT - BAR_BOTTOM, font=BAR_FONT,
+                    bars=tuple(bars), y_ticks=y_ticks, x_ticks=x_ticks,
+                    legend=tuple((label, css) for label, css, _ in stacks))

@@ -20,7 +20,9 @@ from typing import Any, Protocol
 
 from agent.paths import PENDING_REQUESTS_FILE
 from agent.pipeline import erase_local_data
+from agent.web.counts import ReadingCounts
 from agent.web.energy import HomeEnergy
+from agent.web.held import HeldValues
 from agent.web.pending import LIFETIME, AgreementRequest, PendingRequests
 from agent.web.pending import PendingRequest as PendingRequest
 from policy.catalogue import Catalogue, Purpose
@@ -29,7 +31,9 @@ from policy.ledger import Ledger
 from policy.minimise import Minimiser
 from policy.records import ConsentChange, ConsentRecord, Event, Grant, Source
 from policy.rights import (
+    LEFT_STATUSES,
     STATUS_POSSIBLY_SENT,
+    STATUS_QUEUED,
     STATUS_WITHDRAWN,
     ReleaseLog,
     export_all,
@@ -86,6 +90,10 @@ class ReleaseEntry:
     """Published, then removed before the broker acknowledged it: it may have left."""
     items: tuple[str, ...] = ()
     """The point names it held (``pv.power``, ...): which items, never their values."""
+    seq: int | None = None
+    """The sequence number of its envelope (None in entries older than that tracking)."""
+    records: int = 0
+    """How many records it held: one per point of each device, over its window."""
 
     @classmethod
     def from_log(cls, entry: Mapping[str, Any]) -> ReleaseEntry:
@@ -97,7 +105,8 @@ class ReleaseEntry:
                    window_end=datetime.fromisoformat(entry["end"]), tier=entry["tier"],
                    points=len(entry["points"]), size=int(entry["bytes"]),
                    possibly_sent=entry["status"] == STATUS_POSSIBLY_SENT,
-                   items=tuple(str(p) for p in entry["points"]))
+                   items=tuple(str(p) for p in entry["points"]), seq=entry.get("seq"),
+                   records=int(entry.get("records", len(entry["points"]))))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -167,6 +176,11 @@ class HouseholdService:
         self._receivers = None if receivers is None else frozenset(receivers)
         self.energy = HomeEnergy()
         """The household's own energy, in memory only: the daemon feeds it every poll."""
+        self.readings = ReadingCounts()
+        """Readings taken per day, in memory only: the daemon feeds it every poll."""
+        self.held = HeldValues()
+        """The values of the last releases queued, in memory only: the daemon hands it every
+        release (``Pipeline.on_release``) so the page can show what leaves."""
         self._pending = PendingRequests(
             None if state_dir is None else state_dir / PENDING_REQUESTS_FILE, clock=self.now)
 
@@ -219,27 +233,48 @@ class HouseholdService:
         """Every consent record, newest first."""
         return list(reversed(self._ledger.history()))
 
-    def recent_releases(self, limit: int = 5) -> dict[Key, list[ReleaseEntry]]:
+    def release_entries(self) -> list[dict[str, Any]]:
+        """Every release log entry with its status (one read of the log), for a page that
+        lists several kinds of release to pass to the methods below."""
+        return list(self._release_log.entries())
+
+    def _entries(self, entries: Sequence[Mapping[str, Any]] | None,
+                 status: Collection[str]) -> list[Mapping[str, Any]]:
+        found = self._release_log.entries() if entries is None else entries
+        return [e for e in found if e["status"] in status]
+
+    def recent_releases(self, limit: int = 5, entries: Sequence[Mapping[str, Any]] | None = None
+                        ) -> dict[Key, list[ReleaseEntry]]:
         """The last ``limit`` releases that left the home or may have (published, removed
         before an acknowledgement), of each purpose × recipient, newest first (one pass over
-        the release log)."""
+        the release log, or over ``entries`` from :meth:`release_entries`)."""
         found: dict[Key, list[ReleaseEntry]] = {}
-        for entry in self._release_log.released():
+        for entry in self._entries(entries, LEFT_STATUSES):
             found.setdefault((entry["purpose"], entry["recipient"]), []).append(
                 ReleaseEntry.from_log(entry))
         return {key: sorted(entries, key=lambda e: e.time, reverse=True)[:limit]
                 for key, entries in found.items()}
 
-    def all_releases(self) -> list[ReleaseEntry]:
+    def all_releases(self, entries: Sequence[Mapping[str, Any]] | None = None
+                     ) -> list[ReleaseEntry]:
         """Every release that left the home or may have, newest first (the CSV download)."""
-        return sorted((ReleaseEntry.from_log(e) for e in self._release_log.released()),
+        return sorted((ReleaseEntry.from_log(e) for e in self._entries(entries, LEFT_STATUSES)),
                       key=lambda e: e.time, reverse=True)
 
-    def withdrawn_releases(self, limit: int = 20) -> list[WithdrawnEntry]:
+    def queued_releases(self, limit: int = 20,
+                        entries: Sequence[Mapping[str, Any]] | None = None
+                        ) -> list[ReleaseEntry]:
+        """The last ``limit`` releases committed to the outbox and not yet acknowledged (about
+        to leave), newest first."""
+        found = [ReleaseEntry.from_log(e) for e in self._entries(entries, {STATUS_QUEUED})]
+        return sorted(found, key=lambda e: e.time, reverse=True)[:limit]
+
+    def withdrawn_releases(self, limit: int = 20,
+                           entries: Sequence[Mapping[str, Any]] | None = None
+                           ) -> list[WithdrawnEntry]:
         """The last ``limit`` releases queued and then withdrawn unsent, newest first."""
-        entries = [WithdrawnEntry.from_log(e) for e in self._release_log.entries()
-                   if e["status"] == STATUS_WITHDRAWN]
-        return sorted(entries, key=lambda e: e.time, reverse=True)[:limit]
+        found = [WithdrawnEntry.from_log(e) for e in self._entries(entries, {STATUS_WITHDRAWN})]
+        return sorted(found, key=lambda e: e.time, reverse=True)[:limit]
 
     def outbox_stats(self) -> OutboxStatsLike:
         """What is queued now and what the bound dropped."""
@@ -297,6 +332,7 @@ class HouseholdService:
                                             now=self.now(), source=SOURCE,
                                             minimiser=self._minimiser,
                                             release_log=self._release_log)
+        self.held.clear()
         outcome = self._apply(deletion.changes, reason="erasure")
         self._on_deletion(deletion.item)
         log.info("household page: local data deleted, deletion request handed on")

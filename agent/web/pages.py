@@ -36,12 +36,16 @@ async def released(page: PageContext, request: Request) -> Response:
     service = page.service
     stats = service.outbox_stats()
     titles = {p.id: views.text(p.title, t.lang) for p in service.catalogue.spec.purposes}
-    groups = views.release_groups(service, t)
+    entries = service.release_entries()  # the release log, read once for the whole page
+    groups = views.release_groups(service, t, entries)
     drops = [(titles.get(pid, pid), n) for pid, n in sorted(stats.drops.items()) if n]
     return page.render(request, "released.html", session, groups=groups,
                        any_released=any(rows for _, _, rows in groups), depth=stats.depth,
                        queued_size=views.size_text(stats.bytes, t), drops=drops,
-                       withdrawn=views.withdrawn_rows(service, t))
+                       withdrawn=views.withdrawn_rows(service, t, entries),
+                       queued=views.queued_groups(service, t, entries),
+                       held_limit=service.held.limit, show_values=True,
+                       flow=views.flow_view(service, t, entries))
 
 
 async def energy(page: PageContext, request: Request) -> Response:

@@ -3,20 +3,32 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
-from agent.web.charts import Chart, day_chart
+from agent.web.charts import BarChart, Chart, bar_chart, day_chart
+from agent.web.held import HeldValues
 from agent.web.household import HouseholdService, PendingRequest, ReleaseEntry
 from agent.web.i18n import Translator
 from agent.web.pending import AgreementRequest
 from policy.catalogue import Catalogue, Purpose, Recipient, Retention, Text
+from policy.release import Record, Value
 from policy.tiers import ORDER, rank
 
 TZ = ZoneInfo("Asia/Tokyo")
 OFF = "off"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ValueRow:
+    """One value a release held, as the household reads it: 太陽光の発電量, 平均 2,400, W."""
+
+    item: str
+    value: str
+    unit: str
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -28,6 +40,7 @@ class ReleaseRow:
     size: str
     possibly_sent: bool = False  # published, removed before its acknowledgement
     items: tuple[str, ...] = ()  # what was in it, in the page's language (no values)
+    values: tuple[ValueRow, ...] | None = None  # its values, when the device still holds them
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -180,18 +193,88 @@ def item_labels(points: Sequence[str], t: Translator) -> tuple[str, ...]:
     return tuple(dict.fromkeys(point_label(p, t) for p in points))
 
 
-def release_rows(entries: Sequence[ReleaseEntry], t: Translator) -> tuple[ReleaseRow, ...]:
+def release_rows(entries: Sequence[ReleaseEntry], t: Translator,
+                 held: HeldValues | None = None) -> tuple[ReleaseRow, ...]:
+    """Releases as the page lists them; with ``held``, each with its values when the device
+    still holds them (recent releases since the last start)."""
+    def values(e: ReleaseEntry) -> tuple[ValueRow, ...] | None:
+        records = None if held is None else held.get(e.seq)
+        return None if records is None else value_rows(records, t)
+
     return tuple(ReleaseRow(time=local_time(e.time),
                             window=f"{local_time(e.window_start)} – {local_time(e.window_end)}",
                             tier=t(f"tier.{e.tier}"), points=e.points, size=size_text(e.size, t),
-                            possibly_sent=e.possibly_sent, items=item_labels(e.items, t))
+                            possibly_sent=e.possibly_sent, items=item_labels(e.items, t),
+                            values=values(e))
                  for e in entries)
 
 
-def withdrawn_rows(service: HouseholdService, t: Translator) -> tuple[WithdrawnRow, ...]:
+_STATS = ("mean", "max", "last", "delta", "changes", "union")
+_UNITS = {"Cel": "℃", "": ""}
+
+
+def value_rows(records: Sequence[Record], t: Translator) -> tuple[ValueRow, ...]:
+    """Each value of each record, in words: the point's name, which statistic and its value,
+    and the unit (a count of changes or a list of events has none); a gap says so."""
+    rows = []
+    for r in records:
+        item = point_label(r.point, t)
+        unit = _UNITS.get(r.unit, r.unit)
+        if r.samples:
+            shown = "、" if t.lang == "ja" else ", "
+            rows.append(ValueRow(item=item, value=shown.join(
+                f"{ts.astimezone(TZ):%H:%M:%S} {_value(v)}" for ts, v in r.samples),
+                unit=unit))
+            continue
+        if not r.values:
+            rows.append(ValueRow(item=item, value=t("values.gap"), unit=""))
+            continue
+        for stat in sorted(r.values, key=lambda k: _STATS.index(k) if k in _STATS else 99):
+            key = f"values.{stat}"
+            label = t(key) if t.has(key) else stat
+            rows.append(ValueRow(item=item, value=f"{label} {_value(r.values[stat])}",
+                                 unit="" if stat in ("changes", "union") else unit))
+    return tuple(rows)
+
+
+def _value(value: Value) -> str:
+    """A released value as written: numbers with thousands separators and at most three
+    decimals, lists joined, nothing as a dash."""
+    if value is None:
+        return "–"
+    if isinstance(value, list):
+        return ", ".join(value) if value else "–"
+    if isinstance(value, str):
+        return value
+    if float(value).is_integer():
+        return f"{int(value):,}"
+    return f"{value:,.3f}".rstrip("0").rstrip(".")
+
+
+def queued_groups(service: HouseholdService, t: Translator,
+                  entries: Sequence[Mapping[str, Any]] | None = None
+                  ) -> list[tuple[str, str, tuple[ReleaseRow, ...]]]:
+    """What is about to leave: releases committed to the outbox and not yet acknowledged,
+    per purpose × recipient (title, recipient, rows with their values when held)."""
+    found: dict[tuple[str, str], list[ReleaseEntry]] = {}
+    for e in service.queued_releases(entries=entries):
+        found.setdefault((e.purpose, e.recipient), []).append(e)
+    out = []
+    for (pid, rid), queued in found.items():
+        purpose = service.catalogue.purposes.get(pid)
+        recipient = None if purpose is None else purpose.recipient(rid)
+        out.append((pid if purpose is None else text(purpose.title, t.lang),
+                    rid if recipient is None else recipient_name(service, recipient, t.lang),
+                    release_rows(queued, t, service.held)))
+    return out
+
+
+def withdrawn_rows(service: HouseholdService, t: Translator,
+                   entries: Sequence[Mapping[str, Any]] | None = None
+                   ) -> tuple[WithdrawnRow, ...]:
     """Releases queued and then withdrawn unsent, newest first, as the page lists them."""
     rows = []
-    for e in service.withdrawn_releases():
+    for e in service.withdrawn_releases(entries=entries):
         purpose = service.catalogue.purposes.get(e.purpose)
         recipient = None if purpose is None else purpose.recipient(e.recipient)
         reason = f"withdrawn.{e.reason}"
@@ -237,15 +320,17 @@ def purpose_cards(service: HouseholdService, t: Translator) -> list[PurposeCard]
     return cards
 
 
-def release_groups(service: HouseholdService,
-                   t: Translator) -> list[tuple[str, str, tuple[ReleaseRow, ...]]]:
+def release_groups(service: HouseholdService, t: Translator,
+                   entries: Sequence[Mapping[str, Any]] | None = None
+                   ) -> list[tuple[str, str, tuple[ReleaseRow, ...]]]:
     """What left, per purpose × recipient in catalogue order (every recipient of the
-    catalogue, whether it receives now or not): title, recipient, recent releases."""
-    recent = service.recent_releases()
+    catalogue, whether it receives now or not): title, recipient, recent releases, each with
+    its values when the device still holds them."""
+    recent = service.recent_releases(entries=entries)
     out = []
     for p in service.catalogue.spec.purposes:
         for r in p.recipients:
-            rows = release_rows(recent.get((p.id, r.id), ()), t)
+            rows = release_rows(recent.get((p.id, r.id), ()), t, service.held)
             out.append((text(p.title, t.lang), recipient_name(service, r, t.lang), rows))
     return out
 
@@ -444,3 +529,55 @@ def _kw(watts: float, unit: str) -> str:
 def _hour_mean(values: Sequence[float | None]) -> float | None:
     found = [v for v in values if v is not None]
     return sum(found) / len(found) if found else None
+
+
+@dataclass(frozen=True, kw_only=True)
+class FlowView:
+    """What left the home and what stayed, per day of the last week: items that left per
+    purpose (the release log: sent and possibly sent) and readings taken on the device."""
+
+    left: BarChart
+    stayed: BarChart
+    purposes: tuple[str, ...]  # titles of the purposes with a column in the table
+    rows: tuple[tuple[str, tuple[int, ...], int, int], ...]  # day, per purpose, left, readings
+
+
+FLOW_DAYS = 7
+
+
+def flow_view(service: HouseholdService, t: Translator,
+              entries: Sequence[Mapping[str, Any]] | None = None) -> FlowView:
+    """Per day (Japan time) of the last seven, the items (records) of releases that left the
+    home or may have, per purpose, and the readings the device took (since its last start)."""
+    today = service.now().astimezone(TZ).date()
+    days = [today - timedelta(days=k) for k in range(FLOW_DAYS - 1, -1, -1)]
+    left: dict[tuple[str, date], int] = {}
+    for e in service.all_releases(entries):
+        day = e.time.astimezone(TZ).date()
+        if days[0] <= day <= today:
+            left[(e.purpose, day)] = left.get((e.purpose, day), 0) + e.records
+    shown = [p for p in service.catalogue.spec.purposes
+             if any((p.id, d) in left for d in days)]
+    per_purpose = [(text(p.title, t.lang), f"b{i % 6}",
+                    [left.get((p.id, d), 0) for d in days]) for i, p in enumerate(shown)]
+    readings = [service.readings.on(d) for d in days]
+    columns = [str(d.day) for d in days]
+    span = t("flow.span", first=_day(days[0], t), last=_day(today, t))
+    total_left = sum(left.get((p.id, d), 0) for p in shown for d in days)
+    left_chart = bar_chart(
+        id="chart-left", title=t("flow.left_title"),
+        desc=t("flow.left_desc", span=span, n=f"{total_left:,}"),
+        columns=columns, stacks=per_purpose)
+    stayed_chart = bar_chart(
+        id="chart-stayed", title=t("flow.stayed_title"),
+        desc=t("flow.stayed_desc", span=span, n=f"{sum(readings):,}"),
+        columns=columns, stacks=[(t("flow.readings"), "stay", readings)])
+    rows = tuple((_day(d, t), tuple(counts[i] for _, _, counts in per_purpose),
+                  sum(counts[i] for _, _, counts in per_purpose), readings[i])
+                 for i, d in enumerate(days))
+    return FlowView(left=left_chart, stayed=stayed_chart,
+                    purposes=tuple(title for title, _, _ in per_purpose), rows=rows)
+
+
+def _day(day: date, t: Translator) -> str:
+    return f"{day.month}月{day.day}日" if t.lang == "ja" else f"{day.day} {day:%b}"

@@ -102,6 +102,10 @@ async def test_page_changes_reach_the_receiver_and_the_outbox(
                                "day 2's improvement release committed", 30)
                 async with Page(web_port) as page:
                     await page.login()
+                    # Queued (broker down) and sealed: the page still shows their values (held
+                    # in memory by the daemon's on_release hook).
+                    waiting = (await page.client.get("/released")).text
+                    assert waiting.count('<details class="values">') >= 1, "no held values"
                     await page.grant("improvement", "company", "off")
                     assert await metric(metrics_port, "hems_outbox_purged_total",
                                         purpose="improvement") >= 1

@@ -151,8 +151,9 @@ async def test_turning_improvement_off_takes_effect_and_is_recorded(site: Site) 
     assert await current.get_attribute("data-tier") == "1d"
     assert site.rig.outbox.stats().depth == 1
     await page.goto(site.url + "/released")
-    released_rows = page.locator("table.rel:not(#withdrawn) tbody tr")
+    released_rows = page.locator("section[aria-label] table.rel tbody tr")
     assert await released_rows.count() == 4  # the queued upload has not left
+    assert await page.locator(".queued-group tbody tr").count() == 1  # it waits to leave
     assert await page.locator("#no-withdrawn").count() == 1
     await page.goto(site.url + "/")
     await _set(page, "improvement", "company", "off")
@@ -170,6 +171,7 @@ async def test_turning_improvement_off_takes_effect_and_is_recorded(site: Site) 
     withdrawn = await page.locator("#withdrawn tbody tr").all_inner_texts()
     assert len(withdrawn) == 1 and "同意の変更" in withdrawn[0]  # listed apart, never as sent
     assert await released_rows.count() == 4
+    assert await page.locator(".queued-group").count() == 0  # nothing waits any more
 
 
 async def test_support_grant_for_one_hour_expires(site: Site) -> None:
@@ -212,7 +214,7 @@ async def test_export_everything_and_provision_records(site: Site) -> None:
     assert len(data["release_log"]) == 4 and data["outbox"]["depth"] == 1
     assert [e["seq"] for e in data["queued_not_yet_sent"]] == [500]
     await page.get_by_role("link", name="家から出たデータ").click()
-    first = await page.locator("table.rel tbody tr").first.inner_text()
+    first = await page.locator("section[aria-label] table.rel tbody tr").first.inner_text()
     assert "2026-11-26 10:05" in first and "1840バイト" in first  # newest first, Japan time
     async with page.expect_download() as info:
         await page.locator("#provision-download").click()

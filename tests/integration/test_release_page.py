@@ -56,8 +56,9 @@ def _rows(html: str) -> tuple[list[str], list[str]]:
     withdrawn = re.search(r'<table class="rel" id="withdrawn">.*?</table>', html, re.S)
     apart = withdrawn.group(0) if withdrawn else ""
 
-    def body_rows(part: str) -> list[str]:
-        return [row for body in re.findall(r"<tbody>(.*?)</tbody>", part, re.S)
+    def body_rows(part: str) -> list[str]:  # of release tables only (not the chart's table)
+        return [row for table in re.findall(r'<table class="rel"[^>]*>(.*?)</table>', part, re.S)
+                for body in re.findall(r"<tbody>(.*?)</tbody>", table, re.S)
                 for row in re.findall(r"<tr>(.*?)</tr>", body, re.S)]
 
     return body_rows(html.replace(apart, "") if apart else html), body_rows(apart)
