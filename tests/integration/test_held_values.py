@@ -8,11 +8,11 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from agent.keys import ensure_device_key, generate_recipient_key
-from agent.metrics import Metrics
-from agent.outbox import Outbox
+from agent.host.metrics import Metrics
 from agent.pipeline import Pipeline
+from agent.store.outbox import Outbox
 from agent.web.held import HeldValues
+from agent.wire.keys import ensure_device_key, generate_recipient_key
 from drivers.models import PointKind, Reading
 from policy.catalogue import load_catalogue
 from policy.ledger import Ledger
