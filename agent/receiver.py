@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+import errno
 import json
 import logging
+import os
 import re
 import sqlite3
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, Any, Protocol
@@ -30,7 +33,7 @@ from agent.errors import EnvelopeError, KeyFileError, ReceiverError, TopicError,
 from agent.failures import raised_at
 from agent.keys import RecipientPrivateKey, load_device_public, load_recipient_private
 from agent.topics import PREFIX, parse_topic, shared_subscription
-from agent.uplink import BrokerConfig, backoff_delay, connect, tls_context
+from agent.uplink import BrokerConfig, _drop_socket, backoff_delay, make_client, tls_context
 from policy import strict_json
 from policy.strict_json import JSONRefused
 
@@ -173,6 +176,7 @@ class Receiver:
         self.output.write(json.dumps({"header": header, "body": opened.body},
                                      sort_keys=True, ensure_ascii=False) + "\n")
         self.output.flush()
+        _sync(self.output)
         self.replay.add(opened.header.site, opened.header.seq)
         self.accepted += 1
         return Verdict(accepted=True)
@@ -202,15 +206,21 @@ class Receiver:
         ``group=None`` subscribes without sharing (a single receiver): mosquitto 2.0.11 does not
         route to shared subscriptions restored from its persistence file after a restart (see
         docs/broker.md), a plain persistent subscription survives it.
+
+        Each message is acknowledged (PUBACK) only once its line is written and synced, or it
+        was rejected: a receiver killed before that gets it again from its session.
         """
         context, attempt = tls_context(config), 0
         while True:
             try:
-                async with connect(config, context) as client:
+                async with manual_ack_client(config, context) as client:
                     await self._subscribe(client, config, group)
                     attempt = 0
+                    paho = client._client
                     async for message in client.messages:
                         self.handle(message.topic.value, _payload_bytes(message.payload))
+                        if message.qos > 0:  # written and synced (or rejected): now the
+                            paho.ack(message.mid, message.qos)  # broker may forget it
             except (UplinkError, aiomqtt.MqttError) as exc:
                 delay = backoff_delay(attempt, config, lambda: 0.5)
                 attempt += 1
@@ -227,6 +237,42 @@ class Receiver:
         codes = [getattr(g, "value", g) for g in granted]
         if any(not isinstance(c, int) or c >= 0x80 for c in codes):
             raise ReceiverError(f"the broker refused the subscription: {granted}")
+
+
+def _sync(output: IO[str]) -> None:
+    """fsync ``output`` if it is a file; a pipe, a terminal or an in-memory buffer is left as
+    it is (flushed by the caller)."""
+    try:
+        fd = output.fileno()
+    except (OSError, ValueError):  # io.UnsupportedOperation: no descriptor (StringIO)
+        return
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
+            raise
+
+
+@contextlib.asynccontextmanager
+async def manual_ack_client(config: BrokerConfig,
+                            context: Any) -> AsyncIterator[aiomqtt.Client]:
+    """Like :func:`agent.uplink.connect`, with acknowledgements left to the receiver: set
+    before CONNECT, since a persistent session's pending messages arrive right after CONNACK."""
+    client = make_client(config, context)
+    client._client.manual_ack_set(True)
+    try:
+        async with asyncio.timeout(config.timeout * 2):
+            await client.__aenter__()
+    except (aiomqtt.MqttError, TimeoutError) as exc:
+        _drop_socket(client)
+        raise UplinkError(f"cannot connect to the broker: {exc or 'timed out'}") from exc
+    client.pending_calls_threshold = 1000
+    try:
+        yield client
+    finally:
+        with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
+            async with asyncio.timeout(config.timeout):
+                await client.__aexit__(None, None, None)
 
 
 def _payload_bytes(payload: object) -> bytes:

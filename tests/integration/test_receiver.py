@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
+import os
 import signal
+import struct
+import subprocess
 import sys
+import termios
 from pathlib import Path
 
 import pytest
@@ -23,6 +28,8 @@ from tests.integration.uplink_helpers import (
     wait_until,
 )
 from tests.support.mosquitto import RECEIVER_USER, Mosquitto
+
+F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)  # Linux
 
 
 def test_replay_is_rejected_even_after_a_receiver_restart(tmp_path: Path) -> None:
@@ -126,3 +133,72 @@ async def test_hems_receiver_command_writes_json_lines(tmp_path: Path) -> None:
         (1, "pv.energy"), (2, "pv.energy")]
     assert b"replay" in err and proc.returncode == 130
     assert ReplayStore(tmp_path / "seen.db").seen("s-0001", 2)
+
+
+def _lines(data: bytes) -> list[int]:
+    """Seqs of the complete JSON lines in ``data`` (a killed writer may leave half a line)."""
+    return [json.loads(line)["header"]["seq"] for line in data.split(b"\n")[:-1]]
+
+
+@pytest.mark.mosquitto
+@pytest.mark.timeout(120)
+async def test_a_receiver_killed_before_writing_what_it_received_loses_nothing(
+        tmp_path: Path) -> None:
+    """The output is a pipe the test holds but does not read (4 KiB), so the receiver blocks
+    in its write while the broker has sent it more; SIGKILL then, a restart with a file: each
+    envelope is in the pipe or the file. Acknowledging on receipt would lose the ones it held."""
+    broker = Mosquitto(tmp_path / "broker", PASSWORDS)
+    broker.start()
+    fleet = Fleet()
+    (tmp_path / "devices.json").write_text(json.dumps(
+        {s: keys.device_public_pem(k.public_key()).decode() for s, k in fleet.devices.items()}),
+        encoding="utf-8")
+    keys.write_private_file(tmp_path / "company.key", keys.recipient_private_pem(fleet.recipient))
+    keys.write_private_file(tmp_path / "receiver.pass", PASSWORDS[RECEIVER_USER].encode())
+    pipe = tmp_path / "out.pipe"
+    os.mkfifo(pipe)
+    reader = os.open(pipe, os.O_RDONLY | os.O_NONBLOCK)
+    fcntl.fcntl(reader, F_SETPIPE_SZ, 4096)
+
+    def start(output: Path) -> subprocess.Popen[bytes]:
+        with (tmp_path / "rx.log").open("ab") as log:
+            return subprocess.Popen(
+                [sys.executable, "-m", "agent.receiver_cli", "--broker",
+                 f"mqtts://127.0.0.1:{broker.port}", "--ca", str(broker.ca), "--username",
+                 RECEIVER_USER, "--password-file", str(tmp_path / "receiver.pass"),
+                 "--device-keys", str(tmp_path / "devices.json"), "--recipient-key",
+                 str(tmp_path / "company.key"), "--replay-db", str(tmp_path / "seen.db"),
+                 "--output", str(output), "--client-id", "rx-kill", "--no-share"],
+                stdout=subprocess.DEVNULL, stderr=log)
+
+    def sent() -> int:
+        return broker.log_text().count("Sending PUBLISH to rx-kill")
+
+    def queued() -> int:
+        return struct.unpack("i", fcntl.ioctl(reader, termios.FIONREAD, b"\0" * 4))[0]
+
+    seqs = list(range(1, 41))
+    proc = start(pipe)
+    try:
+        await wait_until(lambda: "rx-kill 1 hems/v1/+/+/+" in broker.log_text(), "subscribed")
+        config = broker_config(broker, "s-0001")
+        async with connect(config, tls_context(config)) as client:
+            for seq in seqs:
+                await client.publish(data_topic("s-0001"), fleet.seal("s-0001", seq), qos=1)
+        # blocked: the pipe is nearly full and the broker sent more than the pipe holds
+        await wait_until(lambda: queued() > 4096 - 1200 and sent() >= 12, "receiver blocked")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        in_pipe = b""
+        while chunk := os.read(reader, 65536):
+            in_pipe += chunk
+        assert 0 < len(_lines(in_pipe)) < sent() - 1  # it had received some it never wrote
+        out = tmp_path / "out.jsonl"
+        proc = start(out)
+        await wait_until(lambda: sorted(set(_lines(in_pipe) + _lines(
+            out.read_bytes() if out.exists() else b""))) == seqs, "every envelope once")
+    finally:
+        os.close(reader)
+        proc.send_signal(signal.SIGINT)
+        proc.wait(20)
+        broker.stop()
