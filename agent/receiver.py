@@ -2,8 +2,9 @@
 
 For each message on the shared subscription it checks the topic, verifies the device signature
 against the site's registered key, decrypts with one of the recipient's private keys, drops
-replays (``(site, seq)`` already seen, remembered in sqlite across restarts), checks that the
-content fits its purpose and tier (points on the purpose's allow-list, window length of the
+replays (``(site, seq)`` already seen, remembered in sqlite across restarts), checks the body
+against its kind's JSON Schema (:mod:`agent.schemas`) and that the content fits its purpose and
+tier (points on the purpose's allow-list, window length of the
 tier), and writes one JSON line per accepted envelope. Rejections are counted by reason and
 logged without personal data.
 """
@@ -22,13 +23,14 @@ import sqlite3
 from collections import Counter
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import asdict, dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import IO, Any, Protocol
 
 import aiomqtt
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from agent import envelope
+from agent import envelope, schemas
 from agent.errors import EnvelopeError, KeyFileError, ReceiverError, TopicError, UplinkError
 from agent.failures import raised_at
 from agent.keys import RecipientPrivateKey, load_device_public, load_recipient_private
@@ -79,13 +81,18 @@ def content_problem(header: envelope.Header, body: Mapping[str, Any],
                     rules: ContentRules) -> str | None:
     """Why a decrypted envelope does not fit its header's purpose and tier, or None.
 
+    The body is assumed to fit its kind's schema (:func:`agent.schemas.body_problem`).
     Consent changes, deletion requests and events are notices about a purpose, not its data:
-    they are checked for their type only (a consent change may well say a purpose is off).
+    a consent change must name the header's purpose and tier (``off`` for none); the others
+    are checked for their type only.
     """
     if header.kind != "data":
         expected = {"consent": "consent_change", "deletion": "deletion_request"}.get(header.kind)
         if expected is not None and body.get("type") != expected:
             return f"a {header.kind} message must carry a {expected}"
+        if header.kind == "consent" and (body.get("purpose"), body.get("tier") or "off") != (
+                header.purpose, header.tier):
+            return "body and header disagree on purpose or tier"
         return None
     finest = rules.finest_tier(header.purpose)
     if finest is None:
@@ -97,6 +104,9 @@ def content_problem(header: envelope.Header, body: Mapping[str, Any],
     low, high = WINDOW_SECONDS[header.tier]
     if not low <= header.window_end - header.window_start <= high:
         return f"window length does not match tier {header.tier}"
+    disagree = _data_disagreement(header, body)
+    if disagree is not None:
+        return f"body and header disagree on {disagree}"
     records = body.get("records")
     if not isinstance(records, list):
         return "data body has no records list"
@@ -105,6 +115,31 @@ def content_problem(header: envelope.Header, body: Mapping[str, Any],
         if not isinstance(point, str) or not rules.allows(header.purpose, point):
             return f"point {point!r} is not allowed for purpose {header.purpose}"
     return None
+
+
+def _data_disagreement(header: envelope.Header, body: Mapping[str, Any]) -> str | None:
+    """The first field a release body states differently from its header, or None."""
+    pairs = {"purpose": (body.get("purpose"), header.purpose),
+             "tier": (body.get("tier"), header.tier),
+             "consent_record_id": (body.get("consent_record_id"), header.consent_id),
+             "consent_record_hash": (body.get("consent_record_hash"), header.consent_hash),
+             "catalogue_version": (body.get("catalogue_version"), header.catalogue),
+             "start": (_instant(body.get("start")), header.window_start),
+             "end": (_instant(body.get("end")), header.window_end)}
+    return next((name for name, (said, header_says) in pairs.items() if said != header_says),
+                None)
+
+
+def _instant(text: object) -> int | None:
+    """Unix seconds of an ISO 8601 time with an offset; None if it is not one."""
+    try:
+        moment = datetime.fromisoformat(text) if isinstance(text, str) else None
+    except ValueError:
+        return None
+    if moment is None or moment.tzinfo is None:
+        return None
+    seconds = moment.timestamp()
+    return int(seconds) if seconds.is_integer() else None
 
 
 class ReplayStore:
@@ -195,6 +230,10 @@ class Receiver:
             raise EnvelopeError("topic mismatch: topic and header disagree on site/purpose/kind")
         if self.replay.seen(h.site, h.seq):
             raise EnvelopeError("replay: (site, seq) was already accepted")
+        wrong = schemas.body_problem(h.kind, opened.body)
+        if wrong is not None:
+            raise EnvelopeError(f"body schema: the {h.kind} body breaks "
+                                f"{h.kind}.schema.json at {wrong}")
         problem = content_problem(h, opened.body, self.rules)
         if problem is not None:
             raise EnvelopeError(f"content does not fit its header: {problem}")

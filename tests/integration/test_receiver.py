@@ -12,21 +12,24 @@ import subprocess
 import sys
 import termios
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from agent import keys
+from agent import envelope, keys
 from agent.receiver import ReplayStore, load_device_registry
 from agent.uplink import connect, tls_context
 from tests.integration.uplink_helpers import (
     PASSWORDS,
+    WINDOW,
     Fleet,
     accepted_seqs,
     broker_config,
     data_topic,
     wait_until,
 )
+from tests.support.bodies import consent_body, deletion_body, event_body, release_body
 from tests.support.mosquitto import RECEIVER_USER, Mosquitto
 
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)  # Linux
@@ -202,3 +205,64 @@ async def test_a_receiver_killed_before_writing_what_it_received_loses_nothing(
         proc.send_signal(signal.SIGINT)
         proc.wait(20)
         broker.stop()
+
+
+def _notice(fleet: Fleet, kind: str, body: dict[str, Any], *, tier: str = "events",
+            seq: int = 1) -> tuple[str, bytes]:
+    device = fleet.devices["s-0001"]
+    window = {"window_start": WINDOW, "window_end": WINDOW + 1800} if kind == "data" else {
+        "window_start": None, "window_end": None}
+    header = envelope.Header(
+        site="s-0001", purpose="service", tier=tier, kind=kind,
+        recipient_key=fleet.recipient.key_id, kem=fleet.recipient.kem,
+        device_key=keys.device_key_id(device.public_key()), catalogue="test",
+        consent_id="c-1", consent_hash="ab" * 32, seq=seq, created=1767227401000,
+        **window)  # type: ignore[arg-type]
+    sealed = envelope.seal(header, body, recipient=fleet.recipient.public, device_key=device)
+    return f"hems/v1/s-0001/service/{kind}", sealed
+
+
+def _data_header(fleet: Fleet) -> envelope.Header:
+    return envelope.parse(fleet.seal("s-0001", 0)).header
+
+
+@pytest.mark.parametrize(("kind", "tier", "make", "reason"), [
+    ("data", "30min", lambda h: {"records": [{"delta": 512.0, "point": "pv.energy"}]},
+     "body schema: the data body breaks data.schema.json at /: missing"),
+    ("data", "30min", lambda h: {**release_body(h), "records": [
+        {**release_body(h)["records"][0], "good": "30"}]},
+     "at /records/0/good: expected integer"),
+    ("data", "30min", lambda h: {**release_body(h), "tier": "1d"},
+     "body and header disagree on tier"),
+    ("data", "30min", lambda h: {**release_body(h), "start": "2026-01-01T00:30:00+00:00"},
+     "body and header disagree on start"),
+    ("consent", "off", lambda h: {**consent_body(), "signature": 1},
+     "at /signature: expected string or null"),
+    ("consent", "off", lambda h: {**consent_body(), "extra": 1}, "unexpected key 'extra'"),
+    ("consent", "off", lambda h: consent_body(tier="30min"),
+     "body and header disagree on purpose or tier"),
+    ("deletion", "events", lambda h: {"type": "deletion_request"}, "deletion.schema.json"),
+    ("event", "events", lambda h: {"events": [{"code": "overtemp"}]},
+     "fits none of its forms"),
+])
+def test_bodies_are_checked_against_their_schema(
+        tmp_path: Path, kind: str, tier: str, make: Any, reason: str) -> None:
+    fleet = Fleet()
+    receiver, out = fleet.receiver(tmp_path / "seen.db")
+    topic, payload = _notice(fleet, kind, make(_data_header(fleet)), tier=tier)
+    verdict = receiver.handle(topic, payload)
+    assert not verdict.accepted and reason in verdict.reason
+    assert out.getvalue() == ""
+    counted = "content does not fit its header" if "disagree" in reason else "body schema"
+    assert receiver.rejected == {counted: 1}
+
+
+@pytest.mark.parametrize(("kind", "tier", "body"), [
+    ("consent", "off", consent_body()), ("consent", "30min", consent_body(tier="30min")),
+    ("deletion", "events", deletion_body()), ("event", "events", event_body()),
+])
+def test_notices_that_fit_their_schema_are_accepted(
+        tmp_path: Path, kind: str, tier: str, body: dict[str, Any]) -> None:
+    fleet = Fleet()
+    receiver, _ = fleet.receiver(tmp_path / "seen.db")
+    assert receiver.handle(*_notice(fleet, kind, body, tier=tier)).accepted
