@@ -19,6 +19,7 @@ from importlib import resources
 from typing import Any
 
 KINDS = ("data", "consent", "deletion", "event")
+_RFC3339 = re.compile(r"\d{4}-\d\d-\d\d[Tt]\d\d:\d\d:\d\d(\.\d+)?([Zz]|[+-]\d\d:\d\d)")
 _ANNOTATIONS = {"$schema", "$id", "$defs", "title", "description"}
 _CHECKED = {"type", "enum", "const", "properties", "required", "additionalProperties",
             "items", "prefixItems", "minItems", "maxItems", "pattern", "minimum", "maximum",
@@ -98,7 +99,7 @@ def _scalar_problem(s: dict[str, Any], v: Any, at: str, root: dict[str, Any]) ->
     if "enum" in s and not any(_same(v, e) for e in s["enum"]):
         return f"{at}: not one of {json.dumps(s['enum'])}"
     if isinstance(v, str):
-        if "pattern" in s and re.search(s["pattern"], v) is None:
+        if "pattern" in s and re.search(_ecma_end(s["pattern"]), v) is None:
             return f"{at}: does not match {s['pattern']}"
         if s.get("format") == "date-time" and not _is_datetime(v):
             return f"{at}: not an ISO 8601 date-time with an offset"
@@ -157,12 +158,22 @@ def _same(a: Any, b: Any) -> bool:
     return type(a) is type(b) and a == b  # true is not 1
 
 
+def _ecma_end(pattern: str) -> str:
+    """A final ``$`` as ECMA-262 reads it: Python's also matches before a trailing newline."""
+    if pattern.endswith("$") and not pattern.endswith(r"\$"):
+        return pattern[:-1] + r"\Z"
+    return pattern
+
+
 def _is_datetime(text: str) -> bool:
-    try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError:
+    """RFC 3339 ``date-time``: seconds and an offset are required."""
+    if _RFC3339.fullmatch(text) is None:
         return False
-    return parsed.tzinfo is not None and "T" in text
+    try:
+        datetime.fromisoformat(text.upper())
+    except ValueError:  # e.g. month 13
+        return False
+    return True
 
 
 def _json_type(v: Any) -> str:
