@@ -31,7 +31,7 @@ def _opened(site: int, seq: int) -> envelope.Opened:
     header = envelope.Header(
         site=f"s-{site:07d}", purpose="service", tier="30min", kind="data",
         recipient_key="ab" * 16, device_key="cd" * 16, catalogue="2026.1", consent_id="cr-1",
-        consent_hash="sha256:" + "ab" * 32, seq=seq, window_start=start, window_end=start + 1800,
+        consent_hash="ab" * 32, seq=seq, window_start=start, window_end=start + 1800,
         created=(start + 1805) * 1000)
     body = {"records": [{"point": p, "mean": 1000.0 + i + seq, "max": 2000.0 + i}
                         for i, p in enumerate(POINTS)]}

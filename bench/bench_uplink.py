@@ -33,7 +33,7 @@ def _header(recipient: keys.RecipientPrivateKey, seq: int, tier: str = "30min",
         site="s-0001", purpose="service", tier=tier, kind="data",
         recipient_key=recipient.key_id, kem=recipient.kem,
         device_key=keys.device_key_id(DEVICE.public_key()), catalogue="2026.1",
-        consent_id="cr-0001", consent_hash="sha256:" + "ab" * 32, seq=seq,
+        consent_id="cr-0001", consent_hash="ab" * 32, seq=seq,
         window_start=1767225600, window_end=1767225600 + span, created=1767227405123)
 
 

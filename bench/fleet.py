@@ -24,6 +24,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import aiomqtt
@@ -31,6 +32,8 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from agent.wire import envelope, keys
 from agent.wire.topics import topic_for
+from policy.release import Record, Release
+from policy.tiers import Tier
 
 RECEIVER = "receiver"
 ACL = f"user {RECEIVER}\ntopic read hems/v1/#\n\npattern write hems/v1/%u/#\n"
@@ -110,10 +113,16 @@ def _seal(site: str, device: ed25519.Ed25519PrivateKey, recipient: keys.Recipien
     header = envelope.Header(
         site=site, purpose="service", tier="30min", kind="data", recipient_key=recipient.key_id,
         device_key=keys.device_key_id(device.public_key()), catalogue="2026.1",
-        consent_id="cr-1", consent_hash="sha256:" + "ab" * 32, seq=seq, window_start=start,
+        consent_id="cr-1", consent_hash="ab" * 32, seq=seq, window_start=start,
         window_end=start + 1800, created=(start + 1805) * 1000)
-    body = {"records": [{"point": p, "mean": 1000.0 + i + seq, "max": 2000.0 + i}
-                        for i, p in enumerate(POINTS)]}
+    records = tuple(Record(device="inverter", point=p, kind="power", unit="W",
+                           values={"mean": 1000.0 + i + seq, "max": 2000.0 + i}, coverage=1.0,
+                           good=30, bad=0) for i, p in enumerate(POINTS))
+    body = Release(purpose="service", recipient="company", tier=Tier.HALF_HOUR,
+                   start=datetime.fromtimestamp(start, UTC),
+                   end=datetime.fromtimestamp(start + 1800, UTC), records=records, missing=(),
+                   consent_record_id="cr-1", consent_record_hash="ab" * 32,
+                   catalogue_version="2026.1").to_dict()
     return envelope.seal(header, body, recipient=recipient, device_key=device)
 
 

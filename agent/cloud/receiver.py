@@ -2,8 +2,9 @@
 
 For each message on the shared subscription it checks the topic, verifies the device signature
 against the site's registered key, decrypts with one of the recipient's private keys, drops
-replays (``(site, seq)`` already seen, remembered in sqlite across restarts), checks that the
-content fits its purpose and tier (points on the purpose's allow-list, window length of the
+replays (``(site, seq)`` already seen, remembered in sqlite across restarts), checks the body
+against its kind's JSON Schema (:mod:`agent.wire.schemas`) and that the content fits its purpose and
+tier (points on the purpose's allow-list, window length of the
 tier), and writes one JSON line per accepted envelope. Rejections are counted by reason and
 logged without personal data.
 """
@@ -12,13 +13,17 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+import errno
 import json
 import logging
+import os
 import re
 import sqlite3
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import asdict, dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import IO, Any, Protocol
 
@@ -27,8 +32,14 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from agent.errors import EnvelopeError, KeyFileError, ReceiverError, TopicError, UplinkError
 from agent.failures import raised_at
-from agent.uplink.publisher import BrokerConfig, backoff_delay, connect, tls_context
-from agent.wire import envelope
+from agent.uplink.publisher import (
+    BrokerConfig,
+    _drop_socket,
+    backoff_delay,
+    make_client,
+    tls_context,
+)
+from agent.wire import envelope, schemas
 from agent.wire.keys import RecipientPrivateKey, load_device_public, load_recipient_private
 from agent.wire.topics import PREFIX, parse_topic, shared_subscription
 from policy import strict_json
@@ -76,13 +87,18 @@ def content_problem(header: envelope.Header, body: Mapping[str, Any],
                     rules: ContentRules) -> str | None:
     """Why a decrypted envelope does not fit its header's purpose and tier, or None.
 
+    The body is assumed to fit its kind's schema (:func:`agent.wire.schemas.body_problem`).
     Consent changes, deletion requests and events are notices about a purpose, not its data:
-    they are checked for their type only (a consent change may well say a purpose is off).
+    a consent change must name the header's purpose and tier (``off`` for none); the others
+    are checked for their type only.
     """
     if header.kind != "data":
         expected = {"consent": "consent_change", "deletion": "deletion_request"}.get(header.kind)
         if expected is not None and body.get("type") != expected:
             return f"a {header.kind} message must carry a {expected}"
+        if header.kind == "consent" and (body.get("purpose"), body.get("tier") or "off") != (
+                header.purpose, header.tier):
+            return "body and header disagree on purpose or tier"
         return None
     finest = rules.finest_tier(header.purpose)
     if finest is None:
@@ -94,6 +110,9 @@ def content_problem(header: envelope.Header, body: Mapping[str, Any],
     low, high = WINDOW_SECONDS[header.tier]
     if not low <= header.window_end - header.window_start <= high:
         return f"window length does not match tier {header.tier}"
+    disagree = _data_disagreement(header, body)
+    if disagree is not None:
+        return f"body and header disagree on {disagree}"
     records = body.get("records")
     if not isinstance(records, list):
         return "data body has no records list"
@@ -102,6 +121,31 @@ def content_problem(header: envelope.Header, body: Mapping[str, Any],
         if not isinstance(point, str) or not rules.allows(header.purpose, point):
             return f"point {point!r} is not allowed for purpose {header.purpose}"
     return None
+
+
+def _data_disagreement(header: envelope.Header, body: Mapping[str, Any]) -> str | None:
+    """The first field a release body states differently from its header, or None."""
+    pairs = {"purpose": (body.get("purpose"), header.purpose),
+             "tier": (body.get("tier"), header.tier),
+             "consent_record_id": (body.get("consent_record_id"), header.consent_id),
+             "consent_record_hash": (body.get("consent_record_hash"), header.consent_hash),
+             "catalogue_version": (body.get("catalogue_version"), header.catalogue),
+             "start": (_instant(body.get("start")), header.window_start),
+             "end": (_instant(body.get("end")), header.window_end)}
+    return next((name for name, (said, header_says) in pairs.items() if said != header_says),
+                None)
+
+
+def _instant(text: object) -> int | None:
+    """Unix seconds of an ISO 8601 time with an offset; None if it is not one."""
+    try:
+        moment = datetime.fromisoformat(text) if isinstance(text, str) else None
+    except ValueError:
+        return None
+    if moment is None or moment.tzinfo is None:
+        return None
+    seconds = moment.timestamp()
+    return int(seconds) if seconds.is_integer() else None
 
 
 class ReplayStore:
@@ -173,6 +217,7 @@ class Receiver:
         self.output.write(json.dumps({"header": header, "body": opened.body},
                                      sort_keys=True, ensure_ascii=False) + "\n")
         self.output.flush()
+        _sync(self.output)
         self.replay.add(opened.header.site, opened.header.seq)
         self.accepted += 1
         return Verdict(accepted=True)
@@ -191,6 +236,10 @@ class Receiver:
             raise EnvelopeError("topic mismatch: topic and header disagree on site/purpose/kind")
         if self.replay.seen(h.site, h.seq):
             raise EnvelopeError("replay: (site, seq) was already accepted")
+        wrong = schemas.body_problem(h.kind, opened.body)
+        if wrong is not None:
+            raise EnvelopeError(f"body schema: the {h.kind} body breaks "
+                                f"{h.kind}.schema.json at {wrong}")
         problem = content_problem(h, opened.body, self.rules)
         if problem is not None:
             raise EnvelopeError(f"content does not fit its header: {problem}")
@@ -202,15 +251,21 @@ class Receiver:
         ``group=None`` subscribes without sharing (a single receiver): mosquitto 2.0.11 does not
         route to shared subscriptions restored from its persistence file after a restart (see
         docs/broker.md), a plain persistent subscription survives it.
+
+        Each message is acknowledged (PUBACK) only once its line is written and synced, or it
+        was rejected: a receiver killed before that gets it again from its session.
         """
         context, attempt = tls_context(config), 0
         while True:
             try:
-                async with connect(config, context) as client:
+                async with manual_ack_client(config, context) as client:
                     await self._subscribe(client, config, group)
                     attempt = 0
+                    paho = client._client
                     async for message in client.messages:
                         self.handle(message.topic.value, _payload_bytes(message.payload))
+                        if message.qos > 0:  # written and synced (or rejected): now the
+                            paho.ack(message.mid, message.qos)  # broker may forget it
             except (UplinkError, aiomqtt.MqttError) as exc:
                 delay = backoff_delay(attempt, config, lambda: 0.5)
                 attempt += 1
@@ -227,6 +282,42 @@ class Receiver:
         codes = [getattr(g, "value", g) for g in granted]
         if any(not isinstance(c, int) or c >= 0x80 for c in codes):
             raise ReceiverError(f"the broker refused the subscription: {granted}")
+
+
+def _sync(output: IO[str]) -> None:
+    """fsync ``output`` if it is a file; a pipe, a terminal or an in-memory buffer is left as
+    it is (flushed by the caller)."""
+    try:
+        fd = output.fileno()
+    except (OSError, ValueError):  # io.UnsupportedOperation: no descriptor (StringIO)
+        return
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
+            raise
+
+
+@contextlib.asynccontextmanager
+async def manual_ack_client(config: BrokerConfig,
+                            context: Any) -> AsyncIterator[aiomqtt.Client]:
+    """Like :func:`agent.uplink.publisher.connect`, with acknowledgements left to the receiver: set
+    before CONNECT, since a persistent session's pending messages arrive right after CONNACK."""
+    client = make_client(config, context)
+    client._client.manual_ack_set(True)
+    try:
+        async with asyncio.timeout(config.timeout * 2):
+            await client.__aenter__()
+    except (aiomqtt.MqttError, TimeoutError) as exc:
+        _drop_socket(client)
+        raise UplinkError(f"cannot connect to the broker: {exc or 'timed out'}") from exc
+    client.pending_calls_threshold = 1000
+    try:
+        yield client
+    finally:
+        with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
+            async with asyncio.timeout(config.timeout):
+                await client.__aexit__(None, None, None)
 
 
 def _payload_bytes(payload: object) -> bytes:

@@ -21,11 +21,10 @@ start, under an advisory lock, each in one transaction with its row in ``schema_
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import io
 import logging
 import re
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import resources
@@ -38,15 +37,15 @@ from psycopg import errors as pg_errors
 from psycopg.abc import Query
 from psycopg.types.json import Jsonb
 
-from agent.cloud.receiver import ContentRules, Receiver, ReplayStore, _payload_bytes
-from agent.errors import EnvelopeError, ReceiverError, TopicError, UplinkError
-from agent.uplink.publisher import (
-    BrokerConfig,
-    _drop_socket,
-    backoff_delay,
-    make_client,
-    tls_context,
+from agent.cloud.receiver import (
+    ContentRules,
+    Receiver,
+    ReplayStore,
+    _payload_bytes,
+    manual_ack_client,
 )
+from agent.errors import EnvelopeError, ReceiverError, TopicError, UplinkError
+from agent.uplink.publisher import BrokerConfig, backoff_delay, tls_context
 from agent.wire import envelope
 from agent.wire.keys import RecipientPrivateKey
 
@@ -345,7 +344,7 @@ class DbReceiver(Receiver):
         while True:
             try:
                 await self.store.connect()
-                async with _manual_ack_client(config, context) as client:
+                async with manual_ack_client(config, context) as client:
                     await self._subscribe(client, config, group)
                     attempt = 0
                     await self._consume(client)
@@ -366,25 +365,3 @@ class DbReceiver(Receiver):
             for m in batch:  # committed or rejected: now the broker may forget them
                 if m.qos > 0:
                     paho.ack(m.mid, m.qos)
-
-
-@contextlib.asynccontextmanager
-async def _manual_ack_client(config: BrokerConfig,
-                             context: Any) -> AsyncIterator[aiomqtt.Client]:
-    """Like :func:`agent.uplink.publisher.connect`, with acknowledgements left to the receiver: set
-    before CONNECT, since a persistent session's pending messages arrive right after CONNACK."""
-    client = make_client(config, context)
-    client._client.manual_ack_set(True)
-    try:
-        async with asyncio.timeout(config.timeout * 2):
-            await client.__aenter__()
-    except (aiomqtt.MqttError, TimeoutError) as exc:
-        _drop_socket(client)
-        raise UplinkError(f"cannot connect to the broker: {exc or 'timed out'}") from exc
-    client.pending_calls_threshold = 1000
-    try:
-        yield client
-    finally:
-        with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
-            async with asyncio.timeout(config.timeout):
-                await client.__aexit__(None, None, None)

@@ -30,6 +30,7 @@ from agent.wire.keys import device_key_id as _device_key_id
 from agent.wire.topics import check_kind, check_segment
 from policy import strict_json
 from policy.strict_json import JSONRefused
+from policy.tiers import OFF, ORDER
 
 MAGIC = b"HEMS"
 VERSION = 1
@@ -46,6 +47,14 @@ _SUITES = {
 _ENC_LEN = {KEM_X25519: hpke.KEM.X25519.enc_length(),
             KEM_HYBRID: hpke.KEM.MLKEM768_X25519.enc_length()}
 _MAX_SEQ = 2**63 - 1
+_CONSENT_HASH = re.compile(r"[0-9a-f]{64}")
+_DATA_TIERS = tuple(str(t) for t in ORDER)
+#: The tiers each kind may carry in its header: data at a granted tier; a consent notice the
+#: tier the record sets (``off`` when it withdraws); deletion requests and events ``events``.
+KIND_TIERS: dict[str, tuple[str, ...]] = {
+    "data": _DATA_TIERS, "consent": (*_DATA_TIERS, OFF), "deletion": ("events",),
+    "event": ("events",),
+}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -136,6 +145,15 @@ def _validate_values(h: Header) -> None:
         raise EnvelopeError("header window_start and window_end must both be set or both null")
     if h.window_start is not None and h.window_end is not None and h.window_end <= h.window_start:
         raise EnvelopeError("header window_end is not after window_start")
+    if (h.window_start is None) == (h.kind == "data"):
+        raise EnvelopeError(f"header window: kind {h.kind} must have "
+                            f"{'a window' if h.kind == 'data' else 'null windows'}")
+    if h.tier not in KIND_TIERS[h.kind]:
+        raise EnvelopeError(f"header tier/kind: tier {_shown(h.tier)} is not allowed with "
+                            f"kind {h.kind} (expected one of {', '.join(KIND_TIERS[h.kind])})")
+    if _CONSENT_HASH.fullmatch(h.consent_hash) is None:
+        raise EnvelopeError("header consent_hash: not 64 lowercase hex digits (the consent "
+                            "record's SHA-256, no prefix)")
 
 
 def _shown(value: object) -> str:

@@ -33,6 +33,7 @@ from tests.integration.uplink_helpers import (
     data_topic,
     wait_until,
 )
+from tests.support.bodies import consent_body, deletion_body, event_body
 from tests.support.mosquitto import RECEIVER_USER, Mosquitto
 from tests.support.postgres import fresh_database
 
@@ -42,10 +43,10 @@ pg_url = pytest.fixture(fresh_database)
 def seal_notice(fleet: Fleet, site: str, seq: int, kind: str, body: dict[str, Any]) -> bytes:
     device = fleet.devices[site]
     header = envelope.Header(
-        site=site, purpose="service", tier="events", kind=kind,
+        site=site, purpose="service", tier="off" if kind == "consent" else "events", kind=kind,
         recipient_key=fleet.recipient.key_id, kem=fleet.recipient.kem,
         device_key=keys.device_key_id(device.public_key()), catalogue="test",
-        consent_id="c-1", consent_hash="h", seq=seq, window_start=None, window_end=None,
+        consent_id="c-1", consent_hash="ab" * 32, seq=seq, window_start=None, window_end=None,
         created=1767227401000)
     return envelope.seal(header, body, recipient=fleet.recipient.public, device_key=device)
 
@@ -83,13 +84,9 @@ async def test_each_kind_is_stored_in_its_table_and_month(pg_url: str) -> None:
     receiver = db_receiver(fleet, pg_url, "rx-a")
     january = fleet.seal("s-0001", 1, points=("pv.energy", "grid.energy_import"))
     february = fleet.seal("s-0001", 1500)  # window starts 31.25 days after 2026-01-01
-    consent = seal_notice(fleet, "s-0002", 7, "consent", {
-        "type": "consent_change", "event": "revoked", "tier": None, "record_id": "r-9",
-        "timestamp": "2026-01-02T03:04:05+00:00"})
-    deletion = seal_notice(fleet, "s-0002", 8, "deletion", {
-        "type": "deletion_request", "requested_at": "2026-01-03T00:00:00+00:00",
-        "scope": "all_household_data"})
-    event = seal_notice(fleet, "s-0002", 9, "event", {"events": [{"code": "overtemp"}]})
+    consent = seal_notice(fleet, "s-0002", 7, "consent", consent_body())
+    deletion = seal_notice(fleet, "s-0002", 8, "deletion", deletion_body())
+    event = seal_notice(fleet, "s-0002", 9, "event", event_body())
     batch = [(data_topic("s-0001"), january), (data_topic("s-0001"), february),
              (data_topic("s-0001"), january),  # the same bytes again in one batch
              ("hems/v1/s-0002/service/consent", consent),
@@ -108,17 +105,17 @@ async def test_each_kind_is_stored_in_its_table_and_month(pg_url: str) -> None:
     assert query(pg_url, "SELECT tableoid::regclass::text, seq, purpose, tier FROM release "
                  "ORDER BY seq") == [("release_y2026m01", 1, "service", "30min"),
                                      ("release_y2026m02", 1500, "service", "30min")]
-    assert query(pg_url, 'SELECT tableoid::regclass::text, point, "values" FROM release_record '
-                 "WHERE seq = 1 ORDER BY ordinal") == [
+    assert query(pg_url, 'SELECT tableoid::regclass::text, point, "values"->\'values\' '
+                 "FROM release_record WHERE seq = 1 ORDER BY ordinal") == [
         ("release_record_y2026m01", "pv.energy", {"delta": 1.0}),
         ("release_record_y2026m01", "grid.energy_import", {"delta": 1.0})]
     assert query(pg_url, "SELECT count(*) FROM release_default") == [(0,)]
     assert query(pg_url, "SELECT site, seq, event, record_id FROM consent_notice") == [
-        ("s-0002", 7, "revoked", "r-9")]
+        ("s-0002", 7, "withdrawn", "r-9")]
     assert query(pg_url, "SELECT site, seq, scope, state FROM deletion_request") == [
         ("s-0002", 8, "all_household_data", "received")]
     assert query(pg_url, "SELECT seq, body FROM event_notice") == [
-        (9, {"events": [{"code": "overtemp"}]})]
+        (9, event_body())]
     assert query(pg_url, "SELECT site, seq, kind, received_by FROM seen_envelope "
                  "ORDER BY site, seq") == [("s-0001", 1, "data", "rx-a"),
                                            ("s-0001", 1500, "data", "rx-a"),
@@ -148,9 +145,7 @@ def test_deletion_requests_are_listed_and_marked_acted(
         pg_url: str, capsys: pytest.CaptureFixture[str]) -> None:
     fleet = Fleet()
     receiver = db_receiver(fleet, pg_url, "rx-a")
-    deletion = seal_notice(fleet, "s-0001", 3, "deletion", {
-        "type": "deletion_request", "requested_at": "2026-01-03T00:00:00+00:00",
-        "scope": "all_household_data"})
+    deletion = seal_notice(fleet, "s-0001", 3, "deletion", deletion_body())
 
     async def store() -> None:
         try:

@@ -15,6 +15,7 @@ from agent.cloud.receiver import CatalogueRules, Receiver, ReplayStore
 from agent.uplink.publisher import BrokerConfig
 from agent.wire import envelope, keys
 from agent.wire.topics import topic_for
+from tests.support.bodies import release_body
 from tests.support.mosquitto import RECEIVER_USER, Mosquitto
 
 PASSWORDS = {"s-0001": "pw-one", "s-0002": "pw-two", RECEIVER_USER: "pw-receiver"}
@@ -38,10 +39,10 @@ class Fleet:
             site=site, purpose=purpose, tier=tier, kind="data",
             recipient_key=recipient.key_id, kem=recipient.kem,
             device_key=keys.device_key_id(device.public_key()), catalogue="test",
-            consent_id="c-1", consent_hash="h", seq=seq,
+            consent_id="c-1", consent_hash="ab" * 32, seq=seq,
             window_start=WINDOW + seq * span, window_end=WINDOW + (seq + 1) * span,
             created=1767227401000)
-        body = {"records": [{"point": p, "delta": float(seq)} for p in points]}
+        body = release_body(header, points, float(seq))
         return envelope.seal(header, body, recipient=recipient.public, device_key=device)
 
     def receiver(self, db: Path) -> tuple[Receiver, io.StringIO]:

@@ -403,15 +403,23 @@ def rules() -> CatalogueRules:
 
 def seal_for_fuzz(*, purpose: str, tier: str, kind: str, window: int | None,
                   records: list[dict[str, Any]], seq: int) -> bytes:
-    """A genuinely signed envelope with whatever header and body the fuzzer chose."""
-    header = envelope.Header(
-        site=SITE, purpose=purpose, tier=tier, kind=kind, recipient_key=_RECIPIENT.key_id,
-        device_key=keys.device_key_id(_DEVICE.public_key()), catalogue="fuzz",
-        consent_id="c", consent_hash="h", seq=seq,
-        window_start=None if window is None else 1767225600,
-        window_end=None if window is None else 1767225600 + window, created=1)
+    """A genuinely signed envelope with whatever header and body the fuzzer chose, sealed from
+    raw bytes: the header may break rules that :class:`envelope.Header` enforces on a sender
+    (a tier its kind does not allow, a window a notice must not have), which a receiver must
+    refuse."""
+    from tests.support.fuzz_json import seal_raw
+
+    header = {
+        "v": 1, "site": SITE, "purpose": purpose, "tier": tier, "kind": kind,
+        "recipient_key": _RECIPIENT.key_id, "kem": keys.KEM_X25519,
+        "device_key": keys.device_key_id(_DEVICE.public_key()), "catalogue": "fuzz",
+        "consent_id": "c", "consent_hash": "ab" * 32, "seq": seq,
+        "window_start": None if window is None else 1767225600,
+        "window_end": None if window is None else 1767225600 + window, "created": 1,
+        "content_type": envelope.CONTENT_TYPE, "compression": "zlib"}
     body = {"records": records} if kind == "data" else {"type": "consent_change"}
-    return envelope.seal(header, body, recipient=_RECIPIENT.public, device_key=_DEVICE)
+    return seal_raw(json.dumps(header, sort_keys=True, separators=(",", ":")).encode(),
+                    json.dumps(body, sort_keys=True).encode())
 
 
 def make_receiver(db: Path) -> tuple[Receiver, StringIO]:

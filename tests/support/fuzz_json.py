@@ -200,7 +200,7 @@ def _header(*, kind: str, seq: int = 1) -> envelope.Header:
     return envelope.Header(
         site=SITE, purpose="service", tier="30min", kind=kind, recipient_key=_RECIPIENT.key_id,
         device_key=keys.device_key_id(_DEVICE.public_key()), catalogue="fuzz",
-        consent_id="c", consent_hash="h", seq=seq, window_start=NOW, window_end=NOW + 1800,
+        consent_id="c", consent_hash="ab" * 32, seq=seq, window_start=NOW, window_end=NOW + 1800,
         created=1)
 
 

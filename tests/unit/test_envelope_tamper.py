@@ -17,7 +17,7 @@ def test_every_single_bit_flip_is_rejected() -> None:
     header = env.Header(
         site="s1", purpose="service", tier="1d", kind="data",
         recipient_key=recipient.key_id, device_key=keys.device_key_id(device.public_key()),
-        catalogue="1", consent_id="c", consent_hash="h", seq=1,
+        catalogue="1", consent_id="c", consent_hash="ab" * 32, seq=1,
         window_start=0, window_end=86400, created=1,
     )
     data = env.seal(header, {"records": [{"point": "pv.energy", "delta": 1}]},

@@ -201,7 +201,8 @@ def probe_envelope(config: AgentConfig) -> bytes:
         site=config.site_id.lower(), purpose="service", tier="events", kind="event",
         recipient_key=recipient.key_id, kem=recipient.kem,
         device_key=keys.device_key_id(device.public_key()), catalogue="commissioning",
-        consent_id="commissioning", consent_hash="-", seq=PROBE_SEQ_BASE + now_us,
+        consent_id="commissioning", consent_hash="0" * 64, seq=PROBE_SEQ_BASE + now_us,
         window_start=None, window_end=None, created=now_us // 1000)
-    body = {"events": [{"point": "agent.commissioning", "value": "uplink test"}]}
+    body = {"type": "uplink_test",
+            "events": [{"point": "agent.commissioning", "value": "uplink test"}]}
     return envelope.seal(header, body, recipient=recipient, device_key=device)
