@@ -182,9 +182,10 @@ class Ledger:
         in force is paused (event ``paused``, tier off, ``needs_agreement``, the record keeps
         the tier it had in ``previous_tier`` and what widened in ``catalogue_changes``); a
         grant that was off stays off; a contract-required purpose keeps its tier (event
-        ``kept``, ``needs_agreement``: the household is told). A recipient or purpose new in
-        this version starts off and asks for agreement when its default would be on (event
-        ``initial``), except a contract-required purpose, which starts at its default. A
+        ``kept``, ``needs_agreement``: the household is told). A recipient new in this
+        version starts off and asks for agreement when its default would be on (event
+        ``initial``), whatever the purpose; so does a purpose new in this version, except a
+        contract-required one, which starts at its default. A
         grant finer than the new finest tier is lowered to it; removed purposes or recipients
         go off. Everything else is kept.
         """
@@ -230,10 +231,12 @@ class Ledger:
         if rec is None:  # a purpose, or a recipient of a purpose, new in this version
             added: dict[str, Any] = ({"purpose": True} if wider is None
                                      else {"recipients": [r.id]})
-            if p.required or p.default is None:
-                return self._draft(p, r, p.default, event=Event.INITIAL,
-                                   needs_agreement=p.required and wider is not None,
-                                   changes=added, **common)
+            if p.default is None or (p.required and wider is None):
+                # off by default, or a contract-required purpose new in this version
+                return self._draft(p, r, p.default, event=Event.INITIAL, changes=added,
+                                   **common)
+            # A recipient new in this version, of any purpose (also a contract-required one,
+            # whose default may now be finer than its required tier): off until agreed.
             return self._draft(p, r, None, event=Event.INITIAL, needs_agreement=True,
                                changes=added, **common)
         if (rec.event is Event.RESET and rec.tier is not None

@@ -162,6 +162,31 @@ def test_a_new_recipient_starts_off_and_asks_while_a_new_contract_purpose_starts
     assert not {k for k in ledger.grants(t1) if k[0] == "improvement"}
 
 
+@pytest.mark.parametrize("first", [
+    {"service": {"default_tier": "1min"}},  # the default now finer than the required tier
+    {"improvement": {"required": True, "required_tier": "1d"}},  # made contract-required
+])
+def test_a_new_recipient_of_a_contract_required_purpose_starts_off_and_asks(
+        tmp_path: Path, first: dict[str, dict[str, Any]]) -> None:
+    """Found by tests/unit/test_consent_paths.py: a recipient added to a contract-required
+    purpose took the new version's default (1min for service; 1d for an improvement the
+    household had switched off before it became required)."""
+    ledger = _ledger(tmp_path)
+    ledger.set_grant("improvement", "company", None, source="household_page", now=T0)
+    [(pid, fields)] = first.items()
+    raw = _raw("2026.8")
+    _purpose(raw, pid).update(fields)
+    t1 = T0 + timedelta(days=1)
+    ledger.apply_catalogue(parse_catalogue(json.dumps(raw)), t1)
+    raw["version"] = "2026.9"
+    _purpose(raw, pid)["recipients"].append(
+        {"id": "partner", "kind": "company", "name": {"ja": "提携会社", "en": "Partner"}})
+    changes = ledger.apply_catalogue(parse_catalogue(json.dumps(raw)), t1)
+    [partner] = [c.record for c in changes if c.record.recipient == "partner"]
+    assert (partner.event, partner.tier, partner.needs_agreement) == (Event.INITIAL, None, True)
+    assert (pid, "partner") not in ledger.grants(t1)
+
+
 def test_a_contract_required_purpose_keeps_its_tier_and_the_household_is_told(
         tmp_path: Path) -> None:
     ledger = _ledger(tmp_path)
