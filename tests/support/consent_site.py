@@ -105,9 +105,10 @@ class ConsentSite:
         setattr(outbox, "enqueue", recording)  # noqa: B010 (an instance attribute on purpose)
         household = HouseholdService(
             ledger=state.ledger, release_log=state.release_log, outbox=state.outbox,
-            on_consent_change=lambda change: state.pipeline.apply_changes([change]),
+            apply_consent=state.pipeline.apply_changes,
             on_deletion=state.pipeline.queue_deletion, minimiser=state.minimiser,
-            clock=self._clock, state_dir=state.config.state_dir)
+            clock=self._clock, state_dir=state.config.state_dir,
+            receivers=frozenset(state.pipeline.recipients))
         state.household = household
         # As the daemon: the snapshot is restored once the clock is trusted, before readings.
         state.snapshots.restore_once(now)
