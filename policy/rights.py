@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
@@ -29,6 +30,11 @@ from policy import strict_json
 from policy.catalogue import Catalogue
 from policy.errors import LedgerIntegrityError
 from policy.ledger import Ledger
+from policy.log_entry import STATUS_POSSIBLY_SENT as STATUS_POSSIBLY_SENT
+from policy.log_entry import STATUS_QUEUED as STATUS_QUEUED
+from policy.log_entry import STATUS_SENT as STATUS_SENT
+from policy.log_entry import STATUS_WITHDRAWN as STATUS_WITHDRAWN
+from policy.log_entry import LogEntry as LogEntry
 from policy.minimise import Minimiser
 from policy.records import ConsentChange, Source, utc_iso
 from policy.release import Release
@@ -38,8 +44,6 @@ from policy.strict_json import JSONRefused
 PROVISION_RETENTION = timedelta(days=3 * 365 + 1)  # APPI Art. 29, enforcement rules: 3 years
 LOG_RETENTION = timedelta(days=365)
 EVENT_SENT, EVENT_POSSIBLY_SENT, EVENT_WITHDRAWN = "sent", "possibly_sent", "withdrawn"
-STATUS_SENT, STATUS_QUEUED, STATUS_WITHDRAWN = "sent", "queued", "withdrawn"
-STATUS_POSSIBLY_SENT = "possibly_sent"
 # What may have left the home: acknowledged by the broker, or published and never acknowledged.
 LEFT_STATUSES = frozenset({STATUS_SENT, STATUS_POSSIBLY_SENT})
 WITHDRAW_REASONS = frozenset({"consent_change", "expiry", "erasure", "outbox_full"})
@@ -84,12 +88,12 @@ class ReleaseLog:
         self._catalogue = catalogue
 
     def append(self, release: Release, *, size: int, now: datetime,
-               seq: int | None = None) -> dict[str, Any]:
+               seq: int | None = None) -> LogEntry:
         """Record one release whose envelope (``size`` bytes, sequence ``seq``) was committed."""
         return self.append_many([(release, size, seq)], now=now)[0]
 
     def append_many(self, releases: Sequence[tuple[Release, int, int | None]], *,
-                    now: datetime) -> list[dict[str, Any]]:
+                    now: datetime) -> list[LogEntry]:
         """Record releases committed together (release, bytes, seq): one write, one fsync."""
         return self.append_noted([(seq, size, self.note(release, now=now))
                                   for release, size, seq in releases])
@@ -115,7 +119,7 @@ class ReleaseLog:
         }, ensure_ascii=False, separators=(",", ":"))
 
     def append_noted(self, releases: Sequence[tuple[int | None, int, str]], *,
-                     only_missing: bool = False) -> list[dict[str, Any]]:
+                     only_missing: bool = False) -> list[LogEntry]:
         """Record committed releases, each (seq, bytes, :meth:`note`): one write, one fsync.
 
         With ``only_missing`` (at start-up, from what the outbox holds), and always after a
@@ -128,7 +132,7 @@ class ReleaseLog:
             releases = [r for r in releases if r[0] not in listed]
         entries = [self._entry(note, size, seq) for seq, size, note in releases]
         if entries:
-            self._write(entries, sync=True)
+            self._write([e.to_json() for e in entries], sync=True)
         return entries
 
     def seqs(self) -> set[int]:
@@ -161,12 +165,13 @@ class ReleaseLog:
                 os.close(fd)
             self._unsynced = False
 
-    def entries(self, *, since: datetime | None = None) -> Iterator[dict[str, Any]]:
+    def entries(self, *, since: datetime | None = None) -> Iterator[LogEntry]:
         """Release entries, oldest first, each with its ``status`` (sent, possibly_sent,
         queued, withdrawn) and ``sent_at``, or ``possibly_sent_at`` and
         ``possibly_sent_reason`` (when and why the outbox removed it unacknowledged), or
         ``withdrawn_at`` and ``withdrawn_reason``; optionally only those logged at or after
-        ``since``."""
+        ``since``. A release line that does not read raises :class:`LedgerIntegrityError`
+        naming its line."""
         lines = self._lines()
         seen: dict[str, dict[int, tuple[str, str]]] = {
             EVENT_SENT: {}, EVENT_POSSIBLY_SENT: {}, EVENT_WITHDRAWN: {}}
@@ -174,55 +179,51 @@ class ReleaseLog:
             if (found := seen.get(line.get("event", ""))) is not None:
                 for seq in line["seqs"]:
                     found.setdefault(seq, (line["logged_at"], line.get("reason", "")))
-        for line in lines:
-            if "event" in line or (since is not None
-                                   and datetime.fromisoformat(line["logged_at"]) < since):
+        for number, line in enumerate(lines, start=1):
+            if "event" in line:
                 continue
-            yield line | _status(line.get("seq"), seen)
+            entry = self._read(number, line)
+            if since is None or entry.logged_at >= since:
+                yield _with_status(entry, seen)
 
-    def released(self) -> list[dict[str, Any]]:
+    def released(self) -> list[LogEntry]:
         """Releases that left the home or may have: the broker acknowledged them (``sent``),
         or they were published and removed before an acknowledgement (``possibly_sent``)."""
-        return [e for e in self.entries() if e["status"] in LEFT_STATUSES]
+        return [e for e in self.entries() if e.status in LEFT_STATUSES]
 
-    def provision_records(self) -> list[dict[str, Any]]:
+    def provision_records(self) -> list[LogEntry]:
         """The APPI Art. 29 records: releases to third parties that left the home or may have
         (each entry's ``status`` says which)."""
-        return [e for e in self.released() if e["provision_record"]]
+        return [e for e in self.released() if e.provision_record]
 
     def prune(self, now: datetime) -> int:
         """Drop entries past retention; returns how many were dropped."""
-        def keep(e: dict[str, Any]) -> bool:
-            limit = PROVISION_RETENTION if e["provision_record"] else LOG_RETENTION
-            return datetime.fromisoformat(e["logged_at"]) >= now - limit
+        def keep(e: LogEntry) -> bool:
+            limit = PROVISION_RETENTION if e.provision_record else LOG_RETENTION
+            return e.logged_at >= now - limit
         return self._rewrite(keep)
 
     def forget_household(self) -> int:
         """Deletion: drop every entry except the provision records the law says to keep."""
-        return self._rewrite(lambda e: bool(e["provision_record"]))
+        return self._rewrite(lambda e: e.provision_record)
 
-    def _entry(self, note: str, size: int, seq: int | None) -> dict[str, Any]:
+    def _entry(self, note: str, size: int, seq: int | None) -> LogEntry:
         facts = strict_json.loads(note)
         purpose = self._catalogue.purposes.get(facts["p"])
         recipient = purpose.recipient(facts["r"]) if purpose else None
         kind, points = facts["k"], facts["pts"]
         (start, end), (consent_id, consent_hash) = facts["w"], facts["c"]
-        entry = {
-            "logged_at": _iso(facts["at"]), "subject": self._subject, "purpose": facts["p"],
-            "recipient": facts["r"], "recipient_kind": kind,
-            "recipient_name": recipient.name.model_dump() if recipient else None,
-            "tier": facts["t"], "start": _iso(start), "end": _iso(end), "points": points,
-            "categories": sorted({c for p in points
-                                  if (c := self._catalogue.category_of(p)) is not None}),
-            "records": facts["n"], "bytes": size,
-            "consent_record_id": consent_id, "consent_record_hash": consent_hash,
-            "catalogue_version": facts["v"],
-            "provision_record": kind == "third_party",
-            "legal_basis": list(purpose.legal_basis.articles) if purpose else [],
-        }
-        if seq is not None:
-            entry["seq"] = seq
-        return entry
+        return LogEntry(
+            logged_at=_time(facts["at"]), subject=self._subject, purpose=facts["p"],
+            recipient=facts["r"], recipient_kind=kind,
+            recipient_name=recipient.name.model_dump() if recipient else None,
+            tier=facts["t"], start=_time(start), end=_time(end), points=tuple(points),
+            categories=tuple(sorted({c for p in points
+                                     if (c := self._catalogue.category_of(p)) is not None})),
+            records=facts["n"], size=size,
+            consent_record_id=consent_id, consent_record_hash=consent_hash,
+            catalogue_version=facts["v"], provision_record=kind == "third_party",
+            legal_basis=tuple(purpose.legal_basis.articles) if purpose else (), seq=seq)
 
     def _removal(self, event: str, seqs: Collection[int], reason: str,
                  now: datetime) -> dict[str, Any]:
@@ -267,16 +268,25 @@ class ReleaseLog:
                                                "not valid JSON") from exc
         return lines
 
-    def _rewrite(self, keep: Callable[[dict[str, Any]], bool]) -> int:
+    def _read(self, number: int, line: Mapping[str, Any]) -> LogEntry:
+        try:
+            return LogEntry.from_json(line)
+        except ValueError as exc:
+            raise LedgerIntegrityError(str(self._path), f"line {number}", str(exc)) from exc
+
+    def _rewrite(self, keep: Callable[[LogEntry], bool]) -> int:
         """Retention and erasure: keep the releases ``keep`` accepts and, of the event lines,
-        only the sequence numbers of kept releases."""
+        only the sequence numbers of kept releases. Kept lines are written back as they
+        were read."""
         lines = self._lines()
-        releases = [e for e in lines if "event" not in e]
-        kept_seqs = {e.get("seq") for e in releases if keep(e)}
+        kept = {number: keep(self._read(number, line))
+                for number, line in enumerate(lines, start=1) if "event" not in line}
+        kept_seqs = {line.get("seq") for number, line in enumerate(lines, start=1)
+                     if kept.get(number)}
         out = []
-        for line in lines:
+        for number, line in enumerate(lines, start=1):
             if "event" not in line:
-                if keep(line):
+                if kept[number]:
                     out.append(line)
             elif seqs := [s for s in line["seqs"] if s in kept_seqs]:
                 out.append(line | {"seqs": seqs})
@@ -284,7 +294,7 @@ class ReleaseLog:
             atomic_write(self._path, "".join(
                 json.dumps(e, ensure_ascii=False, sort_keys=True) + "\n" for e in out)
                 .encode("utf-8"))
-        return sum(1 for e in releases if not keep(e))
+        return sum(1 for k in kept.values() if not k)
 
     def _repair(self) -> None:
         if not self._path.exists():
@@ -299,15 +309,15 @@ class ReleaseLog:
 
 
 def _epoch(moment: datetime) -> int | float:
-    """Seconds since the epoch (whole ones as an integer): :func:`_iso` gives back exactly what
+    """Seconds since the epoch (whole ones as an integer): :func:`_time` gives back exactly what
     :func:`utc_iso` gives for ``moment``."""
     utc_iso(moment)  # refuses a naive time
     stamp = moment.timestamp()
     return int(stamp) if stamp.is_integer() else stamp
 
 
-def _iso(stamp: float) -> str:
-    return utc_iso(datetime.fromtimestamp(stamp, UTC))
+def _time(stamp: float) -> datetime:
+    return datetime.fromtimestamp(stamp, UTC)
 
 
 def withdrawal_reason(change: ConsentChange) -> str:
@@ -315,22 +325,25 @@ def withdrawal_reason(change: ConsentChange) -> str:
     return "expiry" if change.record.source == Source.EXPIRY else "consent_change"
 
 
-def _status(seq: int | None,
-            seen: Mapping[str, Mapping[int, tuple[str, str]]]) -> dict[str, Any]:
+def _with_status(entry: LogEntry,
+                 seen: Mapping[str, Mapping[int, tuple[str, str]]]) -> LogEntry:
     """A release's status from the event lines naming it: sent wins (its acknowledgement came),
     then possibly sent (published, removed unacknowledged), then withdrawn (removed unsent)."""
-    if seq is None:
-        return {"status": STATUS_SENT}  # logged before envelopes were tracked: counted as sent
+    seq, replace = entry.seq, dataclasses.replace
+    if seq is None:  # logged before envelopes were tracked: counted as sent
+        return replace(entry, status=STATUS_SENT)
     if seq in seen[EVENT_SENT]:
-        return {"status": STATUS_SENT, "sent_at": seen[EVENT_SENT][seq][0]}
+        return replace(entry, status=STATUS_SENT,
+                       sent_at=datetime.fromisoformat(seen[EVENT_SENT][seq][0]))
     if seq in seen[EVENT_POSSIBLY_SENT]:
         at, reason = seen[EVENT_POSSIBLY_SENT][seq]
-        return {"status": STATUS_POSSIBLY_SENT, "possibly_sent_at": at,
-                "possibly_sent_reason": reason}
+        return replace(entry, status=STATUS_POSSIBLY_SENT,
+                       possibly_sent_at=datetime.fromisoformat(at), possibly_sent_reason=reason)
     if seq in seen[EVENT_WITHDRAWN]:
         at, reason = seen[EVENT_WITHDRAWN][seq]
-        return {"status": STATUS_WITHDRAWN, "withdrawn_at": at, "withdrawn_reason": reason}
-    return {"status": STATUS_QUEUED}
+        return replace(entry, status=STATUS_WITHDRAWN,
+                       withdrawn_at=datetime.fromisoformat(at), withdrawn_reason=reason)
+    return entry
 
 
 def export_all(*, ledger: Ledger, now: datetime, release_log: ReleaseLog | None = None,
@@ -345,7 +358,7 @@ def export_all(*, ledger: Ledger, now: datetime, release_log: ReleaseLog | None 
     cat = ledger.catalogue
     count, head = ledger.head()
     log = [] if release_log is None else list(release_log.entries())
-    sent = [e for e in log if e["status"] in LEFT_STATUSES]
+    sent = [e.as_dict() for e in log if e.status in LEFT_STATUSES]
     return {
         "format": "hems-export/1", "generated_at": utc_iso(now), "subject": ledger.subject,
         "catalogue": {"version": cat.version, "hash": cat.content_hash,
@@ -357,8 +370,8 @@ def export_all(*, ledger: Ledger, now: datetime, release_log: ReleaseLog | None 
         },
         "release_log": sent,
         "provision_records": [e for e in sent if e["provision_record"]],
-        "queued_not_yet_sent": [e for e in log if e["status"] == STATUS_QUEUED],
-        "withdrawn_never_sent": [e for e in log if e["status"] == STATUS_WITHDRAWN],
+        "queued_not_yet_sent": [e.as_dict() for e in log if e.status == STATUS_QUEUED],
+        "withdrawn_never_sent": [e.as_dict() for e in log if e.status == STATUS_WITHDRAWN],
         "held": None if minimiser is None else minimiser.held(),
     }
 

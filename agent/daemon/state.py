@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
@@ -38,6 +38,9 @@ from policy.ledger import Ledger
 from policy.minimise import Minimiser
 from policy.rights import ReleaseLog
 
+if TYPE_CHECKING:  # the page stack is imported lazily, only when the page is configured
+    from agent.web.household import HouseholdService
+
 _VIA_COMPANY_KINDS = frozenset({"contractor", "joint_user"})
 
 
@@ -56,8 +59,8 @@ class State:
     publisher: Publisher
     pipeline: Pipeline
     snapshots: MinimiserSnapshots
-    household: Any = None
-    """The household page's service, once the page runs (``agent.web.HouseholdService``)."""
+    household: HouseholdService | None = None
+    """The household page's service, once the page runs."""
 
     def close(self) -> None:
         try:

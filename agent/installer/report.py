@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import html
 import json
 import sys
 from datetime import UTC, datetime
@@ -201,64 +200,46 @@ def render_text(doc: Doc) -> str:
     return "\n".join(lines) + "\n"
 
 
-_CSS = """body{font-family:sans-serif;margin:2em;color:#111}h1{font-size:1.4em}
-h2{font-size:1.1em;margin-top:1.5em;border-bottom:1px solid #999}table{border-collapse:collapse}
-td,th{border:1px solid #bbb;padding:.25em .5em;text-align:left;vertical-align:top}
-.ok{color:#060}.fail{color:#a00;font-weight:bold}code{font-size:.9em}
-@media print{body{margin:1cm}}"""
+TEMPLATE = "commissioning_report.html"
 
 
 def render_html(doc: Doc) -> str:
-    """A printable, self-contained page: inline CSS only, no script, every value escaped."""
-    e = html.escape
-    rows = _device_rows(doc)
-    uplink = doc["uplink"]
-    steps = "".join(f"<tr><td>{e(s['name'])}</td>"
-                    f"<td class={'fail' if s['status'] == 'fail' else 'ok'}>{e(s['status'])}</td>"
-                    f"<td>{e(s['detail'])}<br>{e(s['fix'])}</td></tr>"
-                    for s in (uplink["steps"] if uplink else []))
+    """A printable, self-contained page: inline CSS only, no script, every value escaped (the
+    household page's autoescaping Jinja2 renders ``TEMPLATE``)."""
+    import jinja2
+
+    from agent.web.context import HERE
+
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"),
+                             autoescape=True, undefined=jinja2.StrictUndefined,
+                             keep_trailing_newline=True)
+    return env.get_template(TEMPLATE).render(**_html_view(doc))
+
+
+def _html_view(doc: Doc) -> Doc:
+    """What the page shows, as plain text for the template to escape."""
     k = doc["keys"]
-    key_rows = [f"<tr><td>device</td><td><code>{e(_fp(k['device']['key_id']))}</code></td></tr>"]
-    key_rows += [f"<tr><td>previous device key (until {e(r['valid_until'])})</td>"
-                 f"<td><code>{e(_fp(r['key_id']))}</code></td></tr>" for r in k["rotated"]]
-    key_rows += [f"<tr><td>{e(r['id'])} ({e(r['kem'])})</td><td><code>{e(_fp(r['key_id']))}"
-                 "</code></td></tr>" for r in k["recipients"]]
-    consent = "".join(f"<tr><td>{e(c['purpose'])}</td><td>{e(c['recipient'])}</td>"
-                      f"<td>{e(c['tier'])}</td><td>{e(c['source'])}</td>"
-                      f"<td>{e(c['reference'] or '')}</td></tr>" for c in doc["consent"])
-    return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>Commissioning report {e(doc['site'])}</title>
-<style>{_CSS}</style></head><body>
-<h1>Commissioning report — site {e(doc['site'])}</h1>
-<p>Generated {e(_jst(doc['generated']))}. Household page: {e(doc['page'])}</p>
-<h2>Devices</h2><table><tr><th>name</th><th>connection</th><th>identity</th><th>first readings</th>
-<th>state</th></tr>{''.join(rows)}</table>
-<h2>Uplink test: {'not run' if uplink is None else 'OK' if uplink['ok'] else 'FAILED'}</h2>
-<table>{steps}</table>
-<h2>Key fingerprints</h2><table>{''.join(key_rows)}</table>
-<pre>{e(k['device']['public_key'])}</pre>
-<h2>Consent (catalogue {e(doc['catalogue']['version'])})</h2>
-<table><tr><th>purpose</th><th>recipient</th><th>tier</th><th>source</th><th>form</th></tr>
-{consent}</table>
-</body></html>
-"""
+    keys = [{"label": "device", "fingerprint": _fp(k["device"]["key_id"])}]
+    keys += [{"label": f"previous device key (until {r['valid_until']})",
+              "fingerprint": _fp(r["key_id"])} for r in k["rotated"]]
+    keys += [{"label": f"{r['id']} ({r['kem']})", "fingerprint": _fp(r["key_id"])}
+             for r in k["recipients"]]
+    return {"site": doc["site"], "generated": _jst(doc["generated"]), "page": doc["page"],
+            "devices": [_device_view(d) for d in doc["devices"]], "uplink": doc["uplink"],
+            "keys": keys, "public_key": k["device"]["public_key"],
+            "catalogue_version": doc["catalogue"]["version"], "consent": doc["consent"]}
 
 
-def _device_rows(doc: Doc) -> list[str]:
-    e = html.escape
-    rows = []
-    for d in doc["devices"]:
-        state = (f"<span class={'ok' if d['ok'] else 'fail'}>{e(device_state(d))}</span>")
-        readings = "<br>".join(f"{e(k)} = {e(_reading(v))}" for k, v in d["readings"].items())
-        if d.get("link"):
-            from agent.installer.doctor.echonet import link_text
+def _device_view(d: Doc) -> Doc:
+    link = ""
+    if d.get("link"):
+        from agent.installer.doctor.echonet import link_text
 
-            readings += f"<br>{e(link_text(d))}"
-        protocol = PROTOCOLS.get(d.get("protocol", "modbus"), "Modbus")
-        rows.append(f"<tr><td>{e(d['name'])}</td><td>{e(protocol)}<br>{e(d['where'])}</td>"
-                    f"<td>{e(_identity_text(d) or 'not reported')}</td><td>{readings}</td>"
-                    f"<td>{state}</td></tr>")
-    return rows
+        link = link_text(d)
+    return {"name": d["name"], "protocol": PROTOCOLS.get(d.get("protocol", "modbus"), "Modbus"),
+            "where": d["where"], "identity": _identity_text(d) or "not reported",
+            "readings": [f"{k} = {_reading(v)}" for k, v in d["readings"].items()],
+            "link": link, "ok": d["ok"], "state": device_state(d)}
 
 
 def write_all(doc: Doc, directory: Path) -> None:

@@ -34,6 +34,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from pathlib import Path
 
 from agent.errors import OutboxError
@@ -57,8 +58,29 @@ CONTROL_PRIORITY = 1_000_000
 _CONTROL_KINDS = frozenset({"consent", "deletion"})
 _SEQ_BLOCK = 1024
 _COLUMNS = "id, topic, purpose, kind, created, payload"
-# A row to insert: seq, the columns of FIELDS in their order, log_entry.
-_Row = tuple[int | None, str, str, str, str, str, int, float, int, bytes, str | None]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Row:
+    """An envelope enqueued and not yet committed: one row of ``envelopes`` to insert."""
+
+    seq: int | None
+    topic: str
+    purpose: str
+    recipient: str
+    tier: str
+    kind: str
+    priority: int
+    created: float
+    size: int
+    payload: bytes
+    log_entry: str | None
+
+    def params(self, row_id: int) -> tuple[object, ...]:
+        """The INSERT's parameters: id, seq, the columns of FIELDS in their order, log_entry."""
+        return (row_id, self.seq, self.topic, self.purpose, self.recipient, self.tier,
+                self.kind, self.priority, self.created, self.size, self.payload, self.log_entry)
+
 class Outbox:
     """A bounded, durable FIFO of envelopes (synchronous; each call is a few ms at most)."""
 
@@ -173,8 +195,10 @@ class Outbox:
         if priority is None:
             priority = (CONTROL_PRIORITY if kind in _CONTROL_KINDS
                         else self.config.priorities.get(purpose, 0))
-        self._pending.append((seq, topic, purpose, recipient, tier, kind, priority,
-                              self._clock(), len(payload), payload, log_entry))
+        self._pending.append(_Row(seq=seq, topic=topic, purpose=purpose, recipient=recipient,
+                                  tier=tier, kind=kind, priority=priority,
+                                  created=self._clock(), size=len(payload), payload=payload,
+                                  log_entry=log_entry))
         if len(self._pending) >= self.config.batch_items:
             self.flush()
 
@@ -248,8 +272,9 @@ class Outbox:
                 with suppress(sqlite3.Error):  # what is stored, should the failure be odd
                     self._bytes = stored_bytes(self._conn)
                 raise
-        self._unlogged += [(row[0], row[8], row[10]) for row in self._pending
-                           if row[0] is not None and row[10] is not None and row[5] == "data"]
+        self._unlogged += [(row.seq, row.size, row.log_entry) for row in self._pending
+                           if row.seq is not None and row.log_entry is not None
+                           and row.kind == "data"]
         self._pending.clear()
         self._acked.clear()
         self._publishing = []
@@ -276,7 +301,7 @@ class Outbox:
         c.executemany(
             f"INSERT INTO envelopes (id, seq, {FIELDS}, log_entry) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [(first + n, *row) for n, row in enumerate(self._pending)])
+            [row.params(first + n) for n, row in enumerate(self._pending)])
         c.executemany("UPDATE drops SET count = count - 1 WHERE purpose = ?",
                       [(p,) for p in self._arrived])
         if self._seq_dirty:
@@ -286,7 +311,7 @@ class Outbox:
         c.executemany("INSERT INTO counters (name, value) VALUES (?, ?) "
                       "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
                       [(f"mark:{k}", v) for k, v in self._marks_pending.items()])
-        self._bytes += sum(row[8] for row in self._pending)  # their size column
+        self._bytes += sum(row.size for row in self._pending)
         if self._bytes > self.config.max_bytes:
             self._enforce_bound()
 

@@ -35,6 +35,7 @@ from policy.rights import (
     STATUS_POSSIBLY_SENT,
     STATUS_QUEUED,
     STATUS_WITHDRAWN,
+    LogEntry,
     ReleaseLog,
     export_all,
 )
@@ -96,17 +97,14 @@ class ReleaseEntry:
     """How many records it held: one per point of each device, over its window."""
 
     @classmethod
-    def from_log(cls, entry: Mapping[str, Any]) -> ReleaseEntry:
+    def from_log(cls, entry: LogEntry) -> ReleaseEntry:
         """From a :class:`policy.rights.ReleaseLog` entry; the time it was sent (acknowledged
         by the broker) when known, else when it was committed."""
-        return cls(time=datetime.fromisoformat(entry.get("sent_at") or entry["logged_at"]),
-                   purpose=entry["purpose"], recipient=entry["recipient"],
-                   window_start=datetime.fromisoformat(entry["start"]),
-                   window_end=datetime.fromisoformat(entry["end"]), tier=entry["tier"],
-                   points=len(entry["points"]), size=int(entry["bytes"]),
-                   possibly_sent=entry["status"] == STATUS_POSSIBLY_SENT,
-                   items=tuple(str(p) for p in entry["points"]), seq=entry.get("seq"),
-                   records=int(entry.get("records", len(entry["points"]))))
+        return cls(time=entry.sent_at or entry.logged_at, purpose=entry.purpose,
+                   recipient=entry.recipient, window_start=entry.start, window_end=entry.end,
+                   tier=entry.tier, points=len(entry.points), size=entry.size,
+                   possibly_sent=entry.status == STATUS_POSSIBLY_SENT, items=entry.points,
+                   seq=entry.seq, records=entry.records)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -122,13 +120,13 @@ class WithdrawnEntry:
     reason: str
 
     @classmethod
-    def from_log(cls, entry: Mapping[str, Any]) -> WithdrawnEntry:
+    def from_log(cls, entry: LogEntry) -> WithdrawnEntry:
         """From a withdrawn :class:`policy.rights.ReleaseLog` entry."""
-        return cls(time=datetime.fromisoformat(entry["withdrawn_at"]), purpose=entry["purpose"],
-                   recipient=entry["recipient"],
-                   window_start=datetime.fromisoformat(entry["start"]),
-                   window_end=datetime.fromisoformat(entry["end"]), tier=entry["tier"],
-                   reason=entry["withdrawn_reason"])
+        if entry.withdrawn_at is None or entry.withdrawn_reason is None:
+            raise ValueError(f"release {entry.seq} is {entry.status}, not withdrawn")
+        return cls(time=entry.withdrawn_at, purpose=entry.purpose, recipient=entry.recipient,
+                   window_start=entry.start, window_end=entry.end, tier=entry.tier,
+                   reason=entry.withdrawn_reason)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -233,36 +231,36 @@ class HouseholdService:
         """Every consent record, newest first."""
         return list(reversed(self._ledger.history()))
 
-    def release_entries(self) -> list[dict[str, Any]]:
+    def release_entries(self) -> list[LogEntry]:
         """Every release log entry with its status (one read of the log), for a page that
         lists several kinds of release to pass to the methods below."""
         return list(self._release_log.entries())
 
-    def _entries(self, entries: Sequence[Mapping[str, Any]] | None,
-                 status: Collection[str]) -> list[Mapping[str, Any]]:
+    def _entries(self, entries: Sequence[LogEntry] | None,
+                 status: Collection[str]) -> list[LogEntry]:
         found = self._release_log.entries() if entries is None else entries
-        return [e for e in found if e["status"] in status]
+        return [e for e in found if e.status in status]
 
-    def recent_releases(self, limit: int = 5, entries: Sequence[Mapping[str, Any]] | None = None
+    def recent_releases(self, limit: int = 5, entries: Sequence[LogEntry] | None = None
                         ) -> dict[Key, list[ReleaseEntry]]:
         """The last ``limit`` releases that left the home or may have (published, removed
         before an acknowledgement), of each purpose × recipient, newest first (one pass over
         the release log, or over ``entries`` from :meth:`release_entries`)."""
         found: dict[Key, list[ReleaseEntry]] = {}
         for entry in self._entries(entries, LEFT_STATUSES):
-            found.setdefault((entry["purpose"], entry["recipient"]), []).append(
+            found.setdefault((entry.purpose, entry.recipient), []).append(
                 ReleaseEntry.from_log(entry))
         return {key: sorted(entries, key=lambda e: e.time, reverse=True)[:limit]
                 for key, entries in found.items()}
 
-    def all_releases(self, entries: Sequence[Mapping[str, Any]] | None = None
+    def all_releases(self, entries: Sequence[LogEntry] | None = None
                      ) -> list[ReleaseEntry]:
         """Every release that left the home or may have, newest first (the CSV download)."""
         return sorted((ReleaseEntry.from_log(e) for e in self._entries(entries, LEFT_STATUSES)),
                       key=lambda e: e.time, reverse=True)
 
     def queued_releases(self, limit: int = 20,
-                        entries: Sequence[Mapping[str, Any]] | None = None
+                        entries: Sequence[LogEntry] | None = None
                         ) -> list[ReleaseEntry]:
         """The last ``limit`` releases committed to the outbox and not yet acknowledged (about
         to leave), newest first."""
@@ -270,7 +268,7 @@ class HouseholdService:
         return sorted(found, key=lambda e: e.time, reverse=True)[:limit]
 
     def withdrawn_releases(self, limit: int = 20,
-                           entries: Sequence[Mapping[str, Any]] | None = None
+                           entries: Sequence[LogEntry] | None = None
                            ) -> list[WithdrawnEntry]:
         """The last ``limit`` releases queued and then withdrawn unsent, newest first."""
         found = [WithdrawnEntry.from_log(e) for e in self._entries(entries, {STATUS_WITHDRAWN})]
@@ -280,15 +278,15 @@ class HouseholdService:
         """What is queued now and what the bound dropped."""
         return self._outbox.stats()
 
-    def provision_records(self) -> list[Mapping[str, Any]]:
+    def provision_records(self) -> list[LogEntry]:
         """Records of provision to third parties (APPI Art. 29; disclosed under Art. 33(5)):
         releases to them that left the home or may have (``status`` possibly_sent)."""
         return list(self._release_log.provision_records())
 
-    def withdrawn_provisions(self) -> list[Mapping[str, Any]]:
+    def withdrawn_provisions(self) -> list[LogEntry]:
         """Releases to third parties queued and then withdrawn unsent: never provided."""
         return [e for e in self._release_log.entries()
-                if e["status"] == STATUS_WITHDRAWN and e["provision_record"]]
+                if e.status == STATUS_WITHDRAWN and e.provision_record]
 
     def export_all(self) -> dict[str, Any]:
         """Everything the device holds about the household, as JSON-ready data: policy's

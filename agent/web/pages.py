@@ -128,8 +128,10 @@ async def provision_records(page: PageContext, request: Request) -> Response:
     if page.authed(request) is None:
         return page.login_redirect(request)
     stamp = page.service.now().strftime("%Y%m%d")
-    return json_download({"records": page.service.provision_records(),
-                          "withdrawn_never_sent": page.service.withdrawn_provisions()},
+    service = page.service
+    return json_download({"records": [e.as_dict() for e in service.provision_records()],
+                          "withdrawn_never_sent": [e.as_dict()
+                                                   for e in service.withdrawn_provisions()]},
                          f"hems-provision-records-{stamp}.json")
 
 

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Any
 from zoneinfo import ZoneInfo
 
 from agent.web.charts import BarChart, Chart, bar_chart, day_chart
@@ -16,6 +15,7 @@ from agent.web.i18n import Translator
 from agent.web.pending import AgreementRequest
 from policy.catalogue import Catalogue, Purpose, Recipient, Retention, Text
 from policy.release import Record, Value
+from policy.rights import LogEntry
 from policy.tiers import ORDER, rank
 
 TZ = ZoneInfo("Asia/Tokyo")
@@ -252,7 +252,7 @@ def _value(value: Value) -> str:
 
 
 def queued_groups(service: HouseholdService, t: Translator,
-                  entries: Sequence[Mapping[str, Any]] | None = None
+                  entries: Sequence[LogEntry] | None = None
                   ) -> list[tuple[str, str, tuple[ReleaseRow, ...]]]:
     """What is about to leave: releases committed to the outbox and not yet acknowledged,
     per purpose × recipient (title, recipient, rows with their values when held)."""
@@ -270,7 +270,7 @@ def queued_groups(service: HouseholdService, t: Translator,
 
 
 def withdrawn_rows(service: HouseholdService, t: Translator,
-                   entries: Sequence[Mapping[str, Any]] | None = None
+                   entries: Sequence[LogEntry] | None = None
                    ) -> tuple[WithdrawnRow, ...]:
     """Releases queued and then withdrawn unsent, newest first, as the page lists them."""
     rows = []
@@ -321,7 +321,7 @@ def purpose_cards(service: HouseholdService, t: Translator) -> list[PurposeCard]
 
 
 def release_groups(service: HouseholdService, t: Translator,
-                   entries: Sequence[Mapping[str, Any]] | None = None
+                   entries: Sequence[LogEntry] | None = None
                    ) -> list[tuple[str, str, tuple[ReleaseRow, ...]]]:
     """What left, per purpose × recipient in catalogue order (every recipient of the
     catalogue, whether it receives now or not): title, recipient, recent releases, each with
@@ -546,7 +546,7 @@ FLOW_DAYS = 7
 
 
 def flow_view(service: HouseholdService, t: Translator,
-              entries: Sequence[Mapping[str, Any]] | None = None) -> FlowView:
+              entries: Sequence[LogEntry] | None = None) -> FlowView:
     """Per day (Japan time) of the last seven, the items (records) of releases that left the
     home or may have, per purpose, and the readings the device took (since its last start)."""
     today = service.now().astimezone(TZ).date()

@@ -235,7 +235,7 @@ async def test_delete_needs_confirmation_then_deletes(site: Site) -> None:
     assert [d["type"] for d in site.rig.deletions] == ["deletion_request"]
     assert site.rig.outbox.stats().depth == 0
     assert site.rig.ledger.history()[-1].source.value == "household_page"
-    assert [e["purpose"] for e in site.rig.release_log.entries()] == ["maintenance_watch"]
+    assert [e.purpose for e in site.rig.release_log.entries()] == ["maintenance_watch"]
 
 
 async def test_stop_third_party_in_one_action(site: Site) -> None:

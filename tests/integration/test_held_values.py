@@ -45,11 +45,11 @@ def test_every_queued_release_is_held_under_its_envelope_seq(tmp_path: Path) -> 
     entries = list(release_log.entries())
     assert queued >= 1 and len(held) == len(entries) == queued
     for entry in entries:
-        records = held.get(entry["seq"])
+        records = held.get(entry.seq)
         assert records is not None
-        assert sorted({r.point for r in records}) == entry["points"]
+        assert sorted({r.point for r in records}) == list(entry.points)
     assert any(r.values.get("mean") == 2400.0 for e in entries
-               for r in held.get(e["seq"]) or ())
+               for r in held.get(e.seq) or ())
     outbox.close()
     ledger.close()
 

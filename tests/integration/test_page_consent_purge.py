@@ -52,10 +52,10 @@ async def test_a_change_from_the_page_purges_once_and_shows_that_count(
         page = (await client.get("/")).text
 
     assert [args[:2] for args in purges] == [("maintenance_watch", "installer")]
-    withdrawn = [e for e in site.release_log.entries() if e["status"] == STATUS_WITHDRAWN]
-    assert sorted((e["purpose"], e["withdrawn_reason"]) for e in withdrawn) == [
+    withdrawn = [e for e in site.release_log.entries() if e.status == STATUS_WITHDRAWN]
+    assert sorted((e.purpose, e.withdrawn_reason) for e in withdrawn) == [
         ("maintenance_watch", "consent_change")] * 2
-    assert len({e["seq"] for e in withdrawn}) == 2
+    assert len({e.seq for e in withdrawn}) == 2
     assert "まだ送っていなかったデータ2件を削除しました。" in page
     assert site.outbox.stats().depth == 2 + 2  # the service data and both consent notices
 

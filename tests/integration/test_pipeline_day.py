@@ -115,8 +115,8 @@ def test_first_start_releases_service_half_hours_and_improvement_from_the_first_
     improvement = [e["header"] for e in data if e["header"]["purpose"] == "improvement"]
     assert [(h["window_start"], h["window_end"]) for h in improvement] == [
         (int(DAY2.timestamp()), int(DAY3.timestamp()))]
-    [logged] = [e for e in state.release_log.entries() if e["purpose"] == "improvement"]
-    assert datetime.fromisoformat(logged["logged_at"]) == DAY3, logged
+    [logged] = [e for e in state.release_log.entries() if e.purpose == "improvement"]
+    assert logged.logged_at == DAY3, logged
     # Service: every half hour from the first whole one after the start, once each.
     service = sorted(e["header"]["window_start"] for e in data
                      if e["header"]["purpose"] == "service")

@@ -100,22 +100,23 @@ def test_releases_committed_before_a_power_cut_are_listed_once_at_the_next_start
         assert len(committed) == 2 and list(site.release_log.entries()) == []
 
     with _site(tmp_path) as site:  # the next start: connecting the pipeline recovers them
-        entries = {e["purpose"]: e for e in site.release_log.entries()}
-        assert sorted(e["seq"] for e in entries.values()) == [seq for seq, _, _ in committed]
-        assert {e["status"] for e in entries.values()} == {"queued"}
+        entries = {e.purpose: e for e in site.release_log.entries()}
+        assert sorted(e.seq for e in entries.values()) == [seq for seq, _, _ in committed]
+        assert {e.status for e in entries.values()} == {"queued"}
         watch = entries["maintenance_watch"]
-        assert watch["provision_record"] and watch["recipient_name"]["en"] == "Installer"
-        assert watch["logged_at"] == "2026-11-26T00:30:10+00:00"  # when it was committed
-        assert (watch["start"], watch["end"]) == ("2026-11-26T00:00:00+00:00",
-                                                  "2026-11-26T00:30:00+00:00")
-        assert watch["bytes"] == dict((s, n) for s, n, _ in committed)[watch["seq"]]
+        assert watch.provision_record and watch.recipient_name == {
+            "ja": "施工店", "en": "Installer"}
+        assert watch.to_json()["logged_at"] == "2026-11-26T00:30:10+00:00"  # committed then
+        assert (watch.start.isoformat(), watch.end.isoformat()) == (
+            "2026-11-26T00:00:00+00:00", "2026-11-26T00:30:00+00:00")
+        assert watch.size == dict((s, n) for s, n, _ in committed)[watch.seq]
         assert site.pipeline.recover_release_log() == 0  # idempotent
 
         # The publisher sends them; the broker acknowledges: the sent line applies to them.
         site.outbox.ack([item.id for item in site.outbox.next_batch()])
         site.outbox.flush()
-        assert {e["status"] for e in site.release_log.entries()} == {"sent"}
-        assert [e["purpose"] for e in site.release_log.provision_records()] == [
+        assert {e.status for e in site.release_log.entries()} == {"sent"}
+        assert [e.purpose for e in site.release_log.provision_records()] == [
             "maintenance_watch"]
 
     with _site(tmp_path) as site:  # and again: nothing stored, nothing added, none twice
@@ -130,7 +131,7 @@ def test_a_start_after_the_log_was_written_adds_nothing(tmp_path: Path) -> None:
         before = (tmp_path / "release-log.jsonl").read_bytes()
     with _site(tmp_path) as site:
         assert (tmp_path / "release-log.jsonl").read_bytes() == before
-        assert [e["status"] for e in site.release_log.entries()] == ["queued", "queued"]
+        assert [e.status for e in site.release_log.entries()] == ["queued", "queued"]
 
 
 def test_a_torn_entry_is_written_again_at_the_next_start(tmp_path: Path) -> None:
@@ -168,7 +169,7 @@ def test_a_failed_log_write_is_repeated_before_any_row_is_deleted(
         site.outbox.flush()  # the entries first, then "sent" synced, then the delete
         releases = [line for line in _lines(site) if "event" not in line]
         assert sorted(line["purpose"] for line in releases) == ["maintenance_watch", "service"]
-        assert {e["status"] for e in site.release_log.entries()} == {"sent"}
+        assert {e.status for e in site.release_log.entries()} == {"sent"}
         assert site.outbox.noted() == []
 
 
@@ -211,7 +212,7 @@ def test_an_envelope_in_flight_at_a_power_cut_and_purged_at_the_next_start_is_po
     with _site(tmp_path) as site:
         assert site.pipeline.reconcile_outbox(T0 + timedelta(minutes=32)) == 1
         [record] = site.release_log.provision_records()
-        assert (record["status"], record["possibly_sent_reason"]) == (
+        assert (record.status, record.possibly_sent_reason) == (
             "possibly_sent", "consent_change")
-        assert {e["purpose"]: e["status"] for e in site.release_log.entries()} == {
+        assert {e.purpose: e.status for e in site.release_log.entries()} == {
             "service": "queued", "maintenance_watch": "possibly_sent"}

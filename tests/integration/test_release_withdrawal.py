@@ -111,7 +111,7 @@ async def test_a_consent_change_withdraws_queued_releases_and_only_sent_ones_are
         "maintenance_watch", "installer", "30min", source="household_page",
         now=T0 - timedelta(minutes=30))])
     queued = _half_hour(site, T0)
-    statuses = {e["purpose"]: e["status"] for e in site.release_log.entries()}
+    statuses = {e.purpose: e.status for e in site.release_log.entries()}
     assert statuses == {"service": "queued", "maintenance_watch": "queued"} and queued == 2
     # The household switches the third party off before the broker was ever reached.
     site.pipeline.apply_changes([site.ledger.set_grant(
@@ -150,10 +150,10 @@ async def test_an_expiry_withdraws_what_its_grant_had_queued(site: Site) -> None
         expires=T0 + timedelta(minutes=40), now=T0 - timedelta(minutes=30))])
     assert _half_hour(site, T0) == 2
     site.pipeline.tick(T0 + timedelta(minutes=41))  # the grant expires; nothing was sent
-    entries = {e["purpose"]: e for e in site.release_log.entries()}
-    assert entries["support"]["status"] == "withdrawn"
-    assert entries["support"]["withdrawn_reason"] == "expiry"
-    assert entries["service"]["status"] == "queued"
+    entries = {e.purpose: e for e in site.release_log.entries()}
+    assert entries["support"].status == "withdrawn"
+    assert entries["support"].withdrawn_reason == "expiry"
+    assert entries["service"].status == "queued"
     exported = export_all(ledger=site.ledger, now=T0 + timedelta(hours=1),
                           release_log=site.release_log)
     assert exported["release_log"] == []
@@ -177,10 +177,10 @@ def test_start_up_withdraws_what_a_change_committed_before_a_power_cut_no_longer
 
     assert site.pipeline.reconcile_outbox(T0 + timedelta(minutes=32)) == 2  # next start-up
     assert site.outbox.queued_data() == {("service", "company", "30min")}
-    entries = {e["purpose"]: e for e in site.release_log.entries()}
-    assert entries["maintenance_watch"]["status"] == "withdrawn"
-    assert entries["maintenance_watch"]["withdrawn_reason"] == "consent_change"
-    assert entries["service"]["status"] == "queued"
+    entries = {e.purpose: e for e in site.release_log.entries()}
+    assert entries["maintenance_watch"].status == "withdrawn"
+    assert entries["maintenance_watch"].withdrawn_reason == "consent_change"
+    assert entries["service"].status == "queued"
     assert site.pipeline.reconcile_outbox(T0 + timedelta(minutes=33)) == 0  # it agrees now
 
 
@@ -203,7 +203,7 @@ def test_a_window_released_before_a_restart_is_not_released_again(
     repeated = "hems_releases_repeated_total"
     assert metrics.get(repeated, purpose="service", reason="already_released") == 1
     assert metrics.get(repeated, purpose="service", reason="clock_behind") == 1
-    assert [e["start"] for e in site.release_log.entries()] == [T0.isoformat()]
+    assert [e.start for e in site.release_log.entries()] == [T0]
 
 
 def test_start_up_withdraws_what_a_grant_that_expired_while_off_had_queued(site: Site) -> None:
@@ -215,9 +215,9 @@ def test_start_up_withdraws_what_a_grant_that_expired_while_off_had_queued(site:
     assert site.pipeline.reconcile_outbox(T0 + timedelta(minutes=39)) == 0  # still granted
     assert site.pipeline.reconcile_outbox(T0 + timedelta(minutes=45)) == 1
     assert site.outbox.queued_data() == {("service", "company", "30min")}
-    entries = {e["purpose"]: e for e in site.release_log.entries()}
-    assert entries["support"]["status"] == "withdrawn"
-    assert entries["support"]["withdrawn_reason"] == "expiry"
+    entries = {e.purpose: e for e in site.release_log.entries()}
+    assert entries["support"].status == "withdrawn"
+    assert entries["support"].withdrawn_reason == "expiry"
 
 
 def _in_flight(outbox: Outbox) -> int:
@@ -284,9 +284,9 @@ async def test_an_envelope_published_to_a_stalled_broker_and_then_purged_is_poss
                 await wait_until(lambda: publisher.reconnects >= 1, "the publish timed out")
             finally:
                 broker.resume()
-            entries = {e["purpose"]: e for e in site.release_log.entries()}
-            assert entries["maintenance_watch"]["status"] == "possibly_sent"
-            assert entries["maintenance_watch"]["possibly_sent_reason"] == "consent_change"
+            entries = {e.purpose: e for e in site.release_log.entries()}
+            assert entries["maintenance_watch"].status == "possibly_sent"
+            assert entries["maintenance_watch"].possibly_sent_reason == "consent_change"
             await wait_until(lambda: watch in topics, "the broker delivered it after all")
             await wait_until(lambda: site.outbox.unacknowledged() == 0, "the outbox drained")
             site.outbox.flush()
@@ -319,7 +319,7 @@ async def test_a_possibly_sent_envelope_whose_puback_comes_after_the_purge_is_se
         try:
             await _published_to_a_paused_broker(site, broker)
             _switch_the_installer_off(site)
-            statuses = {e["purpose"]: e["status"] for e in site.release_log.entries()}
+            statuses = {e.purpose: e.status for e in site.release_log.entries()}
             assert statuses == {"service": "queued", "maintenance_watch": "possibly_sent"}
         finally:
             broker.resume()
@@ -328,5 +328,5 @@ async def test_a_possibly_sent_envelope_whose_puback_comes_after_the_purge_is_se
     finally:
         await _stop(task)
     assert publisher.reconnects == 0  # the same connection: its PUBACKs came
-    assert [(e["purpose"], e["status"]) for e in site.release_log.provision_records()] == [
+    assert [(e.purpose, e.status) for e in site.release_log.provision_records()] == [
         ("maintenance_watch", "sent")]

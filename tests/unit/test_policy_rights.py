@@ -30,10 +30,11 @@ def test_release_log_marks_third_party_provision_records(tmp_path: Path) -> None
     log = ReleaseLog(tmp_path / "releases.jsonl", load_catalogue(), "site-1")
     log.append(_release("service", "company"), size=210, now=T0)
     entry = log.append(_release("maintenance_watch", "installer"), size=190, now=T0)
-    assert entry["provision_record"] and entry["recipient_name"]["ja"] == "施工店"
-    assert entry["categories"] == ["consumption"] and entry["bytes"] == 190
-    assert "APPI Art. 29" in entry["legal_basis"]
-    assert [e["recipient"] for e in log.provision_records()] == ["installer"]
+    assert entry.provision_record and entry.recipient_name is not None
+    assert entry.recipient_name["ja"] == "施工店"
+    assert entry.categories == ("consumption",) and entry.size == 190
+    assert "APPI Art. 29" in entry.legal_basis
+    assert [e.recipient for e in log.provision_records()] == ["installer"]
     assert len(list(log.entries(since=T0 + timedelta(seconds=1)))) == 0
 
 
@@ -80,7 +81,7 @@ def test_export_then_delete(tmp_path: Path) -> None:
     assert set(ledger.grants(T0)) == {("service", "company"), ("service", "contractors"),
                                       ("service", "joint_users")}
     assert m.held()["series"] == []
-    assert [e["recipient"] for e in log.entries()] == ["installer"]  # Art. 29 record stays
+    assert [e.recipient for e in log.entries()] == ["installer"]  # Art. 29 record stays
     ended = delete_household_data(ledger=ledger, source="backend_command", now=T0,
                                   end_contract=True)
     assert ended.item["contract_ended"] and ledger.grants(T0) == {}

@@ -28,7 +28,7 @@ def _three(log: ReleaseLog) -> None:
 
 
 def _status(log: ReleaseLog) -> dict[int, str]:
-    return {e["seq"]: e["status"] for e in log.entries()}
+    return {e.seq: e.status for e in log.entries() if e.seq is not None}
 
 
 def test_a_release_is_queued_until_sent_or_withdrawn(tmp_path: Path) -> None:
@@ -39,10 +39,10 @@ def test_a_release_is_queued_until_sent_or_withdrawn(tmp_path: Path) -> None:
     log.mark_withdrawn([2], reason="consent_change", now=T0 + timedelta(minutes=2))
     assert _status(log) == {1: "sent", 2: "withdrawn", 3: "queued"}
     sent, withdrawn, _ = log.entries()
-    assert sent["sent_at"] == "2026-05-31T15:01:00+00:00"
-    assert (withdrawn["withdrawn_reason"], withdrawn["withdrawn_at"]) == (
-        "consent_change", "2026-05-31T15:02:00+00:00")
-    assert [e["seq"] for e in log.released()] == [1]
+    assert sent.sent_at == T0 + timedelta(minutes=1)
+    assert (withdrawn.withdrawn_reason, withdrawn.withdrawn_at) == (
+        "consent_change", T0 + timedelta(minutes=2))
+    assert [e.seq for e in log.released()] == [1]
     assert log.provision_records() == []  # nothing left for the installer
 
 
@@ -53,7 +53,7 @@ def test_sent_wins_over_withdrawn(tmp_path: Path) -> None:
     log.mark_withdrawn([2, 3], reason="expiry", now=T0)
     log.mark_sent([2], now=T0)
     assert _status(log) == {1: "queued", 2: "sent", 3: "withdrawn"}
-    assert [e["seq"] for e in log.provision_records()] == [2]
+    assert [e.seq for e in log.provision_records()] == [2]
 
 
 def test_the_file_is_only_ever_appended_to(tmp_path: Path) -> None:
@@ -101,7 +101,7 @@ def test_an_unknown_withdrawal_reason_is_refused_and_nothing_is_written(
 def test_entries_logged_before_sequence_numbers_count_as_sent(tmp_path: Path) -> None:
     log = _log(tmp_path)
     log.append(_release("maintenance_watch", "installer"), size=1, now=T0)
-    assert [e["status"] for e in log.entries()] == ["sent"]
+    assert [e.status for e in log.entries()] == ["sent"]
     assert len(log.provision_records()) == 1
 
 
@@ -170,15 +170,15 @@ def test_an_entry_rebuilt_from_its_note_is_the_entry(tmp_path: Path) -> None:
     assert len(note.encode()) < 260
     [direct] = log.append_many([(release, 190, 7)], now=now)
     [noted] = log.append_noted([(8, 190, note)])
-    assert noted == direct | {"seq": 8}
-    assert noted["logged_at"] == "2026-05-31T15:00:10.123457+00:00"
+    assert noted == dataclasses.replace(direct, seq=8)
+    assert noted.to_json()["logged_at"] == "2026-05-31T15:00:10.123457+00:00"
     assert log.append_noted([(8, 190, note), (9, 190, note)], only_missing=True) == [
-        noted | {"seq": 9}]
+        dataclasses.replace(noted, seq=9)]
     # A catalogue without the purpose any more still lists it, a provision record still.
     gone = ReleaseLog(tmp_path / "other.jsonl", load_catalogue(), "site-1")
     gone._catalogue = _without(load_catalogue(), "maintenance_watch")
     [entry] = gone.append_noted([(8, 190, note)])
-    assert entry["provision_record"] and entry["legal_basis"] == []
+    assert entry.provision_record and entry.legal_basis == ()
 
 
 def _without(catalogue: Catalogue, purpose: str) -> Catalogue:
@@ -195,13 +195,13 @@ def test_a_release_removed_after_its_publish_is_possibly_sent_and_listed_as_rele
     log.mark_possibly_sent([2], reason="consent_change", now=T0 + timedelta(minutes=3))
     log.mark_withdrawn([3], reason="consent_change", now=T0 + timedelta(minutes=3))
     assert _status(log) == {1: "queued", 2: "possibly_sent", 3: "withdrawn"}
-    maybe = next(e for e in log.entries() if e["seq"] == 2)
-    assert (maybe["possibly_sent_at"], maybe["possibly_sent_reason"]) == (
-        "2026-05-31T15:03:00+00:00", "consent_change")
-    assert "withdrawn_at" not in maybe and "sent_at" not in maybe
+    maybe = next(e for e in log.entries() if e.seq == 2)
+    assert (maybe.possibly_sent_at, maybe.possibly_sent_reason) == (
+        T0 + timedelta(minutes=3), "consent_change")
+    assert maybe.withdrawn_at is None and maybe.sent_at is None
     # A record of provision must not leave out what may have been provided.
-    assert [e["seq"] for e in log.released()] == [2]
-    assert [(e["seq"], e["status"]) for e in log.provision_records()] == [(2, "possibly_sent")]
+    assert [e.seq for e in log.released()] == [2]
+    assert [(e.seq, e.status) for e in log.provision_records()] == [(2, "possibly_sent")]
 
 
 def test_sent_wins_over_possibly_sent_and_possibly_sent_over_withdrawn(tmp_path: Path) -> None:
