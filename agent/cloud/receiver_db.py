@@ -7,8 +7,8 @@ instead of writing JSON lines (docs/fleet.md, "Storing in PostgreSQL"):
   ``INSERT ... ON CONFLICT DO NOTHING``, in the same transaction as its content, so an
   envelope is seen only if its content was stored, and is stored at most once by the whole
   group, whichever member a broker redelivery or a gateway re-send reaches;
-- the broker's PUBACK is sent only after that transaction commits (paho's manual
-  acknowledgement), so a receiver killed mid-batch loses nothing: its session keeps the
+- the broker's PUBACK is sent only after that transaction commits (a manual-ack
+  session, ``Message.ack()``), so a receiver killed mid-batch loses nothing: its session keeps the
   unacknowledged messages and the broker delivers them again;
 - releases go to ``release`` and ``release_record`` (partitioned by month of the window
   start), consent changes to ``consent_notice``, deletion requests to ``deletion_request``

@@ -149,7 +149,7 @@ async def connect(config: BrokerConfig, context: ssl.SSLContext | None, *,
     CONNACK. Raises :class:`ConnectRefused` for a refused login, UplinkError for the rest.
     """
     client = make_client(config, context)
-    client._client.manual_ack_set(manual_ack)
+    session = Session(client, config.timeout, manual_ack=manual_ack)
     try:
         async with asyncio.timeout(config.timeout * 2):
             await client.__aenter__()
@@ -160,7 +160,6 @@ async def connect(config: BrokerConfig, context: ssl.SSLContext | None, *,
         _drop_socket(client)
         raise UplinkError(f"cannot connect to the broker: {exc or 'timed out'}") from exc
     client.pending_calls_threshold = _PENDING_CALLS
-    session = Session(client, config.timeout, manual_ack=manual_ack)
     try:
         yield session
     finally:
@@ -217,7 +216,7 @@ class Messages:
 
 
 class Session:
-    """A connected MQTT client; made by :func:`connect`, never directly.
+    """An MQTT client, connected by :func:`connect` (which makes it; never made directly).
 
     aiomqtt returns nothing from ``publish``, and drops the PUBACK's reason code that paho hands
     to ``on_publish``. Two wrappers on its paho client fill the gap: ``publish`` notes the mid
@@ -231,6 +230,7 @@ class Session:
         self._manual_ack = manual_ack
         self._codes: dict[int, tuple[int, str]] = {}
         self._closed = False
+        client._client.manual_ack_set(manual_ack)
         self._hook_pubacks()
         self.messages = Messages(self)
         """The messages that arrive on this session's subscriptions."""
