@@ -177,7 +177,7 @@ def load_ca(path: Path) -> None:
 def read_broker_password(path: Path) -> str:
     """The broker password in ``path`` (as the uplink reads it); ValueError if it is empty."""
     # lazy: the uplink loads aiomqtt and asyncio (+4.2 MB, 75 modules); check-config does not
-    from agent.uplink.publisher import read_password
+    from agent.uplink.session import read_password
 
     password = read_password(path)
     if not password:

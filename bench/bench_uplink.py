@@ -138,7 +138,8 @@ def bench_outbox(tmp: Path) -> None:
 
 
 async def _drain_with_broker(tmp: Path, box: Outbox) -> tuple[float, str]:
-    from agent.uplink.publisher import BrokerConfig, Publisher
+    from agent.uplink.publisher import Publisher
+    from agent.uplink.session import BrokerConfig
     from tests.support.mosquitto import Mosquitto
 
     broker = Mosquitto(tmp / "broker", {"s-0001": "pw"})

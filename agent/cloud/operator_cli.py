@@ -150,9 +150,8 @@ def keygen(private: Path, public: Path) -> str:
 
 async def publish(args: argparse.Namespace, payload: bytes) -> None:
     """Publish one command with QoS 1 and wait for its acknowledgement."""
-    import aiomqtt
-
-    from agent.uplink.publisher import BrokerConfig, connect, endpoint, read_password, tls_context
+    from agent.errors import UplinkError
+    from agent.uplink.session import BrokerConfig, connect, endpoint, read_password, tls_context
     from agent.wire.topics import control_topic
 
     try:
@@ -168,11 +167,10 @@ async def publish(args: argparse.Namespace, payload: bytes) -> None:
     config = BrokerConfig(host=host, port=port, ca_file=args.ca,
                           client_id=args.client_id, username=args.username, password=password,
                           session_expiry=0)
-    async with connect(config, tls_context(config)) as client:
+    async with connect(config, tls_context(config)) as session:
         try:
-            await client.publish(control_topic(args.site), payload, qos=1,
-                                 timeout=config.timeout)
-        except aiomqtt.MqttError as exc:
+            await session.publish(control_topic(args.site), payload, qos=1)
+        except UplinkError as exc:
             raise AgentError(f"publish failed: {exc}") from exc
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import errno
 import json
 import logging
@@ -21,24 +20,17 @@ import os
 import re
 import sqlite3
 from collections import Counter
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import IO, Any, Protocol
 
-import aiomqtt
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from agent.errors import EnvelopeError, KeyFileError, ReceiverError, TopicError, UplinkError
 from agent.failures import raised_at
-from agent.uplink.publisher import (
-    BrokerConfig,
-    _drop_socket,
-    backoff_delay,
-    make_client,
-    tls_context,
-)
+from agent.uplink.session import BrokerConfig, Session, backoff_delay, connect, tls_context
 from agent.wire import envelope, schemas
 from agent.wire.keys import RecipientPrivateKey, load_device_public, load_recipient_private
 from agent.wire.topics import PREFIX, parse_topic, shared_subscription
@@ -258,29 +250,23 @@ class Receiver:
         context, attempt = tls_context(config), 0
         while True:
             try:
-                async with manual_ack_client(config, context) as client:
-                    await self._subscribe(client, config, group)
+                async with connect(config, context, manual_ack=True) as session:
+                    await self._subscribe(session, group)
                     attempt = 0
-                    paho = client._client
-                    async for message in client.messages:
-                        self.handle(message.topic.value, _payload_bytes(message.payload))
-                        if message.qos > 0:  # written and synced (or rejected): now the
-                            paho.ack(message.mid, message.qos)  # broker may forget it
-            except (UplinkError, aiomqtt.MqttError) as exc:
+                    async for message in session.messages:
+                        self.handle(message.topic, message.payload)
+                        # Written and synced (or rejected): now the broker may forget it.
+                        message.ack()
+            except UplinkError as exc:
                 delay = backoff_delay(attempt, config, lambda: 0.5)
                 attempt += 1
                 log.warning("receiver connection: %s; retrying in %.1f s", exc, delay)
                 await asyncio.sleep(delay)
 
-    async def _subscribe(self, client: aiomqtt.Client, config: BrokerConfig,
-                         group: str | None) -> None:
+    async def _subscribe(self, session: Session, group: str | None) -> None:
         topic = UPLINK_FILTER if group is None else shared_subscription(group)
-        try:
-            granted = await client.subscribe(topic, qos=1, timeout=config.timeout)
-        except aiomqtt.MqttError as exc:
-            raise UplinkError(f"subscribe failed: {exc}") from exc
-        codes = [getattr(g, "value", g) for g in granted]
-        if any(not isinstance(c, int) or c >= 0x80 for c in codes):
+        granted = await session.subscribe(topic, qos=1)
+        if any(code >= 0x80 for code in granted):
             raise ReceiverError(f"the broker refused the subscription: {granted}")
 
 
@@ -296,34 +282,6 @@ def _sync(output: IO[str]) -> None:
     except OSError as exc:
         if exc.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
             raise
-
-
-@contextlib.asynccontextmanager
-async def manual_ack_client(config: BrokerConfig,
-                            context: Any) -> AsyncIterator[aiomqtt.Client]:
-    """Like :func:`agent.uplink.publisher.connect`, with acknowledgements left to the receiver: set
-    before CONNECT, since a persistent session's pending messages arrive right after CONNACK."""
-    client = make_client(config, context)
-    client._client.manual_ack_set(True)
-    try:
-        async with asyncio.timeout(config.timeout * 2):
-            await client.__aenter__()
-    except (aiomqtt.MqttError, TimeoutError) as exc:
-        _drop_socket(client)
-        raise UplinkError(f"cannot connect to the broker: {exc or 'timed out'}") from exc
-    client.pending_calls_threshold = 1000
-    try:
-        yield client
-    finally:
-        with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
-            async with asyncio.timeout(config.timeout):
-                await client.__aexit__(None, None, None)
-
-
-def _payload_bytes(payload: object) -> bytes:
-    if isinstance(payload, bytes | bytearray):
-        return bytes(payload)
-    return str(payload).encode("utf-8") if payload is not None else b""
 
 
 def load_device_registry(path: Path) -> dict[str, ed25519.Ed25519PublicKey]:

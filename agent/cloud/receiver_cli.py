@@ -26,7 +26,7 @@ from typing import IO, TYPE_CHECKING
 from agent.errors import AgentError, ReceiverError
 
 if TYPE_CHECKING:
-    from agent.uplink.publisher import BrokerConfig
+    from agent.uplink.session import BrokerConfig
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,8 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def broker_config(args: argparse.Namespace) -> BrokerConfig:
-    """Translate the command line into a :class:`agent.uplink.publisher.BrokerConfig`."""
-    from agent.uplink.publisher import BrokerConfig, endpoint, read_password
+    """Translate the command line into a :class:`agent.uplink.session.BrokerConfig`."""
+    from agent.uplink.session import BrokerConfig, endpoint, read_password
 
     try:
         host, port = endpoint(args.broker)

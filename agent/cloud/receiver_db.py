@@ -7,8 +7,8 @@ instead of writing JSON lines (docs/fleet.md, "Storing in PostgreSQL"):
   ``INSERT ... ON CONFLICT DO NOTHING``, in the same transaction as its content, so an
   envelope is seen only if its content was stored, and is stored at most once by the whole
   group, whichever member a broker redelivery or a gateway re-send reaches;
-- the broker's PUBACK is sent only after that transaction commits (paho's manual
-  acknowledgement), so a receiver killed mid-batch loses nothing: its session keeps the
+- the broker's PUBACK is sent only after that transaction commits (a manual-ack
+  session, ``Message.ack()``), so a receiver killed mid-batch loses nothing: its session keeps the
   unacknowledged messages and the broker delivers them again;
 - releases go to ``release`` and ``release_record`` (partitioned by month of the window
   start), consent changes to ``consent_notice``, deletion requests to ``deletion_request``
@@ -30,22 +30,15 @@ from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
 
-import aiomqtt
 import psycopg
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from psycopg import errors as pg_errors
 from psycopg.abc import Query
 from psycopg.types.json import Jsonb
 
-from agent.cloud.receiver import (
-    ContentRules,
-    Receiver,
-    ReplayStore,
-    _payload_bytes,
-    manual_ack_client,
-)
+from agent.cloud.receiver import ContentRules, Receiver, ReplayStore
 from agent.errors import EnvelopeError, ReceiverError, TopicError, UplinkError
-from agent.uplink.publisher import BrokerConfig, backoff_delay, tls_context
+from agent.uplink.session import BrokerConfig, Session, backoff_delay, connect, tls_context
 from agent.wire import envelope
 from agent.wire.keys import RecipientPrivateKey
 
@@ -344,24 +337,22 @@ class DbReceiver(Receiver):
         while True:
             try:
                 await self.store.connect()
-                async with manual_ack_client(config, context) as client:
-                    await self._subscribe(client, config, group)
+                async with connect(config, context, manual_ack=True) as session:
+                    await self._subscribe(session, group)
                     attempt = 0
-                    await self._consume(client)
-            except (UplinkError, aiomqtt.MqttError, DatabaseUnavailable) as exc:
+                    await self._consume(session)
+            except (UplinkError, DatabaseUnavailable) as exc:
                 delay = backoff_delay(attempt, config, lambda: 0.5)
                 attempt += 1
                 log.warning("receiver: %s; retrying in %.1f s", exc, delay)
                 await asyncio.sleep(delay)
 
-    async def _consume(self, client: aiomqtt.Client) -> None:
-        messages = client.messages
-        paho = client._client
+    async def _consume(self, session: Session) -> None:
+        messages = session.messages
         async for message in messages:
             batch = [message]
             while len(messages) and len(batch) < self.batch:
                 batch.append(await anext(messages))
-            await self.process([(m.topic.value, _payload_bytes(m.payload)) for m in batch])
+            await self.process([(m.topic, m.payload) for m in batch])
             for m in batch:  # committed or rejected: now the broker may forget them
-                if m.qos > 0:
-                    paho.ack(m.mid, m.qos)
+                m.ack()

@@ -31,7 +31,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import aiomqtt
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from agent.config.model import AgentConfig
@@ -41,7 +40,7 @@ from agent.daemon.state import State, broker_config
 from agent.errors import ConfigError, KeyFileError, OutboxError, UplinkError
 from agent.failures import raised_at
 from agent.store.outbox import CONTROL_PRIORITY
-from agent.uplink.publisher import BrokerConfig, backoff_delay, connect, tls_context
+from agent.uplink.session import BrokerConfig, Session, backoff_delay, connect, tls_context
 from agent.wire.commands import MAX_COMMAND, Command, CommandError, verify_command
 from agent.wire.envelope import DEFAULT_LIMITS, Header, seal
 from agent.wire.keys import device_key_id, load_device_public
@@ -266,26 +265,22 @@ async def _receive(handler: CommandHandler, config: BrokerConfig, site: str) -> 
     context, attempt = tls_context(config), 0
     while True:
         try:
-            async with connect(config, context) as client:
-                await _subscribe(client, config, site)
+            async with connect(config, context) as session:
+                await _subscribe(session, site)
                 attempt = 0
                 log.info("downlink connected")
-                async for message in client.messages:
-                    handler.handle(_payload(message.payload))
-        except (UplinkError, aiomqtt.MqttError) as exc:
+                async for message in session.messages:
+                    handler.handle(message.payload)
+        except UplinkError as exc:
             delay = backoff_delay(attempt, config, lambda: 0.5)
             attempt += 1
             log.warning("downlink: %s; retrying in %.1f s", exc, delay)
             await asyncio.sleep(delay)
 
 
-async def _subscribe(client: aiomqtt.Client, config: BrokerConfig, site: str) -> None:
-    try:
-        granted = await client.subscribe(control_filter(site), qos=1, timeout=config.timeout)
-    except aiomqtt.MqttError as exc:
-        raise UplinkError(f"subscribe failed: {exc}") from exc
-    codes = [getattr(g, "value", g) for g in granted]
-    if any(not isinstance(c, int) or c >= 0x80 for c in codes):
+async def _subscribe(session: Session, site: str) -> None:
+    granted = await session.subscribe(control_filter(site), qos=1)
+    if any(code >= 0x80 for code in granted):
         raise UplinkError(f"the broker refused the control subscription: {granted}")
 
 
@@ -298,8 +293,3 @@ async def _prune(handler: CommandHandler, interval: float, stop: asyncio.Event) 
             async with asyncio.timeout(interval):
                 await stop.wait()
 
-
-def _payload(payload: object) -> bytes:
-    if isinstance(payload, bytes | bytearray):
-        return bytes(payload)
-    return str(payload).encode("utf-8") if payload is not None else b""

@@ -26,7 +26,8 @@ from agent.pipeline import Pipeline
 from agent.store.catalogue import newest_catalogue
 from agent.store.outbox import Outbox, OutboxConfig
 from agent.store.snapshots import MinimiserSnapshots
-from agent.uplink.publisher import BrokerConfig, Publisher, endpoint
+from agent.uplink.publisher import Publisher
+from agent.uplink.session import BrokerConfig, endpoint
 from agent.wire.keys import (
     RecipientPublicKey,
     device_history_verifier,

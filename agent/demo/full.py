@@ -29,7 +29,7 @@ from typing import Any, TextIO
 from agent.demo.setup import RECEIVER_USER, SITE_ID, BrokerEndpoint, BrokerLogin, DemoFiles
 from agent.demo.view import JST, CloudView, Screen, ViewReceiver
 from agent.host.supervisor import cancel_and_wait
-from agent.uplink.publisher import BrokerConfig
+from agent.uplink.session import BrokerConfig
 
 CLOCK_FILE = "demo-clock.json"
 POLL_INTERVAL = 0.5  # real seconds: at x1440 a reading every 12 simulated minutes
@@ -221,11 +221,9 @@ async def _start_receiver(stack: contextlib.AsyncExitStack, view: CloudView, fil
                           endpoint: BrokerEndpoint) -> None:
     """Subscribe once (a persistent session keeps it), then run the receiver until ``stack``
     closes."""
-    import aiomqtt
-
     from agent.cloud.receiver import CatalogueRules, ReplayStore, load_device_registry
     from agent.errors import UplinkError
-    from agent.uplink.publisher import connect, tls_context
+    from agent.uplink.session import connect, tls_context
 
     replay = ReplayStore(files.cloud_dir / "seen.sqlite")
     stack.callback(replay.close)
@@ -236,9 +234,9 @@ async def _start_receiver(stack: contextlib.AsyncExitStack, view: CloudView, fil
     try:
         # The agent's first messages (consent notices) go out at once: the cloud's session must
         # hold its subscription before then, or the broker has nobody to keep them for.
-        async with connect(config, tls_context(config)) as client:
-            await client.subscribe("hems/v1/+/+/+", qos=1, timeout=config.timeout)
-    except (UplinkError, aiomqtt.MqttError) as exc:
+        async with connect(config, tls_context(config)) as session:
+            await session.subscribe("hems/v1/+/+/+", qos=1)
+    except UplinkError as exc:
         raise DemoError(f"the receiver cannot reach the broker: {exc}") from exc
     task = asyncio.create_task(receiver.run(config, None), name="demo-receiver")
     stack.push_async_callback(cancel_and_wait, [task], grace=_STOP_GRACE)

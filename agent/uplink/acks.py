@@ -1,30 +1,26 @@
 """PUBACK reason codes (MQTT v5) and the topics the broker refuses.
 
 A v5 broker answers a QoS 1 publish it will not take (its ACL denies the topic, a quota, a
-payload check) with a PUBACK carrying a failure reason code (0x80 or above). paho passes that
-code to ``on_publish`` but aiomqtt 2.5 drops it, so a refused envelope would look delivered and
-leave the outbox. :class:`AckCodes` wraps the callback aiomqtt installs on its paho client and
-records the code per message id; :class:`Refusals` keeps a refused topic's envelopes in the
+payload check) with a PUBACK carrying a failure reason code (0x80 or above); a refused
+envelope must not look delivered and leave the outbox. :class:`agent.uplink.session.Session`
+reads the code of each PUBACK (aiomqtt alone drops it); this module says what a code means:
+:func:`publish_code` gives it, :class:`Refusals` keeps a refused topic's envelopes in the
 outbox and retries it alone, with a growing, bounded delay, while other topics keep flowing.
 
-MQTT 3.1.1 has no reason codes: paho reports every PUBACK as 0x00 and nothing here changes.
+MQTT 3.1.1 has no reason codes: every PUBACK reads 0x00 and nothing here changes.
 """
 
 from __future__ import annotations
 
-import contextvars
 import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
 
-import aiomqtt
-from paho.mqtt.client import CallbackOnPublish_v2
-from paho.mqtt.reasoncodes import ReasonCode
-
+from agent.errors import UplinkError
 from agent.host.metrics import Metrics
 from agent.store.outbox import OutboxItem
+from agent.uplink.session import Session
 
 log = logging.getLogger(__name__)
 
@@ -41,65 +37,15 @@ _HINTS = {
     0x90: "the broker does not accept the topic name {topic}",
 }
 
-# The message id of the publish the current task is making (one list per publish call).
-_MID: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar("mid", default=None)
 
-
-class AckCodes:
-    """The reason code of every PUBACK one aiomqtt client receives, per message id.
-
-    aiomqtt maps a mid to an ``asyncio.Event`` in its paho ``on_publish`` callback and returns
-    nothing from ``publish``. Two wrappers on its paho client fill the gap: ``publish`` notes the
-    mid paho chose (in a context variable, so concurrent publishes, each in its own task, never
-    mix them up) and ``on_publish`` stores the code before aiomqtt wakes the waiting publish.
-    """
-
-    def __init__(self, client: aiomqtt.Client) -> None:
-        self._codes: dict[int, tuple[int, str]] = {}
-        paho = client._client
-        inner_publish = paho.publish
-        if paho.on_publish is None:
-            raise RuntimeError("aiomqtt installed no on_publish callback; cannot read PUBACKs")
-        # aiomqtt creates its paho client with CallbackAPIVersion.VERSION2 (five arguments).
-        inner_on_publish = cast(CallbackOnPublish_v2, paho.on_publish)
-
-        def publish(*args: Any, **kwargs: Any) -> Any:
-            info = inner_publish(*args, **kwargs)
-            # A code left over from an earlier use of this mid (a publish that timed out and
-            # was answered late) must not answer this one. Its PUBACK cannot have arrived yet:
-            # paho reads the socket only from the event loop, never inside publish().
-            self._codes.pop(info.mid, None)
-            holder = _MID.get()
-            if holder is not None:
-                holder.append(info.mid)
-            return info
-
-        def on_publish(paho_client: Any, userdata: Any, mid: int, reason_code: ReasonCode,
-                       properties: Any) -> None:
-            # paho re-raises what a callback raises; this only stores two plain values.
-            self._codes[mid] = (int(reason_code.value), str(reason_code.getName()))
-            inner_on_publish(paho_client, userdata, mid, reason_code, properties)
-
-        paho.publish = publish  # type: ignore[method-assign]
-        paho.on_publish = on_publish
-
-    async def publish(self, client: aiomqtt.Client, topic: str, payload: bytes,
-                      ack_wait: float) -> tuple[int, str] | None:
-        """Publish at QoS 1: the PUBACK's (reason code, name), or None if no PUBACK came
-        (connection lost, timed out: the outcome is unknown, send it again)."""
-        holder: list[int] = []
-        token = _MID.set(holder)
-        try:
-            await client.publish(topic, payload, qos=1, timeout=ack_wait)
-        except aiomqtt.MqttError:
-            return None
-        finally:
-            _MID.reset(token)
-        # aiomqtt returned, so its on_publish ran, and ours stored the code just before it.
-        # (Were aiomqtt to stop calling these wrappers, every PUBACK would read as a success,
-        # the old behaviour: tests/integration/test_uplink_refusals.py would fail.)
-        accepted = (SUCCESS, "Success")
-        return self._codes.pop(holder[0], accepted) if holder else accepted
+async def publish_code(session: Session, topic: str, payload: bytes,
+                       ack_wait: float) -> tuple[int, str] | None:
+    """Publish at QoS 1: the PUBACK's (reason code, name), or None if no PUBACK came
+    (connection lost, timed out: the outcome is unknown, send it again)."""
+    try:
+        return await session.publish(topic, payload, qos=1, wait=ack_wait)
+    except UplinkError:
+        return None
 
 
 def refusal_delay(attempt: int, initial: float, maximum: float,

@@ -1,6 +1,7 @@
 """The publisher: drains the outbox to the broker over MQTT (v5 by default) with TLS, QoS 1.
 
-aiomqtt does not reconnect, so :meth:`Publisher.run` loops around ``async with client`` with
+The MQTT session does not reconnect (``agent/uplink/session.py``, the one module that speaks
+MQTT), so :meth:`Publisher.run` loops around ``async with connect(...)`` with
 capped exponential backoff and jitter. Each connection is a fresh client with a persistent
 session (clean start off, session expiry set). Every network await has a deadline: the client
 ``timeout`` (a few seconds) bounds connect, publish and disconnect. A publish whose PUBACK does
@@ -19,135 +20,19 @@ import asyncio
 import contextlib
 import logging
 import random
-import ssl
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Literal
-from urllib.parse import urlsplit
-
-import aiomqtt
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
+from collections.abc import Callable
 
 from agent.errors import UplinkError
 from agent.host.metrics import Metrics
 from agent.store.outbox import Outbox, OutboxItem
-from agent.uplink.acks import FAILURE, AckCodes, Refusals
+from agent.uplink.acks import FAILURE, Refusals, publish_code
+from agent.uplink.session import BrokerConfig, Session, backoff_delay, connect, tls_context
 
 log = logging.getLogger(__name__)
 
 # Envelopes of held topics read past per batch so that other topics behind them still go out
 # (the outbox cannot leave topics out of a batch); bounds the read while a topic is held.
 MAX_LOOKAHEAD = 4096
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class BrokerConfig:
-    """How to reach the broker. ``ca_file`` is the only CA trusted (pinned)."""
-
-    host: str
-    port: int = 8883
-    ca_file: Path
-    client_id: str
-    username: str | None = None
-    password: str | None = None
-    client_cert: Path | None = None
-    client_key: Path | None = None
-    protocol: Literal["5", "3.1.1"] = "5"
-    timeout: float = 3.0
-    keepalive: int = 30
-    session_expiry: int = 7 * 24 * 3600
-    backoff_initial: float = 0.5
-    backoff_max: float = 60.0
-    # A topic the broker refuses (v5 reason code) is retried after this, doubling to the max.
-    refusal_backoff_initial: float = 10.0
-    refusal_backoff_max: float = 600.0
-
-
-def endpoint(url: str) -> tuple[str, int]:
-    """Host and port of an ``mqtts://HOST[:PORT]`` URL (port 8883 by default).
-
-    Raises ValueError for any other scheme, a missing host or a bad port.
-    """
-    parts = urlsplit(url)
-    if parts.scheme != "mqtts" or not parts.hostname:
-        raise ValueError(f"{url!r}: expected mqtts://HOST[:PORT]")
-    return parts.hostname, parts.port or 8883
-
-
-def read_password(path: Path) -> str:
-    """The broker password kept in ``path``, without surrounding whitespace (OSError if it
-    cannot be read)."""
-    return path.read_text(encoding="utf-8").strip()
-
-
-def tls_context(config: BrokerConfig) -> ssl.SSLContext:
-    """A client TLS context trusting only ``config.ca_file``; TLS 1.2 or newer, hostname checked."""
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    try:
-        context.load_verify_locations(cafile=str(config.ca_file))
-        if config.client_cert is not None:
-            context.load_cert_chain(str(config.client_cert),
-                                    str(config.client_key) if config.client_key else None)
-    except (OSError, ssl.SSLError) as exc:
-        raise UplinkError(f"cannot load TLS files ({config.ca_file}, {config.client_cert}): "
-                          f"{exc}") from exc
-    return context
-
-
-def make_client(config: BrokerConfig, context: ssl.SSLContext) -> aiomqtt.Client:
-    """An aiomqtt client for one connection attempt, with a persistent session."""
-    if config.protocol == "5":
-        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        props.SessionExpiryInterval = config.session_expiry
-        return aiomqtt.Client(
-            config.host, config.port, identifier=config.client_id, username=config.username,
-            password=config.password, protocol=aiomqtt.ProtocolVersion.V5, clean_start=False,
-            properties=props, tls_context=context, timeout=config.timeout,
-            keepalive=config.keepalive)
-    return aiomqtt.Client(
-        config.host, config.port, identifier=config.client_id, username=config.username,
-        password=config.password, protocol=aiomqtt.ProtocolVersion.V311, clean_session=False,
-        tls_context=context, timeout=config.timeout, keepalive=config.keepalive)
-
-
-def backoff_delay(attempt: int, config: BrokerConfig, rng: Callable[[], float]) -> float:
-    """Capped exponential backoff with "equal jitter": half fixed, half random."""
-    ceiling = min(config.backoff_max, config.backoff_initial * 2 ** min(attempt, 30))
-    return float(ceiling / 2 + rng() * ceiling / 2)
-
-
-@contextlib.asynccontextmanager
-async def connect(config: BrokerConfig,
-                  context: ssl.SSLContext) -> AsyncIterator[aiomqtt.Client]:
-    """Connect with a deadline; yields a connected client. aiomqtt errors become UplinkError."""
-    client = make_client(config, context)
-    try:
-        async with asyncio.timeout(config.timeout * 2):
-            await client.__aenter__()
-    except (aiomqtt.MqttError, TimeoutError) as exc:
-        _drop_socket(client)
-        raise UplinkError(f"cannot connect to the broker: {exc or 'timed out'}") from exc
-    # aiomqtt warns above this many concurrent calls; a publisher batch is that by design.
-    client.pending_calls_threshold = 1000
-    try:
-        yield client
-    finally:
-        with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
-            async with asyncio.timeout(config.timeout):
-                await client.__aexit__(None, None, None)
-
-
-def _drop_socket(client: aiomqtt.Client) -> None:
-    # A refused CONNACK leaves paho's socket open and aiomqtt offers no public way to close
-    # it; without this every failed attempt leaks a file descriptor.
-    paho = client._client
-    sock = paho.socket()
-    if sock is not None:
-        with contextlib.suppress(OSError):
-            sock.close()
 
 
 class Publisher:
@@ -179,11 +64,11 @@ class Publisher:
         attempt = 0
         while True:
             try:
-                async with connect(self.config, self._context) as client:
+                async with connect(self.config, self._context) as session:
                     attempt = 0
                     self.connected.set()
                     log.info("uplink connected")
-                    await self._drain(client)
+                    await self._drain(session)
             except UplinkError as exc:
                 self.connected.clear()
                 delay = backoff_delay(attempt, self.config, self._rng)
@@ -192,8 +77,7 @@ class Publisher:
                 log.warning("uplink: %s; retrying in %.1f s", exc, delay)
                 await asyncio.sleep(delay)
 
-    async def _drain(self, client: aiomqtt.Client) -> None:
-        acks = AckCodes(client)
+    async def _drain(self, session: Session) -> None:
         while True:
             items = self._next_items()
             if not items:
@@ -208,8 +92,8 @@ class Publisher:
             # Committed before any PUBLISH: what is purged from now on may have left.
             self.outbox.publishing(items)
             async with asyncio.TaskGroup() as group:
-                tasks = [group.create_task(acks.publish(client, item.topic, item.payload,
-                                                             timeout))
+                tasks = [group.create_task(publish_code(session, item.topic, item.payload,
+                                                        timeout))
                          for item in items]
             codes = [task.result() for task in tasks]
             acked = [item.id for item, code in zip(items, codes, strict=True)

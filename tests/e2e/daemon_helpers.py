@@ -23,7 +23,7 @@ from typing import Any
 import httpx2
 
 from agent.cloud.receiver import CatalogueRules, Receiver, ReplayStore, load_device_registry
-from agent.uplink.publisher import BrokerConfig
+from agent.uplink.session import BrokerConfig
 from agent.web.security import hash_pairing_code
 from drivers.sim.server import Site
 from tests.support.mosquitto import RECEIVER_USER, Mosquitto

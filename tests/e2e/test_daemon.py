@@ -26,7 +26,7 @@ from agent.cloud.receiver import CatalogueRules, Receiver, ReplayStore, load_dev
 from agent.config.model import load_config
 from agent.daemon.state import open_state
 from agent.host.metrics import Metrics
-from agent.uplink.publisher import BrokerConfig
+from agent.uplink.session import BrokerConfig
 from drivers.sim.server import Site, run_site
 from policy.catalogue import load_catalogue
 from tests.support.mosquitto import RECEIVER_USER, Mosquitto

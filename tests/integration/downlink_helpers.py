@@ -18,7 +18,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import aiomqtt
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from agent.cloud.operator_cli import keygen
@@ -27,7 +26,7 @@ from agent.config.model import load_config
 from agent.daemon.downlink import DownlinkSettings, run_downlink
 from agent.daemon.state import State, open_state
 from agent.host.metrics import Metrics
-from agent.uplink.publisher import BrokerConfig, connect, tls_context
+from agent.uplink.session import BrokerConfig, Session, connect, tls_context
 from agent.web.app import create_app
 from agent.web.household import HouseholdService
 from agent.web.security import PairingHash
@@ -67,7 +66,7 @@ class Gateway:
     state: State
     household: HouseholdService
     out: io.StringIO
-    operator: aiomqtt.Client
+    operator: Session
     settings: DownlinkSettings
     tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)
     stop: asyncio.Event = field(default_factory=asyncio.Event)
@@ -83,7 +82,7 @@ class Gateway:
         return command.id, encode(command, signer or self.key(key_id))
 
     async def publish(self, payload: bytes) -> None:
-        await self.operator.publish(control_topic(SITE), payload, qos=1, timeout=3)
+        await self.operator.publish(control_topic(SITE), payload, qos=1, wait=3)
 
     async def send(self, ctype: str, args: dict[str, Any] | None = None) -> dict[str, Any]:
         """Sign, send and wait for the gateway's result."""

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from agent.cloud.receiver import CatalogueRules, Receiver, ReplayStore, load_device_registry
-from agent.uplink.publisher import BrokerConfig, connect, tls_context
+from agent.uplink.session import BrokerConfig, connect, tls_context
 from agent.wire.commands import encode, new_command
 from agent.wire.keys import load_device_key
 from agent.wire.topics import control_topic
@@ -67,7 +67,7 @@ async def test_the_daemon_answers_a_signed_command(tmp_path: Path) -> None:
         async with connect(operator, tls_context(operator)) as client:
             await client.publish(control_topic(SITE),
                                  encode(command, load_device_key(directory / "ops-b.key")),
-                                 qos=1, timeout=3)
+                                 qos=1, wait=3)
 
         def answered() -> bool:
             return any(json.loads(line)["body"].get("command_id") == command.id

@@ -20,7 +20,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from agent.cloud.receiver import CatalogueRules, Receiver, ReplayStore, load_device_registry
-from agent.uplink.publisher import BrokerConfig, connect, tls_context
+from agent.uplink.session import BrokerConfig, connect, tls_context
 from agent.wire import commands, keys
 from agent.wire.commands import new_command
 from agent.wire.keys import load_device_key
@@ -91,7 +91,7 @@ async def test_a_retained_nested_command_does_not_stop_the_daemon(tmp_path: Path
     operator = _config(broker, "operator-poison", OPERATOR_USER, OPERATOR_PASSWORD)
     signer = load_device_key(directory / "ops-a.key")
     async with connect(operator, tls_context(operator)) as client:
-        await client.publish(control_topic(SITE), poison(signer), qos=1, retain=True, timeout=3)
+        await client.publish(control_topic(SITE), poison(signer), qos=1, retain=True, wait=3)
     daemon = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "agent.cli", "run", "--config", str(files.config),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
@@ -103,7 +103,7 @@ async def test_a_retained_nested_command_does_not_stop_the_daemon(tmp_path: Path
                               now=time.time())
         async with connect(operator, tls_context(operator)) as client:
             await client.publish(control_topic(SITE), commands.encode(command, signer), qos=1,
-                                 timeout=3)
+                                 wait=3)
 
         def answered() -> bool:
             return any(json.loads(line)["body"].get("command_id") == command.id

@@ -18,7 +18,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from agent.cloud.receiver import ReplayStore, load_device_registry
-from agent.uplink.publisher import connect, tls_context
+from agent.uplink.session import connect, tls_context
 from agent.wire import envelope, keys
 from tests.integration.uplink_helpers import (
     PASSWORDS,

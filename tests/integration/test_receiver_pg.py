@@ -24,7 +24,7 @@ from agent.cloud.receiver import CatalogueRules
 from agent.cloud.receiver_admin import main as admin_main
 from agent.cloud.receiver_db import DbReceiver, PgStore, open_connection
 from agent.errors import ReceiverError
-from agent.uplink.publisher import connect, tls_context
+from agent.uplink.session import connect, tls_context
 from agent.wire import envelope, keys
 from tests.integration.uplink_helpers import (
     PASSWORDS,

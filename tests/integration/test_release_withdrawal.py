@@ -17,13 +17,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import aiomqtt
 import pytest
 
+from agent.errors import UplinkError
 from agent.host.metrics import Metrics
 from agent.pipeline import Pipeline
 from agent.store.outbox import Outbox
-from agent.uplink.publisher import Publisher, connect, tls_context
+from agent.uplink.publisher import Publisher
+from agent.uplink.session import connect, tls_context
 from agent.wire.keys import ensure_device_key, generate_recipient_key
 from drivers.models import PointKind, Reading
 from policy.catalogue import load_catalogue
@@ -100,7 +101,7 @@ async def _seen_on_broker(broker: Mosquitto) -> AsyncIterator[list[str]]:
             yield topics
         finally:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
+            with contextlib.suppress(asyncio.CancelledError, UplinkError):
                 await task
 
 

@@ -7,12 +7,12 @@ import gc
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import aiomqtt
 import pytest
 
 from agent.errors import UplinkError
 from agent.store.outbox import Outbox, OutboxConfig
-from agent.uplink.publisher import BrokerConfig, Publisher, connect, tls_context
+from agent.uplink.publisher import Publisher
+from agent.uplink.session import BrokerConfig, Session, connect, tls_context
 from tests.integration.uplink_helpers import (
     PASSWORDS,
     Fleet,
@@ -142,7 +142,7 @@ async def test_mqtt_311_publishes_too(tmp_path: Path, broker: Mosquitto,
                           client_id="old-gw", username="s-0001", password=base.password,
                           protocol="3.1.1", timeout=2.0)
     async with connect(config, tls_context(config)) as client:
-        assert isinstance(client, aiomqtt.Client)
+        assert isinstance(client, Session)
         await client.publish(data_topic("s-0001"), fleet.seal("s-0001", 5), qos=1)
     await wait_until(lambda: receiver.accepted == 1, "envelope received")
     assert accepted_seqs(out) == [("s-0001", 5)]

@@ -12,7 +12,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from agent.cloud.receiver import CatalogueRules, Receiver, ReplayStore
-from agent.uplink.publisher import BrokerConfig
+from agent.uplink.session import BrokerConfig
 from agent.wire import envelope, keys
 from agent.wire.topics import topic_for
 from tests.support.bodies import release_body

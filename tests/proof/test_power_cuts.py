@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.uplink.publisher import BrokerConfig, connect, tls_context
+from agent.uplink.session import BrokerConfig, connect, tls_context
 from agent.wire.commands import encode, new_command
 from agent.wire.keys import load_device_key
 from agent.wire.topics import control_topic
@@ -72,7 +72,7 @@ async def _operator_send(broker: Mosquitto, directory: Path, n: int) -> None:
     async with connect(config, tls_context(config)) as client:
         await client.publish(control_topic(SITE),
                              encode(command, load_device_key(directory / "ops-a.key")),
-                             qos=1, timeout=2)
+                             qos=1, wait=2)
 
 
 @pytest.fixture

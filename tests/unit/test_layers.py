@@ -37,6 +37,9 @@ LAYER_OF = {part: index for index, layer in enumerate(LAYERS) for part in layer}
 SERVICE = {"daemon", "pipeline", "web", "sources", "uplink", "store", "host", "config", "wire",
            "config_checks", "errors", "paths", "logs", "failures"}
 NOT_IN_SERVICE = {"installer", "demo", "cloud"}
+# The MQTT libraries and the one module that may import them (docs/broker.md, "Where MQTT lives").
+MQTT_LIBRARIES = frozenset({"aiomqtt", "paho"})
+MQTT_EDGE = "agent.uplink.session"
 
 
 def _imports(path: Path) -> set[str]:
@@ -48,6 +51,11 @@ def _imports(path: Path) -> set[str]:
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             found.add(node.module.split(".")[0])
     return found
+
+
+def _mqtt_importers(modules: dict[str, Path]) -> list[str]:
+    """The modules that import aiomqtt or paho, at top level or inside a function."""
+    return sorted(name for name, path in modules.items() if _imports(path) & MQTT_LIBRARIES)
 
 
 def _module_name(path: Path) -> str:
@@ -169,6 +177,22 @@ def test_every_part_of_agent_has_a_layer() -> None:
     parts = {_part(name) for name in MODULES if name != "agent"}
     assert sorted(parts - set(LAYER_OF)) == [], "add the new part to LAYERS"
     assert sorted(set(LAYER_OF) - parts) == [], "a part in LAYERS no longer exists"
+
+
+def test_only_the_mqtt_edge_imports_aiomqtt_or_paho() -> None:
+    others = [name for name in _mqtt_importers(MODULES) if name != MQTT_EDGE]
+    assert others == [], (f"only {MQTT_EDGE} may import aiomqtt or paho; use its Session and "
+                          f"catch UplinkError instead in: {', '.join(others)}")
+    assert _mqtt_importers({MQTT_EDGE: MODULES[MQTT_EDGE]}) == [MQTT_EDGE]
+
+
+def test_mqtt_checker_sees_an_import_inside_a_function(tmp_path: Path) -> None:
+    top, inner, clean = tmp_path / "top.py", tmp_path / "inner.py", tmp_path / "clean.py"
+    top.write_text("import paho.mqtt.client as mqtt\n", encoding="utf-8")
+    inner.write_text("def f():\n    from aiomqtt import Client\n", encoding="utf-8")
+    clean.write_text("from agent.uplink.session import connect\n", encoding="utf-8")
+    assert _mqtt_importers({"a.top": top, "a.inner": inner, "a.clean": clean}) == [
+        "a.inner", "a.top"]
 
 
 def test_agent_imports_only_point_down() -> None:

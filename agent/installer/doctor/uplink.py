@@ -12,15 +12,19 @@ site's own topic. Its sequence number is taken from a range the daemon never use
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from agent.host.check import Check, Status, failed, passed
 
 if TYPE_CHECKING:
+    import ssl
+
     from agent.config.model import AgentConfig
+    from agent.uplink.session import BrokerConfig, Session
 
 PROBE_SEQ_BASE = 1 << 62
 
@@ -94,64 +98,55 @@ async def _tls_step(config: AgentConfig, host: str, port: int, tls: bool, deadli
 
 async def _mqtt_steps(config: AgentConfig, host: str, port: int, tls: bool, deadline: float,
                       out: list[Check]) -> bool:
-    import aiomqtt
+    from agent.errors import UplinkError
+    from agent.uplink.session import ConnectRefused, connect
 
-    try:
-        client = _client(config, host, port, tls, deadline)
-        async with asyncio.timeout(deadline * 2):
-            await client.__aenter__()
-    except aiomqtt.MqttError as exc:
-        out.append(failed("broker credentials", f"the broker refused the login: {exc}",
-                          "check broker.username and the password file (or the client "
-                          "certificate) against what the backend registered for this site"))
-        return False
-    except (TimeoutError, OSError) as exc:
-        out.append(failed("broker credentials", f"no CONNACK: {exc or 'timed out'}",
-                          "the broker accepted TLS but did not answer MQTT; check broker.url"))
-        return False
-    out.append(passed("broker credentials", f"logged in as {config.broker.username or 'cert'}"))
-    try:
-        return await _publish_steps(config, client, deadline, out)
-    finally:
+    broker, context = _broker(config, host, port, tls, deadline)
+    async with contextlib.AsyncExitStack() as stack:
         try:
-            async with asyncio.timeout(deadline):
-                await client.__aexit__(None, None, None)
-        except (aiomqtt.MqttError, TimeoutError):
-            pass
+            session = await stack.enter_async_context(connect(broker, context))
+        except ConnectRefused as exc:
+            out.append(failed("broker credentials", str(exc),
+                              "check broker.username and the password file (or the client "
+                              "certificate) against what the backend registered for this "
+                              "site"))
+            return False
+        except UplinkError as exc:
+            out.append(failed("broker credentials", f"no CONNACK: {exc}",
+                              "the broker accepted TLS but did not answer MQTT; check "
+                              "broker.url"))
+            return False
+        out.append(passed("broker credentials",
+                          f"logged in as {config.broker.username or 'cert'}"))
+        return await _publish_steps(config, session, deadline, out)
 
 
-def _client(config: AgentConfig, host: str, port: int, tls: bool, deadline: float) -> Any:
-    import aiomqtt
-
-    from agent.uplink.publisher import BrokerConfig, read_password, tls_context
+def _broker(config: AgentConfig, host: str, port: int, tls: bool,
+            deadline: float) -> tuple[BrokerConfig, ssl.SSLContext | None]:
+    """A one-shot, clean session as ``<site>-doctor``, TLS unless the URL says otherwise."""
+    from agent.uplink.session import BrokerConfig, read_password, tls_context
 
     password = None
     if config.broker.password_file is not None:
         password = read_password(config.broker.password_file)
-    context = None
-    if tls:
-        context = tls_context(BrokerConfig(
-            host=host, port=port, ca_file=config.broker.ca_file or Path(),
-            client_id="-", client_cert=config.broker.client_cert,
-            client_key=config.broker.client_key))
-    v5 = config.broker.protocol == "5"
-    return aiomqtt.Client(host, port, identifier=f"{config.site_id}-doctor",
-                          username=config.broker.username, password=password,
-                          protocol=aiomqtt.ProtocolVersion.V5 if v5
-                          else aiomqtt.ProtocolVersion.V311,
-                          tls_context=context, timeout=deadline)
+    broker = BrokerConfig(
+        host=host, port=port, ca_file=config.broker.ca_file or Path(),
+        client_id=f"{config.site_id}-doctor", username=config.broker.username,
+        password=password, client_cert=config.broker.client_cert,
+        client_key=config.broker.client_key,
+        protocol="5" if config.broker.protocol == "5" else "3.1.1", timeout=deadline,
+        persistent=False)
+    return broker, tls_context(broker) if tls else None
 
 
-async def _publish_steps(config: AgentConfig, client: Any, deadline: float,
+async def _publish_steps(config: AgentConfig, session: Session, deadline: float,
                          out: list[Check]) -> bool:
+    from agent.uplink.acks import publish_code
     from agent.wire.topics import topic_for
 
     site = config.site_id.lower()
-    from agent.uplink.acks import AckCodes
-
-    codes = AckCodes(client)
     own = topic_for(site, "service", "event")
-    answer = await codes.publish(client, own, probe_envelope(config), deadline)
+    answer = await publish_code(session, own, probe_envelope(config), deadline)
     if answer is None or answer[0] >= 0x80:
         reason = ("no PUBACK in time" if answer is None
                   else f"PUBACK reason code {reason_text(*answer)}")
@@ -164,7 +159,7 @@ async def _publish_steps(config: AgentConfig, client: Any, deadline: float,
                          detail="MQTT 3.1.1 cannot report a refused publish; not verified"))
         return True
     other = topic_for(f"{site[:40]}-acl-probe", "service", "event")
-    answer = await codes.publish(client, other, b"", deadline)
+    answer = await publish_code(session, other, b"", deadline)
     if answer is not None and answer[0] >= 0x80:
         out.append(passed("publish elsewhere refused",
                           f"{other}: refused ({reason_text(*answer)})"))
@@ -179,13 +174,9 @@ async def _publish_steps(config: AgentConfig, client: Any, deadline: float,
 def reason_text(code: int, name: str = "") -> str:
     """An MQTT v5 reason code with its name, e.g. ``0x87 Not authorized``."""
     if not name:
-        from paho.mqtt.packettypes import PacketTypes
-        from paho.mqtt.reasoncodes import ReasonCode
+        from agent.uplink.session import reason_name
 
-        try:
-            name = ReasonCode(PacketTypes.PUBACK, identifier=code).getName()
-        except ValueError:
-            name = "unknown reason code"
+        name = reason_name(code)
     return f"0x{code:02x} {name}"
 
 
