@@ -18,11 +18,11 @@ from tests.integration.test_provision_helpers import Gateway, recipient_file
 from tests.support.fake_sk_module import FakeSkModule
 from tests.support.installer import (
     cli,
-    emulated_home,
-    fake_module,
-    gateway,
     provisioned,
 )
+from tests.support.installer import gw as gw
+from tests.support.installer import home as home
+from tests.support.installer import module as module
 
 pytestmark = pytest.mark.chromium
 SHOTS = Path(__file__).resolve().parents[2] / "artifacts" / "screenshots"
@@ -40,23 +40,6 @@ async def browser() -> AsyncIterator[Browser]:
 
 def pdf_pages(pdf: bytes) -> int:
     return len(re.findall(rb"/Type\s*/Page(?![a-z])", pdf))
-
-
-@pytest.fixture
-async def home() -> AsyncIterator[EchonetSite]:
-    async with emulated_home() as site:
-        yield site
-
-
-@pytest.fixture
-async def module() -> AsyncIterator[FakeSkModule]:
-    async with fake_module() as fake:
-        yield fake
-
-
-@pytest.fixture
-def gw(tmp_path: Path) -> Gateway:
-    return gateway(tmp_path)
 
 
 async def test_the_sheet_prints_on_one_a4_page(gw: Gateway, home: EchonetSite,

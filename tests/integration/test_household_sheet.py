@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import re
 import stat
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from html.parser import HTMLParser
 from pathlib import Path
@@ -24,11 +23,11 @@ from tests.support.installer import (
     PASSWORD,
     RBID,
     cli,
-    emulated_home,
-    fake_module,
-    gateway,
     provisioned,
 )
+from tests.support.installer import gw as gw
+from tests.support.installer import home as home
+from tests.support.installer import module as module
 
 
 class Text(HTMLParser):
@@ -59,23 +58,6 @@ def visible(html: str) -> tuple[str | None, str]:
     parser = Text()
     parser.feed(html)
     return parser.lang, " ".join(parser.parts)
-
-
-@pytest.fixture
-async def home() -> AsyncIterator[EchonetSite]:
-    async with emulated_home() as site:
-        yield site
-
-
-@pytest.fixture
-async def module() -> AsyncIterator[FakeSkModule]:
-    async with fake_module() as fake:
-        yield fake
-
-
-@pytest.fixture
-def gw(tmp_path: Path) -> Gateway:
-    return gateway(tmp_path)
 
 
 async def test_the_sheet_tells_the_household_what_was_installed_and_what_is_sent(

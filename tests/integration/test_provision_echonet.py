@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import json
 import stat
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
@@ -22,28 +20,11 @@ from tests.support.installer import (
     args,
     broute_args,
     cli,
-    emulated_home,
-    fake_module,
-    gateway,
     hand_written,
 )
-
-
-@pytest.fixture
-async def home() -> AsyncIterator[EchonetSite]:
-    async with emulated_home() as site:
-        yield site
-
-
-@pytest.fixture
-async def module() -> AsyncIterator[FakeSkModule]:
-    async with fake_module() as fake:
-        yield fake
-
-
-@pytest.fixture
-def gw(tmp_path: Path) -> Gateway:
-    return gateway(tmp_path)
+from tests.support.installer import gw as gw
+from tests.support.installer import home as home
+from tests.support.installer import module as module
 
 
 async def test_provision_finds_echonet_devices_and_joins_the_broute_meter(

@@ -10,6 +10,8 @@ import io
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import pytest
+
 from agent.cli import main
 from agent.demo.echonet import EchonetSite, start_echonet_site
 from tests.conftest import free_port
@@ -133,3 +135,25 @@ async def provisioned(gw: Gateway, home: EchonetSite, module: FakeSkModule,
                                      *extra), *broute_args(gw, module))
     assert code == 0, out + err
     return out
+
+
+# The fixtures the installer tests share: import them by name into a test module
+# (``from tests.support.installer import gw as gw, home as home, module as module``).
+@pytest.fixture
+async def home() -> AsyncIterator[EchonetSite]:
+    """An emulated home: PV and a battery on ECHONET Lite, on loopback."""
+    async with emulated_home() as site:
+        yield site
+
+
+@pytest.fixture
+async def module() -> AsyncIterator[FakeSkModule]:
+    """A fake Wi-SUN module (BP35A1) in front of the emulated smart meter."""
+    async with fake_module() as fake:
+        yield fake
+
+
+@pytest.fixture
+def gw(tmp_path: Path) -> Gateway:
+    """An empty gateway's configuration and state paths under ``tmp_path``."""
+    return gateway(tmp_path)
