@@ -176,6 +176,7 @@ def main() -> int:
     p.add_argument("--keep", type=Path, help="keep the work directory here (for the logs)")
     p.add_argument("--profile", type=Path,
                    help="daemon only: py-spy samples over the window to this file, raw format")
+    p.add_argument("--profile-rate", type=int, default=200, help="py-spy samples per second")
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = args.keep or Path(tmp)

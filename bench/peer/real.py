@@ -189,8 +189,9 @@ async def _profiled(args: argparse.Namespace, pid: int) -> dict[str, Any]:
     """py-spy samples of the daemon over the window, written to ``args.profile``."""
     spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     done = await asyncio.create_subprocess_exec(
-        spy, "record", "--pid", str(pid), "--duration", str(int(args.seconds)), "--rate", "100",
-        "--format", "raw", "--output", str(args.profile), "--nonblocking",
+        spy, "record", "--pid", str(pid), "--duration", str(int(args.seconds)),
+        "--rate", str(args.profile_rate), "--format", "raw", "--output", str(args.profile),
+        "--nonblocking",
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
     _, err = await done.communicate()
     return {"profile": str(args.profile), "py_spy_exit": done.returncode,
