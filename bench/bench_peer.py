@@ -126,13 +126,15 @@ def per_min(r: dict[str, Any]) -> float:
 
 def row(label: str, devices: int, r: dict[str, Any]) -> list[object]:
     if "error" in r:
-        return [label, devices, "failed: " + str(r["error"])[:160], *[""] * 8]
+        return [label, devices, "failed: " + str(r["error"])[:160], *[""] * 9]
     spread = r["per_k_range"]
     ready = f"{r['ready_s']:.2f}" if "ready_s" in r else "-"
     if not devices:
-        return [label, 0, r["rounds"], "-", f"{per_min(r):.3f}", "-", "-", f"{r['rss_mb']:.1f}",
+        return [label, 0, r["rounds"], "-", "-", f"{per_min(r):.3f}", "-", "-",
+                f"{r['rss_mb']:.1f}",
                 f"{r['hwm_mb']:.1f}", f"{r['private_mb']:.1f}", ready]
     return [label, devices, r["rounds"], f"{r['requests'] / r['seconds'] / devices:.1f}",
+            f"{r['readings'] / r['seconds'] / devices:.1f}",
             f"{per_min(r):.2f}", f"{per_k(r):.4f}",
             f"{spread[0]:.4f}-{spread[1]:.4f}" if spread else "-", f"{r['rss_mb']:.1f}",
             f"{r['hwm_mb']:.1f}", f"{r['private_mb']:.1f}", ready]
@@ -194,12 +196,16 @@ def main() -> None:
     runs[(DAEMON, 0)] = [run(["--subject", "daemon"], 0, idle_seconds)]
     results = {key: combine(found) for key, found in runs.items()}
     end_load = os.getloadavg()
+    coarse = sum(r.get("cpu_source") == "stat" for found in runs.values() for r in found)
     print(f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} cores, load average "
           f"{load[0]:.1f} at the start, {end_load[0]:.1f} at the end; {rounds} rounds of "
           f"{seconds:.0f} s per subject and size, subjects in turn (ABAB); idle {idle_seconds:.0f}"
-          f" s; whole bench {time.monotonic() - began:.0f} s. CPU = user + system of the "
-          "subject process; memory at the end of the window (largest of the rounds).\n")
-    print_table(["subject", "devices", "rounds", "requests/device/s", "CPU s/min",
+          f" s; whole bench {time.monotonic() - began:.0f} s. CPU = run time of the subject "
+          "process's threads (schedstat, ns; clock ticks of /proc/<pid>/stat in the "
+          f"{coarse} runs where a thread ended in the window); memory at the end of the "
+          "window (largest of the rounds).\n")
+    print_table(["subject", "devices", "rounds", "requests/device/s", "readings/device/s",
+                 "CPU s/min",
                  "CPU s/1,000 readings", "per round", "RSS MB", "VmHWM MB", "private MB",
                  "READY s"],
                 [row(label, d, results[(label, d)]) for d in DEVICES

@@ -27,7 +27,7 @@ from typing import Any
 
 import aiomqtt
 
-from bench.peer.measure import cpu_seconds, memory_mb
+from bench.peer.measure import CpuMeter, memory_mb
 from bench.peer.real import measure_bare, measure_daemon, spawn
 from bench.peer.tb_config import write_config
 from drivers.sim.devices import DeviceKind
@@ -99,9 +99,9 @@ def tb_command(args: argparse.Namespace, work: Path, mqtt: int,
     return [args.tb_python, "-c", code], conf, env
 
 
-def counters(servers: list[SimulatorServer], standin: StandIn, pid: int) -> dict[str, float]:
-    return {"cpu": cpu_seconds(pid), "requests": sum(s.requests for s in servers),
-            "readings": standin.values, "messages": standin.messages}
+def counters(servers: list[SimulatorServer], standin: StandIn) -> dict[str, float]:
+    return {"requests": sum(s.requests for s in servers), "readings": standin.values,
+            "messages": standin.messages}
 
 
 async def started(args: argparse.Namespace, standin: StandIn,
@@ -129,11 +129,11 @@ async def measure_tb(args: argparse.Namespace, work: Path,
         command, cwd, env = tb_command(args, work, mqtt, [s.port for s in servers])
         proc = spawn(command, work / "subject.log", env=env, cwd=cwd)
         startup = await started(args, standin, proc)
-        before, t0 = counters(servers, standin, proc.pid), time.monotonic()
+        before, meter, t0 = counters(servers, standin), CpuMeter(proc.pid), time.monotonic()
         await asyncio.sleep(args.seconds)
-        after, elapsed = counters(servers, standin, proc.pid), time.monotonic() - t0
+        cpu, after, elapsed = meter.read(), counters(servers, standin), time.monotonic() - t0
         result: dict[str, Any] = {k: after[k] - before[k] for k in after}
-        return result | {"seconds": elapsed, "startup_s": startup,
+        return result | cpu | {"seconds": elapsed, "startup_s": startup,
                          "rpc_answered": standin.rpc_answered} | memory_mb(proc.pid)
     finally:
         if proc is not None:

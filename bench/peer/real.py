@@ -29,7 +29,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from bench.peer.measure import cpu_seconds, memory_mb
+from bench.peer.measure import CpuMeter, memory_mb
 from drivers.sim.server import SimulatorServer
 
 SITE = "s-bench-peer"
@@ -120,14 +120,14 @@ async def _window(args: argparse.Namespace, pid: int, servers: list[SimulatorSer
     """CPU, Modbus requests, readings and messages over the measured window."""
     async def sample() -> dict[str, float]:
         readings, messages = await counts()
-        return {"cpu": cpu_seconds(pid), "requests": sum(s.requests for s in servers),
-                "readings": readings, "messages": messages}
+        return {"requests": sum(s.requests for s in servers), "readings": readings,
+                "messages": messages}
 
-    before, t0 = await sample(), time.monotonic()
+    before, meter, t0 = await sample(), CpuMeter(pid), time.monotonic()
     await asyncio.sleep(args.seconds)
-    after, elapsed = await sample(), time.monotonic() - t0
+    cpu, after, elapsed = meter.read(), await sample(), time.monotonic() - t0
     result: dict[str, Any] = {k: after[k] - before[k] for k in after}
-    return result | {"seconds": elapsed} | memory_mb(pid)
+    return result | cpu | {"seconds": elapsed} | memory_mb(pid)
 
 
 async def measure_daemon(args: argparse.Namespace, work: Path,
