@@ -103,8 +103,9 @@ def combine(runs: list[dict[str, Any]]) -> dict[str, Any]:
         return {"error": runs[0]["error"] if runs else "not run"}
     total = {k: sum(r[k] for r in good) for k in ("cpu", "requests", "readings", "seconds")}
     total |= {k: max(r[k] for r in good) for k in ("rss_mb", "hwm_mb", "private_mb")}
-    if all("ready_s" in r for r in good):
-        total["ready_s"] = max(r["ready_s"] for r in good)
+    for key in ("ready_s", "rss_before_login_mb", "hwm_before_login_mb"):
+        if all(key in r for r in good):
+            total[key] = max(r[key] for r in good)
     per_reading = [r["cpu"] / r["readings"] * 1000 for r in good if r["readings"]]
     total["per_k_range"] = (min(per_reading), max(per_reading)) if per_reading else None
     total["rounds"] = len(good)
@@ -211,7 +212,13 @@ def main() -> None:
                 [row(label, d, results[(label, d)]) for d in DEVICES
                  for label, _ in subjects()] + [row(f"{DAEMON}, no devices", 0,
                                                     results[(DAEMON, 0)])])
-    print("\nGoals:\n")
+    for devices in DEVICES:
+        d = results.get((DAEMON, devices), {})
+        if "hwm_before_login_mb" in d:
+            print(f"\n{DAEMON}, {devices} device(s), before the login: RSS "
+                  f"{d['rss_before_login_mb']:.1f} MB, VmHWM {d['hwm_before_login_mb']:.1f} MB.",
+                  end="")
+    print("\n\nGoals:\n")
     print_table(["goal", "target", "measured", ""], goals(results))
     failed = {f"{label} x{d}": [r["error"] for r in found if "error" in r]
               for (label, d), found in runs.items() if any("error" in r for r in found)}

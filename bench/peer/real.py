@@ -166,6 +166,7 @@ async def measure_daemon(args: argparse.Namespace, work: Path,
             return not servers or (await counts())[0] > 0
 
         await _until(flowing, proc, args.startup, "readings")
+        before_login = memory_mb(proc.pid)
         async with Page(page_port) as page:  # a household login and a consent change
             await page.login()
             await page.grant("improvement", "company", "off")
@@ -174,7 +175,9 @@ async def measure_daemon(args: argparse.Namespace, work: Path,
         if args.profile:
             return await _profiled(args, proc.pid)
         result = await _window(args, proc.pid, servers, counts)
-        return result | {"ready_s": ready_s, "consent_changes": consent}
+        return result | {"ready_s": ready_s, "consent_changes": consent,
+                         "hwm_before_login_mb": before_login["hwm_mb"],
+                         "rss_before_login_mb": before_login["rss_mb"]}
     finally:
         if drain is not None:
             drain.cancel()
