@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 RATE = 200  # samples per second
 
 
-def summarise(raw: Path, top: int = 20) -> None:
+def summarise(raw: Path, top: int = 20, rate: int = RATE) -> None:
     own: collections.Counter[str] = collections.Counter()
     total: collections.Counter[str] = collections.Counter()
     busy = 0
@@ -38,7 +38,7 @@ def summarise(raw: Path, top: int = 20) -> None:
         own[frames[-1]] += n
         for frame in set(frames):
             total[frame] += n
-    print(f"{busy} samples of a busy daemon ({busy / RATE:.2f} s at {RATE} per second)\n")
+    print(f"{busy} samples of a busy daemon ({busy / rate:.2f} s at {rate} per second)\n")
     print_table(["function (self)", "samples", "share"],
                 [[f, n, f"{n / busy:.1%}"] for f, n in own.most_common(top)])
     print()
