@@ -1,12 +1,13 @@
-"""One measured run: simulated inverters, a plain-TCP mosquitto, a ThingsBoard stand-in on the
-broker, and the subject (our read path or the ThingsBoard IoT Gateway) as a child process.
+"""One measured run: simulated SunSpec inverters and one subject as a child process: the real
+daemon (``hems-agent run``), a bare pymodbus client (both in bench/peer/real.py), or the
+ThingsBoard IoT Gateway with a plain-TCP mosquitto and a ThingsBoard stand-in on it.
 
 Run by bench/bench_peer.py inside ``unshare -n`` (loopback only: the peer's update check at
 start-up goes nowhere). Prints one JSON object on its last line of output.
 
 The stand-in answers the gateway's ``getSessionLimits`` RPC with empty rate limits (without an
 answer the gateway publishes nothing) and counts what is published: messages, and readings
-(values in telemetry messages; for our side, the count the subject reports).
+(values in telemetry messages).
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from typing import Any
 
 import aiomqtt
 
-from bench.peer.measure import cpu_seconds, rss_mb
+from bench.peer.measure import CpuMeter, memory_mb
+from bench.peer.real import measure_bare, measure_daemon, spawn
 from bench.peer.tb_config import write_config
 from drivers.sim.devices import DeviceKind
 from drivers.sim.server import SimHome, SimulatedDevice, SimulatorServer
@@ -88,106 +90,82 @@ class StandIn:
                                    for entry in entries)
 
 
-def subject_command(args: argparse.Namespace, work: Path, mqtt: int,
-                    ports: list[int]) -> tuple[list[str], Path, dict[str, str]]:
-    env = dict(os.environ)
-    if args.subject == "ours":
-        return ([sys.executable, "-m", "bench.peer.ours", "--state", str(work / "state"),
-                 *map(str, ports)], ROOT, env)
+def tb_command(args: argparse.Namespace, work: Path, mqtt: int,
+               ports: list[int]) -> tuple[list[str], Path, dict[str, str]]:
     conf = write_config(work / "tb", mqtt_port=mqtt, ports=ports, layout=args.layout,
                         max_registers=args.max_registers)
-    env["TB_GW_CONFIG_DIR"] = str(conf)
+    env = dict(os.environ) | {"TB_GW_CONFIG_DIR": str(conf)}
     code = "from thingsboard_gateway.tb_gateway import daemon; daemon()"
     return [args.tb_python, "-c", code], conf, env
 
 
-def spawn(command: list[str], cwd: Path, env: dict[str, str],
-          log: Any) -> subprocess.Popen[str]:
-    """Start the subject (Popen returns at once; nothing here blocks the loop)."""
-    return subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=log,
-                            text=True)
+def counters(servers: list[SimulatorServer], standin: StandIn) -> dict[str, float]:
+    return {"requests": sum(s.requests for s in servers), "readings": standin.values,
+            "messages": standin.messages}
 
 
-class Progress:
-    """Our subject's last reported totals (readings, envelopes)."""
-
-    def __init__(self, proc: subprocess.Popen[str]) -> None:
-        self.readings = self.envelopes = 0
-        self._proc = proc
-
-    async def follow(self) -> None:
-        assert self._proc.stdout is not None
-        loop = asyncio.get_running_loop()
-        while line := await loop.run_in_executor(None, self._proc.stdout.readline):
-            with contextlib.suppress(ValueError):
-                self.readings, self.envelopes = (int(v) for v in line.split())
-
-
-def counters(args: argparse.Namespace, servers: list[SimulatorServer], standin: StandIn,
-             progress: Progress, pid: int) -> dict[str, float]:
-    ours = args.subject == "ours"
-    return {"cpu": cpu_seconds(pid), "requests": sum(s.requests for s in servers),
-            "readings": progress.readings if ours else standin.values,
-            "messages": progress.envelopes if ours else standin.messages}
-
-
-async def started(args: argparse.Namespace, standin: StandIn, progress: Progress,
-                  proc: subprocess.Popen[str]) -> float:
-    """Wait until the subject delivers readings (or the start-up limit passes)."""
+async def started(args: argparse.Namespace, standin: StandIn,
+                  proc: subprocess.Popen[bytes]) -> float:
+    """Wait until the gateway publishes readings (or the start-up limit passes)."""
     begin = time.monotonic()
     while time.monotonic() - begin < args.startup:
         if proc.poll() is not None:
             raise RuntimeError(f"the subject exited with {proc.returncode} during start-up")
-        if (progress.readings if args.subject == "ours" else standin.values) or not args.devices:
+        if standin.values or not args.devices:
             break
         await asyncio.sleep(0.2)
     await asyncio.sleep(args.settle)
     return time.monotonic() - begin
 
 
-async def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    home = SimHome()
-    servers = [SimulatorServer([SimulatedDevice(DeviceKind.INVERTER, home)])
-               for _ in range(args.devices)]
-    for server in servers:
-        await server.start()
+async def measure_tb(args: argparse.Namespace, work: Path,
+                     servers: list[SimulatorServer]) -> dict[str, Any]:
     broker, mqtt = start_mosquitto(work)
     standin, ready = StandIn(), asyncio.Event()
     standin_task = asyncio.create_task(standin.run(mqtt, ready))
-    await asyncio.wait_for(ready.wait(), 10)
-    command, cwd, env = subject_command(args, work, mqtt, [s.port for s in servers])
-    log = (work / "subject.log").open("w")
-    proc = spawn(command, cwd, env, log)
-    progress = Progress(proc)
-    asyncio.create_task(progress.follow())  # noqa: RUF006 - ends with the subject's output
+    proc: subprocess.Popen[bytes] | None = None
     try:
-        startup = await started(args, standin, progress, proc)
-        before, t0 = counters(args, servers, standin, progress, proc.pid), time.monotonic()
+        await asyncio.wait_for(ready.wait(), 10)
+        command, cwd, env = tb_command(args, work, mqtt, [s.port for s in servers])
+        proc = spawn(command, work / "subject.log", env=env, cwd=cwd)
+        startup = await started(args, standin, proc)
+        before, meter, t0 = counters(servers, standin), CpuMeter(proc.pid), time.monotonic()
         await asyncio.sleep(args.seconds)
-        after, elapsed = counters(args, servers, standin, progress, proc.pid), \
-            time.monotonic() - t0
-        result = {k: after[k] - before[k] for k in after}
-        result |= {"seconds": elapsed, "rss_mb": rss_mb(proc.pid), "startup_s": startup,
-                   "rpc_answered": standin.rpc_answered}
+        cpu, after, elapsed = meter.read(), counters(servers, standin), time.monotonic() - t0
+        result: dict[str, Any] = {k: after[k] - before[k] for k in after}
+        return result | cpu | {"seconds": elapsed, "startup_s": startup,
+                         "rpc_answered": standin.rpc_answered} | memory_mb(proc.pid)
     finally:
-        proc.terminate()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(10)
-        if proc.poll() is None:
-            proc.kill()
+        if proc is not None:
+            proc.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(10)
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
         standin_task.cancel()
         await asyncio.gather(standin_task, return_exceptions=True)
         broker.terminate()
         broker.wait(5)
+
+
+async def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    home = SimHome()
+    servers = [SimulatorServer([SimulatedDevice(DeviceKind.INVERTER, home)], seed=n)
+               for n in range(args.devices)]
+    for server in servers:
+        await server.start()
+    subject = {"daemon": measure_daemon, "bare": measure_bare, "tb": measure_tb}[args.subject]
+    try:
+        return await subject(args, work, servers)
+    finally:
         for server in servers:
             await server.stop()
-        log.close()
-    return result
 
 
 def main() -> int:
     p = argparse.ArgumentParser(prog="bench.peer.harness")
-    p.add_argument("--subject", choices=["ours", "tb"], required=True)
+    p.add_argument("--subject", choices=["daemon", "bare", "tb"], required=True)
     p.add_argument("--layout", choices=["per-point", "range"], default="per-point")
     p.add_argument("--max-registers", type=int, default=16)
     p.add_argument("--devices", type=int, default=1)
@@ -196,6 +174,9 @@ def main() -> int:
     p.add_argument("--settle", type=float, default=3.0)
     p.add_argument("--tb-python", default=str(ROOT / ".bench-venvs/tb/bin/python"))
     p.add_argument("--keep", type=Path, help="keep the work directory here (for the logs)")
+    p.add_argument("--profile", type=Path,
+                   help="daemon only: py-spy samples over the window to this file, raw format")
+    p.add_argument("--profile-rate", type=int, default=200, help="py-spy samples per second")
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = args.keep or Path(tmp)
