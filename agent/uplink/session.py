@@ -280,7 +280,7 @@ class Session:
             _MID.reset(token)
         # aiomqtt returned, so its on_publish ran, and ours stored the code just before it.
         # (Were aiomqtt to stop calling these wrappers, every PUBACK would read as a success,
-        # the old behaviour: tests/integration/test_uplink_refusals.py would fail.)
+        # the old behaviour: tests/integration/uplink/test_uplink_refusals.py would fail.)
         return self._codes.pop(holder[0], ACCEPTED) if holder else ACCEPTED
 
     async def subscribe(self, topic: str, *, qos: int = 1) -> list[int]:

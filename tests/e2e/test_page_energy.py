@@ -14,7 +14,7 @@ from drivers.models import PointKind, Reading
 from tests.e2e.test_page_household import SHOTS, Site, _log_in
 from tests.e2e.test_page_household import browser as browser
 from tests.e2e.test_page_household import site as site
-from tests.integration.test_web_security import START
+from tests.integration.web.test_web_security import START
 
 pytestmark = pytest.mark.chromium
 MIDNIGHT = START - timedelta(hours=10)  # START is 10:00 Japan time

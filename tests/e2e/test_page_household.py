@@ -25,7 +25,7 @@ from agent.web.household import HouseholdService
 from agent.web.server import serve
 from policy.release import Record, Release
 from tests.conftest import free_port, require_binary
-from tests.integration.test_web_security import CODE, START, Rig, build, release
+from tests.integration.web.test_web_security import CODE, START, Rig, build, release
 
 pytestmark = pytest.mark.chromium
 SHOTS = Path(__file__).resolve().parents[2] / "artifacts" / "screenshots"

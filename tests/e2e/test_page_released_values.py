@@ -15,7 +15,7 @@ from policy.tiers import Tier
 from tests.e2e.test_page_household import SHOTS, Site, _log_in
 from tests.e2e.test_page_household import browser as browser
 from tests.e2e.test_page_household import site as site
-from tests.integration.test_web_security import START
+from tests.integration.web.test_web_security import START
 
 pytestmark = pytest.mark.chromium
 

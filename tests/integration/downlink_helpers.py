@@ -34,7 +34,7 @@ from agent.web.settings import WebSettings
 from agent.wire.commands import encode, new_command
 from agent.wire.keys import load_device_key
 from agent.wire.topics import control_topic
-from tests.integration.test_web_security import _PAIRING, HOST, PORT
+from tests.integration.web.test_web_security import _PAIRING, HOST, PORT
 from tests.support.mosquitto import OPERATOR_USER, RECEIVER_USER, Mosquitto
 from tests.support.site import SiteFiles, broker_users, make_site
 

@@ -1,4 +1,4 @@
-"""The consent-paths state machine (tests/unit/test_consent_paths.py), long profile: 2,000
+"""The consent-paths state machine (tests/unit/daemon/test_consent_paths.py), long profile: 2,000
 random sequences of 40 steps each. The short profile runs in ``make test``."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import HealthCheck, settings
 
-from tests.unit.test_consent_paths import STATS, ConsentPaths, run
+from tests.unit.daemon.test_consent_paths import STATS, ConsentPaths, run
 
 LONG = settings(max_examples=2000, stateful_step_count=40, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow])

@@ -1,12 +1,12 @@
 """The household's own consent, modelled apart from the ledger, and catalogue updates to drive it.
 
-:class:`ConsentModel` is the oracle of ``tests/unit/test_consent_paths.py``. It never asks the
-ledger: it records, per purpose × recipient, the *authorisations* the household itself gave
+:class:`ConsentModel` is the oracle of ``tests/unit/daemon/test_consent_paths.py``. It never asks
+the ledger: it records, per purpose × recipient, the *authorisations* the household itself gave
 (the page: a tier set, a re-agreement card agreed, a support request accepted), the factory
-defaults of the purposes the contract or a published purpose covers, and every action that can
-only take consent away (a decline, stop-all-third-party, erasure, an operator's suspension, an
-expiry, a catalogue update that widened an optional purpose: off until agreed again). It
-raises nothing by itself; :meth:`ConsentModel.allows` says whether a release fits.
+defaults of the purposes the contract or a published purpose covers, and every action that can only
+take consent away (a decline, stop-all-third-party, erasure, an operator's suspension, an expiry, a
+catalogue update that widened an optional purpose: off until agreed again). It raises nothing by
+itself; :meth:`ConsentModel.allows` says whether a release fits.
 
 :func:`mutate` makes one catalogue update of a given kind and says which purpose it widened.
 """

@@ -1,6 +1,7 @@
 """Fuzz properties of the SK line parsers and the B-route meter's line handling, written once
-and instantiated twice: a few hundred examples in ``make test`` (tests/unit/test_broute_lines.py)
-and many thousands in ``make proof`` (tests/proof/test_fuzz_broute.py).
+and instantiated twice: a few hundred examples in ``make test``
+(tests/unit/drivers/test_broute_lines.py) and many thousands in ``make proof``
+(tests/proof/test_fuzz_broute.py).
 
 Properties: every parser returns or raises :class:`DeviceProtocolError` (never ValueError,
 IndexError, ...), with a message that names what is wrong and never repeats an address; the

@@ -1,5 +1,5 @@
 """The fuzz tests, written once and instantiated twice: a few dozen examples each in
-``make test`` (tests/unit/test_fuzz_smoke.py) and thousands in ``make proof``
+``make test`` (tests/unit/kernel/test_fuzz_smoke.py) and thousands in ``make proof``
 (tests/proof/test_fuzz_*.py). ``cases(budget)`` returns the test functions for one budget.
 """
 

@@ -8,7 +8,7 @@ genuinely, so the parsers behind the signature check are reached. The properties
 returns or raises its own documented error, never anything else; what the strict rules refuse
 (nesting deeper than the limit, a key twice) is never accepted.
 
-Shared by the short profile (tests/unit/test_fuzz_parsers.py, ``make test``) and the long one
+Shared by the short profile (tests/unit/wire/test_fuzz_parsers.py, ``make test``) and the long one
 (tests/proof/test_fuzz_nesting.py, ``make proof``).
 """
 
