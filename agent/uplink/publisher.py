@@ -39,12 +39,14 @@ class Publisher:
     """Publishes committed outbox envelopes; run :meth:`run` as a long-lived task."""
 
     def __init__(self, config: BrokerConfig, outbox: Outbox, *, batch: int = 50,
-                 idle_wait: float = 1.0, rng: Callable[[], float] = random.random,
+                 idle_wait: float = 1.0, empty_wait: float = 30.0,
+                 rng: Callable[[], float] = random.random,
                  metrics: Metrics | None = None) -> None:
         self.config = config
         self.outbox = outbox
         self.batch = batch
         self.idle_wait = idle_wait
+        self.empty_wait = empty_wait
         self.connected = asyncio.Event()
         self.published = 0
         self.reconnects = 0
@@ -83,9 +85,12 @@ class Publisher:
             if not items:
                 self._wake.clear()
                 # Wakes on commit, after idle_wait to pick up paced backlog, or when a held
-                # topic may be tried again.
+                # topic may be tried again. With nothing queued at all only a commit brings
+                # work, and it wakes us: look again only every empty_wait (an idle gateway
+                # otherwise queries the outbox every second for nothing).
+                idle = self.idle_wait if self.outbox.unacknowledged() else self.empty_wait
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(self.refusals.wait(self.idle_wait)):
+                    async with asyncio.timeout(self.refusals.wait(idle)):
                         await self._wake.wait()
                 continue
             timeout = self.config.timeout

@@ -11,6 +11,7 @@ import pytest
 
 from agent.errors import UplinkError
 from agent.store.outbox import Outbox, OutboxConfig
+from agent.store.outbox_types import OutboxItem
 from agent.uplink.publisher import Publisher
 from agent.uplink.session import BrokerConfig, Session, connect, tls_context
 from tests.integration.uplink_helpers import (
@@ -170,3 +171,36 @@ async def test_a_shared_subscription_splits_the_stream_between_receivers(
     got = [accepted_seqs(out) for _, out in pairs]
     assert sorted(got[0] + got[1]) == [("s-0001", seq) for seq in range(40)]
     assert got[0] and got[1]  # both members of the group did part of the work
+
+
+async def test_an_idle_publisher_with_nothing_queued_waits_for_a_commit(
+        tmp_path: Path, broker: Mosquitto, running: list[asyncio.Task[None]]) -> None:
+    fleet = Fleet()
+    receiver, _ = fleet.receiver(tmp_path / "seen.db")
+    running.append(asyncio.create_task(
+        receiver.run(broker_config(broker, RECEIVER_USER, "rx-idle"), None)))
+    await wait_until(lambda: "rx-idle" in broker.log_text() and "SUBSCRIBE" in broker.log_text(),
+                     "receiver subscribed")
+    outbox = Outbox(tmp_path / "outbox.db", OutboxConfig(flush_interval=0.1))
+    publisher = Publisher(broker_config(broker, "s-0001"), outbox, batch=10, idle_wait=0.01,
+                          empty_wait=3600.0)
+    outbox.on_commit = publisher.notify
+    looks = 0
+    next_batch = outbox.next_batch
+
+    def counted(limit: int = 50) -> list[OutboxItem]:
+        nonlocal looks
+        looks += 1
+        return next_batch(limit)
+
+    outbox.next_batch = counted  # type: ignore[method-assign]
+    running.append(asyncio.create_task(publisher.run()))
+    running.append(asyncio.create_task(outbox.run_flusher()))
+    await publisher.connected.wait()
+    await asyncio.sleep(0.5)  # fifty idle_waits: with nothing queued, no need to look again
+    assert looks <= 2
+    outbox.enqueue(fleet.seal("s-0001", 0), topic=data_topic("s-0001"), purpose="service",
+                   recipient="company", tier="30min", kind="data")
+    outbox.flush()  # the commit wakes it at once, long before empty_wait
+    await wait_until(lambda: receiver.accepted == 1, "the committed envelope received",
+                     deadline=30)
