@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.config.model import DEFAULT_PATH
+from policy import strict_json
 
 Doc = dict[str, Any]
 _READINGS = ("pv.power", "pv.energy", "battery.soc", "battery.power", "grid.power",
@@ -127,7 +128,7 @@ def _consent(config: Any) -> Doc:
     path = config.state_dir / LEDGER_FILE
     latest: dict[tuple[str, str], Doc] = {}
     if path.exists():
-        records = json.loads(path.read_text(encoding="utf-8")).get("records", {})
+        records = strict_json.loads(path.read_bytes()).get("records", {})
         for _, rec in sorted(records.items(), key=lambda item: int(item[0])):
             latest[(rec["purpose"], rec["recipient"]["id"])] = rec
     return {

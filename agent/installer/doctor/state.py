@@ -3,12 +3,12 @@ ledger's hash chain and signatures are intact (both read, never opened for writi
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from agent.host.check import Check, failed, passed
 from agent.paths import LEDGER_FILE, OUTBOX_FILE
+from policy import strict_json
 
 if TYPE_CHECKING:
     from agent.config.model import AgentConfig
@@ -68,7 +68,7 @@ def verify_ledger(path: Path, device_key_file: Path) -> int:
 
     current = keys.load_device_key(device_key_file).public_key()
     verify = keys.device_history_verifier(current, keys.retired_device_keys(path.parent))
-    raw = json.loads(path.read_text(encoding="utf-8"))
+    raw = strict_json.loads(path.read_bytes())  # a damaged file: JSONRefused, a ValueError
     docs = sorted((int(k), v) for k, v in raw.get("records", {}).items())
     metas = list(raw.get("meta", {}).values())
     check_chain(docs, str(path), verify)
