@@ -13,6 +13,7 @@ LONG = settings(max_examples=2000, stateful_step_count=40, deadline=None,
 
 
 @pytest.mark.proof
+@pytest.mark.timeout(1800)  # about 9 minutes here; the suite's default of 120 s is for tests
 def test_only_the_household_widens_consent_long() -> None:
     assert run(ConsentPaths, LONG) > 0
     assert STATS["grants"] > 0
