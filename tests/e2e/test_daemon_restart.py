@@ -1,11 +1,10 @@
 """A restart in the middle of a window: the window is released once, whole, and the energy the
 simulator counted across the restart is in it.
 
-The daemon (`hems-agent run`) runs at 60x (120x for SIGKILL) against the simulators, a real
-mosquitto and the receiver, polling every 0.25 s (every 15 or 30 simulated seconds). Energy
-counters are read every 30 real seconds (half an hour or more simulated): once at the first
-start, once at the restart, so the
-window's whole energy delta is the one across the restart. The simulated home runs on a wall
+The daemon (`hems-agent run`) runs at 120x against the simulators, a real mosquitto and the
+receiver, polling every 0.125 s (every 15 simulated seconds). Energy counters are read every 30
+real seconds (an hour simulated): once at the first start, once at the restart, so the window's
+whole energy delta is the one across the restart. The simulated home runs on a wall
 clock the test can pause: paused until the first counter reading and again from the stop on,
 so both readings, and the delta the window must carry, are known exactly.
 
@@ -38,9 +37,9 @@ from tests.support.mosquitto import Mosquitto
 from tests.support.site import SiteFiles, broker_users, make_site
 
 SITE = "site-restart-1"
-SPEED = 60.0  # a simulated minute per second
-KILL_SPEED = 120.0  # the SIGKILL test needs no reading in every minute: half the wait
-POLL = 0.25  # real seconds: 15 simulated seconds
+SPEED = 120.0  # two simulated minutes per second
+KILL_SPEED = 120.0
+POLL = 0.125  # real seconds: 15 simulated seconds
 WINDOW = datetime.fromisoformat("2026-06-01T12:00:00+09:00")  # a service window, sunny
 WINDOW_END = WINDOW + timedelta(minutes=30)
 START = WINDOW - timedelta(minutes=1)  # the default grants take effect at the first start
