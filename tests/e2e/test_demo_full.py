@@ -96,7 +96,7 @@ def _session_outlives_simulated_time(url: str, code: str) -> None:
 
 
 def test_demo_serves_the_page_and_the_cloud_receives_service_data(demo: Start) -> None:
-    proc = demo("--duration", "15")
+    proc = demo("--duration", "10")
     head, page = _read_until(proc, PAGE)
     url, code = page.group(1), page.group(2)
     with urllib.request.urlopen(url + "login", timeout=10) as response:
