@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench lint proof clean venv deb
+.PHONY: demo test coverage bench lint proof clean venv deb
 
 venv: $(STAMP)
 
@@ -29,6 +29,12 @@ demo: $(STAMP)
 TEST_WORKERS ?= 2
 test: $(STAMP)
 	$(PY) -m pytest -q -m "not proof" -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
+
+# Line and branch coverage of agent/, drivers/ and policy/ in the test processes (the daemon and
+# demo subprocesses the end-to-end tests start are not counted): docs/results.md.
+coverage: $(STAMP)
+	$(PY) -m pytest -q -m "not proof" -n $(TEST_WORKERS) --dist worksteal \
+	  --cov=agent --cov=drivers --cov=policy --cov-branch --cov-report=term $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check agent drivers policy tests bench

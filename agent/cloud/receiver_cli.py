@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import faulthandler
 import logging
 import os
+import signal
 import socket
 import sys
 from collections.abc import Sequence
@@ -131,6 +133,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     logging.basicConfig(level=args.log_level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # `kill -USR1 <pid>` writes every thread's stack to stderr: what a receiver that does not
+    # stop, or stops consuming, is waiting on (no envelope content is on a stack line).
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     try:
         if args.output == "-":
             asyncio.run(_run(args, sys.stdout))

@@ -126,6 +126,8 @@ async def test_hems_receiver_command_writes_json_lines(tmp_path: Path) -> None:
             for seq in (1, 1, 2):  # a duplicate in the middle
                 await client.publish(data_topic("s-0001"), fleet.seal("s-0001", seq), qos=1)
         await wait_until(lambda: out.exists() and out.read_text().count("\n") >= 2, "output")
+        proc.send_signal(signal.SIGUSR1)  # writes its stacks to stderr and goes on
+        await asyncio.sleep(0.2)
     finally:
         proc.send_signal(signal.SIGINT)
         async with asyncio.timeout(10):
@@ -135,6 +137,7 @@ async def test_hems_receiver_command_writes_json_lines(tmp_path: Path) -> None:
     assert [(x["header"]["seq"], x["body"]["records"][0]["point"]) for x in lines] == [
         (1, "pv.energy"), (2, "pv.energy")]
     assert b"replay" in err and proc.returncode == 130
+    assert b"(most recent call first)" in err and b"receiver_cli.py" in err
     assert ReplayStore(tmp_path / "seen.db").seen("s-0001", 2)
 
 

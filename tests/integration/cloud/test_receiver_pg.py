@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -187,6 +188,25 @@ def _start_receiver(tmp_path: Path, broker: Mosquitto, url: str, n: int) -> subp
              "--log-level", "WARNING"], stdout=subprocess.DEVNULL, stderr=log)
 
 
+def _stop_receivers(procs: list[subprocess.Popen[bytes]], tmp_path: Path) -> str:
+    """SIGINT every member and reap it; a member still running 20 s later has its stacks
+    written to its log (SIGUSR1), is killed and reaped, and is named in the returned text."""
+    for proc in procs:
+        proc.send_signal(signal.SIGINT)
+    stuck = []
+    for n, proc in enumerate(procs):
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGUSR1)
+            time.sleep(1)
+            proc.kill()
+            proc.wait()
+            log = (tmp_path / f"rx-{n}.log").read_text(errors="replace")
+            stuck.append(f"rx-{n} did not stop within 20 s of SIGINT:\n{log[-6000:]}")
+    return "\n".join(stuck)
+
+
 @pytest.mark.mosquitto
 @pytest.mark.timeout(180)
 async def test_a_group_of_three_stores_every_envelope_once_despite_a_kill_and_resends(
@@ -246,11 +266,9 @@ async def test_a_group_of_three_stores_every_envelope_once_despite_a_kill_and_re
         await wait_until(settled, "every message stored once or dropped", 120)
     finally:
         await locker.close()
-        for proc in procs:
-            proc.send_signal(signal.SIGINT)
-        for proc in procs:
-            proc.wait(20)
+        stuck = _stop_receivers(procs, tmp_path)
         broker.stop()
+    assert not stuck, stuck
     rows = query(pg_url, "SELECT site, seq, count(*) FROM release GROUP BY site, seq")
     assert sorted((site, seq) for site, seq, _ in rows) == sorted(sealed)
     assert {count for _, _, count in rows} == {1}
