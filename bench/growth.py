@@ -235,6 +235,11 @@ def write_csv(path: Path, samples: Sequence[Sample]) -> None:
                              for v in asdict(s).values()])
 
 
+def read_csv(path: Path) -> list[Sample]:
+    with path.open(newline="", encoding="utf-8") as fh:
+        return [Sample(**{k: float(v) for k, v in row.items()}) for row in csv.DictReader(fh)]
+
+
 def _ticks(low: float, high: float, count: int = 6) -> list[float]:
     raw = (high - low) / count
     magnitude = 10 ** math.floor(math.log10(raw)) if raw > 0 else 1.0
@@ -265,8 +270,8 @@ def svg(samples: Sequence[Sample], summary: dict[str, Any], title: str) -> str:
     warm = summary["warmup_h"]
     out.append(f'<rect x="{px(0):.1f}" y="{top}" width="{px(warm) - px(0):.1f}" '
                f'height="{height - top - bottom}" fill="#eeeeee"/>')
-    out.append(f'<text x="{px(warm / 2):.1f}" y="{top + 14}" text-anchor="middle" '
-               f'fill="#777">warm-up</text>')
+    out.append(f'<text x="{px(warm) + 4:.1f}" y="{top + 14}" fill="#777">'
+               f'&#8592; warm-up ({warm * 60:g} min)</text>')
     for x in _ticks(0, x_max):
         out.append(f'<line x1="{px(x):.1f}" y1="{height - bottom}" x2="{px(x):.1f}" '
                    f'y2="{height - bottom + 5}" stroke="black"/>')
@@ -321,13 +326,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     summary |= result | {
         "started_utc": started.isoformat(timespec="seconds"),
         "ended_utc": datetime.now(UTC).isoformat(timespec="seconds"),
-        "sim_start": args.start.isoformat(), "load_before": load_before,
+        "sim_start": args.start.isoformat(), "poll_sim_s": args.poll, "load_before": load_before,
         "load_after": os.getloadavg(), "cpus": os.cpu_count(),
         "command": " ".join(sys.argv)}
     (args.out / "growth.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
-    title = (f"hems-agent run, {args.devices} inverters polled every simulated second, "
-             f"clock x{args.speed:g}")
-    (args.svg or args.out / "growth.svg").write_text(svg(samples, summary, title),
+    (args.svg or args.out / "growth.svg").write_text(svg(samples, summary, _title(summary)),
                                                      encoding="utf-8")
     return summary
 
@@ -350,11 +353,29 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--svg", type=Path, help="the plot here instead of OUT/growth.svg")
     p.add_argument("--keep", type=Path, help="keep the work directory (site, logs) here")
     p.add_argument("--progress", action="store_true", help="print each sample")
+    p.add_argument("--replot", action="store_true",
+                   help="run nothing: plot OUT/growth.csv of an earlier run again")
     return p
 
 
+def _title(summary: dict[str, Any]) -> str:
+    poll = summary.get("poll_sim_s", 1.0)
+    every = "second" if poll == 1 else f"{poll:g} s"
+    return (f"hems-agent run, {summary['devices']} inverters polled every simulated {every}, "
+            f"clock x{summary['speed']:g}")
+
+
+def replot(args: argparse.Namespace) -> dict[str, Any]:
+    """The plot of an earlier run again, from ``args.out``'s CSV and summary."""
+    summary: dict[str, Any] = json.loads((args.out / "growth.json").read_text(encoding="utf-8"))
+    (args.svg or args.out / "growth.svg").write_text(
+        svg(read_csv(args.out / "growth.csv"), summary, _title(summary)), encoding="utf-8")
+    return summary
+
+
 def main(argv: list[str] | None = None) -> int:
-    summary = run(parser().parse_args(argv))
+    args = parser().parse_args(argv)
+    summary = replot(args) if args.replot else run(args)
     print(json.dumps(summary, indent=1))
     return 0
 
