@@ -5,6 +5,7 @@ log; no broker is needed."""
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -70,6 +71,9 @@ def test_only_the_last_releases_are_held_and_samples_are_bounded() -> None:
     assert held.get(1) is None and len(held) == 2
     kept = held.get(3)
     assert kept is not None and len(kept[0].samples) == 60
+    # held compressed, given back equal to what was kept
+    assert kept == (dataclasses.replace(_release(3).records[0],
+                                        samples=_release(3).records[0].samples[:60]),)
     assert held.get(None) is None
 
 
