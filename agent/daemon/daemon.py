@@ -26,6 +26,7 @@ from typing import Any
 
 from agent.config.model import AgentConfig
 from agent.daemon.state import State, open_state
+from agent.host import memory
 from agent.host.clock import SimulatedClock, TrustedClock, make_sync_check
 from agent.host.metrics import Metrics, serve_metrics
 from agent.host.sdnotify import Notifier, watchdog_interval
@@ -252,6 +253,7 @@ class Daemon:
             stats = state.outbox.stats()  # one query a tick, for the metrics and the status
             self._update_metrics(state, stats)
             self.notifier.status(self._status(state, stats))
+            memory.trim()  # free heap pages back to the system: 1.4 MB after a page login
             if watchdog is not None:
                 self.notifier.watchdog()
             await asyncio.sleep(interval)
