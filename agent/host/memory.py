@@ -5,24 +5,45 @@ its own only what lies at the top of the heap above a threshold. Start-up (thous
 short-lived objects of the imports and the configuration) and the household page (templates
 compiled on first use, a login's scrypt) leave such free pages behind. The daemon calls
 :func:`trim` on every tick: with nothing to give back it takes microseconds.
-On a C library without ``malloc_trim`` (musl) it does nothing.
+:func:`single_arena` keeps every thread's allocations in the main heap: the daemon's few
+worker threads (the event loop's executor: a login's scrypt, file work) would each get an arena
+of their own, kept for the process's life. On a C library other than glibc (musl) both do
+nothing.
 """
 
 from __future__ import annotations
 
 import ctypes
 import functools
-import logging
 from collections.abc import Callable
 
-log = logging.getLogger(__name__)
+_M_ARENA_MAX = -8  # glibc's malloc.h
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL | None:
+    try:  # the C library the interpreter itself is linked with
+        return ctypes.CDLL(None)
+    except OSError:
+        return None
+
+
+def single_arena() -> bool:
+    """Have glibc malloc use one arena for all threads (call before threads start); True
+    when it took."""
+    libc = _libc()
+    mallopt = getattr(libc, "mallopt", None)
+    if mallopt is None:
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    mallopt.restype = ctypes.c_int
+    return bool(mallopt(_M_ARENA_MAX, 1))
 
 
 @functools.cache
 def _malloc_trim() -> Callable[[int], int] | None:
-    try:  # the C library the interpreter itself is linked with
-        function = ctypes.CDLL(None).malloc_trim
-    except (OSError, AttributeError):  # no C library to open, or not glibc
+    function = getattr(_libc(), "malloc_trim", None)
+    if function is None:  # not glibc
         return None
     function.argtypes = [ctypes.c_size_t]
     function.restype = ctypes.c_int

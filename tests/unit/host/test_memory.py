@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import platform
+import subprocess
+import sys
 
 import pytest
 
@@ -31,3 +33,30 @@ def test_trim_returns_freed_heap_pages() -> None:
     assert before - after > 16 * 1024, (before, after)
     assert len(keep) == 64 * 1024
 
+
+
+_THREADED = """
+import ctypes, sys, threading
+from agent.host import memory
+if sys.argv[1] == "single":
+    assert memory.single_arena()
+def work():
+    blocks = [bytearray(4096) for _ in range(256)]  # malloc'd, not pymalloc's
+    del blocks
+thread = threading.Thread(target=work)
+thread.start()
+thread.join()
+ctypes.CDLL(None).malloc_stats()  # "Arena N:" per arena, on stderr
+"""
+
+
+def _arenas(mode: str) -> int:
+    done = subprocess.run([sys.executable, "-c", _THREADED, mode], capture_output=True,
+                          text=True, check=True)
+    return done.stderr.count("Arena ")
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
+def test_single_arena_keeps_a_worker_thread_in_the_main_heap() -> None:
+    assert _arenas("default") == 2
+    assert _arenas("single") == 1
