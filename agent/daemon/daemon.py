@@ -234,6 +234,7 @@ class Daemon:
         async with asyncio.timeout(60):
             await asyncio.gather(*(event.wait() for event in ready))
         self.notifier.ready(self._status(state, state.outbox.stats()))
+        memory.trim()  # the heap pages start-up freed go back to the system
         log.info("ready: %d tasks started, %d recipients", len(ready), len(state.recipients))
         interval = self.options.tick_interval
         if self.options.speed > 1.0:
@@ -253,7 +254,6 @@ class Daemon:
             stats = state.outbox.stats()  # one query a tick, for the metrics and the status
             self._update_metrics(state, stats)
             self.notifier.status(self._status(state, stats))
-            memory.trim()  # free heap pages back to the system: 1.4 MB after a page login
             if watchdog is not None:
                 self.notifier.watchdog()
             await asyncio.sleep(interval)

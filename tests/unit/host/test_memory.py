@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import platform
 import subprocess
 import sys
@@ -60,3 +61,21 @@ def _arenas(mode: str) -> int:
 def test_single_arena_keeps_a_worker_thread_in_the_main_heap() -> None:
     assert _arenas("default") == 2
     assert _arenas("single") == 1
+
+
+async def test_a_deferred_trim_folds_the_requests_of_a_burst_into_one(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[float] = []
+    loop = asyncio.get_running_loop()
+    monkeypatch.setattr(memory, "trim", lambda: calls.append(loop.time()) or True)
+    later = memory.DeferredTrim(0.05)
+    start = loop.time()
+    for _ in range(5):
+        later.request()
+    assert later.pending and calls == []
+    await asyncio.sleep(0.2)
+    assert len(calls) == 1 and calls[0] >= start + 0.05
+    assert not later.pending
+    later.request()  # a later burst gets a trim of its own
+    await asyncio.sleep(0.2)
+    assert len(calls) == 2
