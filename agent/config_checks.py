@@ -165,13 +165,20 @@ def recipient_key(path: Path, *, kem: str) -> keys.RecipientPublicKey:
 
 def load_ca(path: Path) -> None:
     """A pinned CA file: PEM certificates that the uplink's TLS context loads."""
-    from cryptography import x509  # lazy: +14 modules, only when a CA file is configured
+    _pem_certificates(path)
 
+
+def _pem_certificates(path: Path) -> None:
+    """ValueError unless ``path`` holds PEM certificates, parsed by OpenSSL as the TLS contexts
+    of the uplink and the page parse them. Not cryptography.x509: its 14 modules would stay
+    loaded, 1.1 MB resident for the daemon's whole life, for a check made once at start-up."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     try:
-        x509.load_pem_x509_certificates(path.read_bytes())
-    except ValueError as exc:
+        context.load_verify_locations(cadata=path.read_text(encoding="ascii"))
+    except (ssl.SSLError, ValueError) as exc:  # ValueError: not ASCII, or empty
         raise ValueError("not a PEM certificate") from exc
-    ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=str(path))
+    if not context.cert_store_stats()["x509"]:  # a file of CRLs alone, say
+        raise ValueError("not a PEM certificate")
 
 
 def read_broker_password(path: Path) -> str:
@@ -186,12 +193,7 @@ def read_broker_password(path: Path) -> str:
 
 
 def _certificate(path: Path) -> None:
-    from cryptography import x509  # lazy: +14 modules, only when a certificate is configured
-
-    try:
-        x509.load_pem_x509_certificate(path.read_bytes())
-    except ValueError as exc:
-        raise ValueError("not a PEM certificate") from exc
+    _pem_certificates(path)
 
 
 def _key_of(certificate: Path, path: Path) -> None:

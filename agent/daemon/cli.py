@@ -42,9 +42,11 @@ def main(args: argparse.Namespace) -> int:
     from agent.config_checks import load_checked
     from agent.daemon.daemon import Daemon, DaemonOptions
     from agent.errors import AgentError, ConfigError, OutboxError
+    from agent.host import memory
     from agent.logs import setup_logging
     from policy.errors import PolicyError
 
+    memory.single_arena()  # before any thread: 0.2 MB less RSS than an arena per worker thread
     setup_logging(args.log_level)
     try:  # the same checks as check-config, so what it passes this starts on
         config = load_checked(args.config)

@@ -137,6 +137,21 @@ def _garbage(name: str) -> Callable[[Gateway], None]:
     return lambda gw: (gw.root / name).write_bytes(b"not a key at all\n")
 
 
+def _empty(name: str) -> Callable[[Gateway], None]:
+    return lambda gw: (gw.root / name).write_bytes(b"")
+
+
+def _cut_short(name: str) -> Callable[[Gateway], None]:
+    def cut(gw: Gateway) -> None:
+        pem = (gw.root / name).read_bytes()
+        (gw.root / name).write_bytes(pem[:len(pem) // 2] + b"\n-----END CERTIFICATE-----\n")
+    return cut
+
+
+def _key_as_ca(gw: Gateway) -> None:
+    (gw.root / "ca.pem").write_bytes((gw.root / "device.key").read_bytes())
+
+
 def _missing(name: str) -> Callable[[Gateway], None]:
     return lambda gw: (gw.root / name).unlink()
 
@@ -184,6 +199,10 @@ CASES: dict[str, tuple[Callable[[Gateway], None], str, str]] = {
                                  "FILE/company.key: a private key, not a public key"),
     "CA missing": (_missing("ca.pem"), "broker.ca_file", "FILE/ca.pem: no such file"),
     "CA garbage": (_garbage("ca.pem"), "broker.ca_file", "FILE/ca.pem: not a PEM certificate"),
+    "CA empty": (_empty("ca.pem"), "broker.ca_file", "FILE/ca.pem: not a PEM certificate"),
+    "CA is a key": (_key_as_ca, "broker.ca_file", "FILE/ca.pem: not a PEM certificate"),
+    "CA cut short": (_cut_short("ca.pem"), "broker.ca_file",
+                     "FILE/ca.pem: not a PEM certificate"),
     "operator key garbage": (_garbage("ops.pub"), "operator_keys[0].key_file",
                              "FILE/ops.pub: not an Ed25519 public key"),
     "operator key missing": (_missing("ops.pub"), "operator_keys[0].key_file",
