@@ -18,7 +18,7 @@ import dataclasses
 import logging
 import math
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
@@ -118,11 +118,14 @@ class ModbusDevice:
         """Indexes of the points due at ``now``."""
         return tuple(i for i, t in enumerate(self._next) if t <= now + self._slack)
 
-    async def poll(self, now: float) -> list[Reading]:
+    async def poll(self, now: float, *,
+                   stamp: Callable[[], datetime] | None = None) -> list[Reading]:
         """Read and decode the points due at monotonic time ``now``; ``[]`` if none are due.
 
-        Raises :class:`DeviceUnreachable` if the device answered none of the requests; the
-        points stay due.
+        The readings' time is ``stamp()`` called once the reads are done (default: the wall
+        clock, UTC): a caller that stamps readings on its own clock passes it, so that each
+        reading is built once with its final time. Raises :class:`DeviceUnreachable` if the
+        device answered none of the requests; the points stay due.
         """
         due = self.due(now)
         if not due:
@@ -132,7 +135,7 @@ class ModbusDevice:
         for i in due:
             previous, interval = self._next[i], self.points[i].interval
             self._next[i] = previous + interval if previous + interval > now else now + interval
-        ts = datetime.now(UTC)
+        ts = datetime.now(UTC) if stamp is None else stamp()
         readings = [self._reading(i, images, failed, ts) for i in due]
         self._count(readings)
         return readings

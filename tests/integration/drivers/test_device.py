@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -82,6 +82,21 @@ async def test_poll_reads_decodes_and_counts_requests() -> None:
     expected = plan([s for p in profile.points() for s in p.spans()], CostModel.tcp())
     assert bus.requests == dev.stats.requests == len(expected.requests) == 2
     assert dev.stats.minimum == 2 and dev.stats.naive == len(profile.registers)
+
+
+async def test_a_stamp_gives_every_reading_its_time_after_the_reads() -> None:
+    issued: list[datetime] = []
+
+    def stamp() -> datetime:
+        issued.append(datetime(2026, 6, 1, 12, 0, tzinfo=UTC))
+        return issued[-1]
+
+    async with serve(server_device()) as port, Bus.tcp("127.0.0.1", port) as bus:
+        dev = ModbusDevice.from_profile(sungrow(), name="hybrid", reader=bus, unit=1,
+                                        identity=IDENTITY)
+        readings = await dev.poll(now=0.0, stamp=stamp)
+        assert len(issued) == 1 and bus.requests == 2
+    assert readings and all(r.ts is issued[0] for r in readings)
 
 
 async def test_only_due_points_are_read_and_next_due_says_when() -> None:
