@@ -146,7 +146,9 @@ class Bus:
         what = f"{self.name} unit {unit}: read {function} {address}+{count}"
         async with self._lock:
             loop = asyncio.get_running_loop()
-            await asyncio.sleep(max(0.0, self._quiet_until - loop.time()))
+            quiet = self._quiet_until - loop.time()
+            if quiet > 0:
+                await asyncio.sleep(quiet)
             self.requests += 1
             try:
                 return await self._read_locked(function, address, count, unit, what)
@@ -198,12 +200,10 @@ class Bus:
         cannot come)."""
         link = self._link
         answer = asyncio.ensure_future(request)
-        lost = asyncio.ensure_future(link.down.wait())
         try:
-            await asyncio.wait((answer, lost), return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait((answer, link.down()), return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for task in (answer, lost):
-                task.cancel()
+            answer.cancel()
             if answer.done() and not answer.cancelled():
                 answer.exception()  # retrieved: an error is re-raised below or superseded
         if not answer.done() or answer.cancelled():
@@ -241,17 +241,32 @@ class _Link:
     """What the callbacks of one connection report: that it went down, or a refused reply."""
 
     def __init__(self) -> None:
-        self.down = asyncio.Event()
         self.refusal: str | None = None
+        self._went_down = False
+        self._down: asyncio.Future[None] | None = None
+
+    def down(self) -> asyncio.Future[None]:
+        """Done once the connection went down or a reply was refused: one future for all the
+        requests on this connection (never cancelled by them)."""
+        if self._down is None:
+            self._down = asyncio.get_running_loop().create_future()
+            if self._went_down:
+                self._down.set_result(None)
+        return self._down
 
     def connection(self, up: bool) -> None:
         if not up:
-            self.down.set()
+            self._set_down()
 
     def refuse(self, reason: str) -> None:
         if self.refusal is None:
             self.refusal = reason
-        self.down.set()
+        self._set_down()
+
+    def _set_down(self) -> None:
+        self._went_down = True
+        if self._down is not None and not self._down.done():
+            self._down.set_result(None)
 
 
 def _guard(client: ModbusBaseClient, refuse: Callable[[str], None]) -> None:
