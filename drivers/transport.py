@@ -27,7 +27,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import Literal, Self
+from typing import Any, Literal, Self
 
 from pymodbus import FramerType
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
@@ -197,20 +197,32 @@ class Bus:
     async def _unless_lost(self, request: Awaitable[ModbusPDU]) -> ModbusPDU:
         """Await ``request``, but fail at once if the link goes down or a framer refuses the
         reply meanwhile (pymodbus would otherwise wait out its own timeout for an answer that
-        cannot come)."""
+        cannot come).
+
+        The request runs in this task; the link going down cancels it the way
+        ``asyncio.timeout`` does, so an outer cancellation or deadline still wins."""
         link = self._link
-        answer = asyncio.ensure_future(request)
+        down = link.down()
+        task = asyncio.current_task()
+        assert task is not None
+        cancelling = task.cancelling()
+        watch = _Watch(task)
+        down.add_done_callback(watch.fire)
         try:
-            await asyncio.wait((answer, link.down()), return_when=asyncio.FIRST_COMPLETED)
+            response = await request
+        except asyncio.CancelledError:
+            if watch.fired and task.uncancel() <= cancelling:
+                if link.refusal is not None:
+                    raise _Refused(link.refusal) from None
+                raise ConnectionException("connection lost while waiting for the answer") \
+                    from None
+            raise
         finally:
-            answer.cancel()
-            if answer.done() and not answer.cancelled():
-                answer.exception()  # retrieved: an error is re-raised below or superseded
-        if not answer.done() or answer.cancelled():
-            if link.refusal is not None:
-                raise _Refused(link.refusal)
-            raise ConnectionException("connection lost while waiting for the answer")
-        return answer.result()
+            watch.active = False
+            down.remove_done_callback(watch.fire)
+        if watch.fired:  # the answer came with the loss and asyncio.wait_for kept it
+            task.uncancel()
+        return response
 
     async def _connect(self) -> ModbusBaseClient:
         if (self._client is not None and self._client.connected
@@ -235,6 +247,22 @@ class Bus:
 
 class _Refused(Exception):
     """A framer refused the reply; the message says why (no frame contents)."""
+
+
+class _Watch:
+    """Cancels ``task`` when fired while active (a link that went down during a request)."""
+
+    __slots__ = ("active", "fired", "task")
+
+    def __init__(self, task: asyncio.Task[Any]) -> None:
+        self.task = task
+        self.active = True
+        self.fired = False
+
+    def fire(self, _down: object) -> None:
+        if self.active and not self.fired:
+            self.fired = True
+            self.task.cancel()
 
 
 class _Link:

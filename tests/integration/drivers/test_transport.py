@@ -171,9 +171,21 @@ async def test_a_device_that_hangs_up_on_a_request_fails_it_at_once() -> None:
                     with pytest.raises(DeviceUnreachable, match="connection lost while waiting"):
                         await bus.read_holding(0, 1, unit=1)
             assert (bus.requests, bus.failures) == (2, 2)
+            task = asyncio.current_task()
+            assert task is not None and task.cancelling() == 0  # nothing left to cancel us
     finally:
         server.close()
         await server.wait_closed()
+
+
+async def test_a_read_cancelled_from_outside_is_cancelled_not_failed() -> None:
+    async with silent_server() as port, Bus.tcp("127.0.0.1", port, timeout=30.0) as bus:
+        read = asyncio.create_task(bus.read_holding(0, 1, unit=1))
+        await asyncio.sleep(0.2)
+        read.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await read
+        assert bus.failures == 0
 
 
 async def test_refused_connection_is_unreachable() -> None:
