@@ -208,21 +208,25 @@ class Bus:
         cancelling = task.cancelling()
         watch = _Watch(task)
         down.add_done_callback(watch.fire)
+        taken_back = False
         try:
-            response = await request
+            return await request
         except asyncio.CancelledError:
-            if watch.fired and task.uncancel() <= cancelling:
-                if link.refusal is not None:
-                    raise _Refused(link.refusal) from None
-                raise ConnectionException("connection lost while waiting for the answer") \
-                    from None
+            if watch.fired:
+                taken_back = True
+                if task.uncancel() <= cancelling:  # only ours: the link went down
+                    if link.refusal is not None:
+                        raise _Refused(link.refusal) from None
+                    raise ConnectionException("connection lost while waiting for the "
+                                              "answer") from None
             raise
         finally:
             watch.active = False
             down.remove_done_callback(watch.fire)
-        if watch.fired:  # the answer came with the loss and asyncio.wait_for kept it
-            task.uncancel()
-        return response
+            if watch.fired and not taken_back:
+                # pymodbus ended otherwise (asyncio.wait_for keeps an answer that came with
+                # the cancellation): the cancellation asked for is void, take it back
+                task.uncancel()
 
     async def _connect(self) -> ModbusBaseClient:
         if (self._client is not None and self._client.connected
