@@ -18,7 +18,7 @@ import dataclasses
 import logging
 import math
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
@@ -94,6 +94,9 @@ class ModbusDevice:
         self._cost = cost or CostModel.tcp()
         self._max_gap = max_gap
         self._slack = slack
+        # every register each point needs, to check a poll read them all
+        self._registers = tuple(frozenset(a for s, c in p.spans() for a in range(s, s + c))
+                                for p in self.points)
         self._next = [-math.inf] * len(self.points)
         self._stats = DeviceStats()
         self._plans: dict[tuple[int, ...], tuple[list[_Batch], int, int]] = {}
@@ -118,23 +121,29 @@ class ModbusDevice:
         """Indexes of the points due at ``now``."""
         return tuple(i for i, t in enumerate(self._next) if t <= now + self._slack)
 
-    async def poll(self, now: float) -> list[Reading]:
+    async def poll(self, now: float, *,
+                   stamp: Callable[[], datetime] | None = None) -> list[Reading]:
         """Read and decode the points due at monotonic time ``now``; ``[]`` if none are due.
 
-        Raises :class:`DeviceUnreachable` if the device answered none of the requests; the
-        points stay due.
+        The readings' time is ``stamp()`` called once the reads are done (default: the wall
+        clock, UTC): a caller that stamps readings on its own clock passes it, so that each
+        reading is built once with its final time. Raises :class:`DeviceUnreachable` if the
+        device answered none of the requests; the points stay due.
         """
         due = self.due(now)
         if not due:
             return []
         batches = self._plan(due)
-        images, failed = await self._read(batches)
+        images, failed, sent, answered = await self._read(batches)
         for i in due:
             previous, interval = self._next[i], self.points[i].interval
             self._next[i] = previous + interval if previous + interval > now else now + interval
-        ts = datetime.now(UTC)
+        ts = datetime.now(UTC) if stamp is None else stamp()
         readings = [self._reading(i, images, failed, ts) for i in due]
-        self._count(readings)
+        self._stats = _replace(
+            self._stats, requests=sent, failed_requests=sent - answered,
+            point_errors=sum(r.quality is Quality.ERROR for r in readings),
+            point_missing=sum(r.quality is Quality.MISSING for r in readings))
         return readings
 
     def _plan(self, due: tuple[int, ...]) -> list[_Batch]:
@@ -165,8 +174,10 @@ class ModbusDevice:
                 batches.append(_Batch(function=function, request=request, points=served))
         return batches, minimum, naive
 
-    async def _read(self, batches: list[_Batch]) -> tuple[dict[str, dict[int, int]], set[int]]:
-        """Run the batches; return the register images by function and the failed points."""
+    async def _read(self, batches: list[_Batch]
+                    ) -> tuple[dict[str, dict[int, int]], set[int], int, int]:
+        """Run the batches; return the register images by function, the failed points, the
+        requests sent and those answered (the caller counts them with the poll's readings)."""
         images: dict[str, dict[int, int]] = defaultdict(dict)
         failed: set[int] = set()
         done = 0
@@ -181,21 +192,18 @@ class ModbusDevice:
                             batch.function, req.address, req.count, exc.exception_code)
                 failed.update(batch.points)
             except DeviceUnreachable:
-                self._stats = _replace(self._stats, requests=n + 1,
-                                       failed_requests=n + 1 - done)
                 if done == 0:
-                    self._stats = _replace(self._stats, unreachable=1)
+                    self._stats = _replace(self._stats, requests=n + 1,
+                                           failed_requests=n + 1, unreachable=1)
                     raise
                 log.warning("%s stopped answering mid-cycle", self.name)
                 failed.update(i for b in batches[n:] for i in b.points)
-                return images, failed
+                return images, failed, n + 1, done
             else:
                 done += 1
                 images[batch.function].update(zip(range(req.address, req.end), regs,
                                                   strict=True))
-        self._stats = _replace(self._stats, requests=len(batches),
-                               failed_requests=len(batches) - done)
-        return images, failed
+        return images, failed, len(batches), done
 
     def _reading(self, index: int, images: dict[str, dict[int, int]],
                  failed: set[int], ts: datetime) -> Reading:
@@ -203,8 +211,7 @@ class ModbusDevice:
         image = images.get(point.function, {})
         value: float | str | None = None
         quality = Quality.ERROR
-        if index not in failed and all(a in image for s, c in point.spans()
-                                       for a in range(s, s + c)):
+        if index not in failed and image.keys() >= self._registers[index]:
             try:
                 value = point.decode(image)
             except (ValueError, ArithmeticError) as exc:
@@ -213,12 +220,6 @@ class ModbusDevice:
                 quality = Quality.MISSING if value is None else Quality.GOOD
         return Reading(device=self.name, point=point.point, kind=point.kind, value=value,
                        unit=point.unit, ts=ts, quality=quality)
-
-    def _count(self, readings: list[Reading]) -> None:
-        self._stats = _replace(
-            self._stats,
-            point_errors=sum(r.quality is Quality.ERROR for r in readings),
-            point_missing=sum(r.quality is Quality.MISSING for r in readings))
 
 
 def _replace(stats: DeviceStats, **increments: int) -> DeviceStats:

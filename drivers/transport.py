@@ -27,7 +27,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import Literal, Self
+from typing import Any, Literal, Self
 
 from pymodbus import FramerType
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
@@ -146,7 +146,9 @@ class Bus:
         what = f"{self.name} unit {unit}: read {function} {address}+{count}"
         async with self._lock:
             loop = asyncio.get_running_loop()
-            await asyncio.sleep(max(0.0, self._quiet_until - loop.time()))
+            quiet = self._quiet_until - loop.time()
+            if quiet > 0:
+                await asyncio.sleep(quiet)
             self.requests += 1
             try:
                 return await self._read_locked(function, address, count, unit, what)
@@ -195,22 +197,36 @@ class Bus:
     async def _unless_lost(self, request: Awaitable[ModbusPDU]) -> ModbusPDU:
         """Await ``request``, but fail at once if the link goes down or a framer refuses the
         reply meanwhile (pymodbus would otherwise wait out its own timeout for an answer that
-        cannot come)."""
+        cannot come).
+
+        The request runs in this task; the link going down cancels it the way
+        ``asyncio.timeout`` does, so an outer cancellation or deadline still wins."""
         link = self._link
-        answer = asyncio.ensure_future(request)
-        lost = asyncio.ensure_future(link.down.wait())
+        down = link.down()
+        task = asyncio.current_task()
+        assert task is not None
+        cancelling = task.cancelling()
+        watch = _Watch(task)
+        down.add_done_callback(watch.fire)
+        taken_back = False
         try:
-            await asyncio.wait((answer, lost), return_when=asyncio.FIRST_COMPLETED)
+            return await request
+        except asyncio.CancelledError:
+            if watch.fired:
+                taken_back = True
+                if task.uncancel() <= cancelling:  # only ours: the link went down
+                    if link.refusal is not None:
+                        raise _Refused(link.refusal) from None
+                    raise ConnectionException("connection lost while waiting for the "
+                                              "answer") from None
+            raise
         finally:
-            for task in (answer, lost):
-                task.cancel()
-            if answer.done() and not answer.cancelled():
-                answer.exception()  # retrieved: an error is re-raised below or superseded
-        if not answer.done() or answer.cancelled():
-            if link.refusal is not None:
-                raise _Refused(link.refusal)
-            raise ConnectionException("connection lost while waiting for the answer")
-        return answer.result()
+            watch.active = False
+            down.remove_done_callback(watch.fire)
+            if watch.fired and not taken_back:
+                # pymodbus ended otherwise (asyncio.wait_for keeps an answer that came with
+                # the cancellation): the cancellation asked for is void, take it back
+                task.uncancel()
 
     async def _connect(self) -> ModbusBaseClient:
         if (self._client is not None and self._client.connected
@@ -237,21 +253,52 @@ class _Refused(Exception):
     """A framer refused the reply; the message says why (no frame contents)."""
 
 
+class _Watch:
+    """Cancels ``task`` when fired while active (a link that went down during a request)."""
+
+    __slots__ = ("active", "fired", "task")
+
+    def __init__(self, task: asyncio.Task[Any]) -> None:
+        self.task = task
+        self.active = True
+        self.fired = False
+
+    def fire(self, _down: object) -> None:
+        if self.active and not self.fired:
+            self.fired = True
+            self.task.cancel()
+
+
 class _Link:
     """What the callbacks of one connection report: that it went down, or a refused reply."""
 
     def __init__(self) -> None:
-        self.down = asyncio.Event()
         self.refusal: str | None = None
+        self._went_down = False
+        self._down: asyncio.Future[None] | None = None
+
+    def down(self) -> asyncio.Future[None]:
+        """Done once the connection went down or a reply was refused: one future for all the
+        requests on this connection (never cancelled by them)."""
+        if self._down is None:
+            self._down = asyncio.get_running_loop().create_future()
+            if self._went_down:
+                self._down.set_result(None)
+        return self._down
 
     def connection(self, up: bool) -> None:
         if not up:
-            self.down.set()
+            self._set_down()
 
     def refuse(self, reason: str) -> None:
         if self.refusal is None:
             self.refusal = reason
-        self.down.set()
+        self._set_down()
+
+    def _set_down(self) -> None:
+        self._went_down = True
+        if self._down is not None and not self._down.done():
+            self._down.set_result(None)
 
 
 def _guard(client: ModbusBaseClient, refuse: Callable[[str], None]) -> None:

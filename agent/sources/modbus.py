@@ -15,6 +15,7 @@ import dataclasses
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from agent.config.model import AgentConfig, RtuDevice, SerialBus, TcpDevice
 from agent.host.clock import TrustedClock
@@ -126,18 +127,36 @@ class Stamper:
         self._sink = sink
         self._held: list[tuple[float, Sequence[Reading]]] = []
         self._held_count = 0
+        self._issued: datetime | None = None
         self.dropped = 0
 
+    def stamp(self) -> datetime:
+        """The time for readings about to be handed over (a poller's ``stamp``, called after
+        its last read): on the trusted clock, so that :meth:`__call__` passes readings built
+        with it on as they are instead of copying each to set its time. While the clock is
+        not trusted, the wall clock as a stand-in: :meth:`__call__` then holds the readings
+        and stamps them later, as any others."""
+        issued = self._clock.stamp(self._clock.monotonic()) if self._clock.check() else None
+        self._issued = issued
+        return datetime.now(UTC) if issued is None else issued
+
     def __call__(self, taken: float, readings: Sequence[Reading]) -> None:
+        issued, self._issued = self._issued, None
         if not readings:
             return
-        if not self._clock.check():
+        # Built with the trusted time :meth:`stamp` just issued (nothing ran in between:
+        # the poller hands over right after its last read), so already stamped at hand-over.
+        stamped = issued is not None and all(r.ts is issued for r in readings)
+        if not stamped and not self._clock.check():
             self._hold(taken, readings)
             return
         if self._held:
             held, self._held, self._held_count = self._held, [], 0
             for at, batch in held:
                 self._emit(at, batch)
+        if stamped:
+            self._sink(readings)
+            return
         # Stamped at hand-over, not when the poll began (``taken``): while the poll ran, a
         # tick may have released the window ``taken`` falls in, and a reading stamped there
         # would open that window again and have it released twice. A poll takes well under
@@ -184,7 +203,7 @@ async def _poll_slot(slot: Slot, bus: Bus, stamper: Stamper, now: float,
         if slot.device is None:
             slot.device = await build_device(slot.config, bus)
             log.info("device %s found: %d points", name, len(slot.device.points))
-        readings = await slot.device.poll(now)
+        readings = await slot.device.poll(now, stamp=stamper.stamp)
     except DriverError as exc:
         _failed(slot, exc, now, metrics)
         return

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+import struct
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -115,6 +116,37 @@ def raw_value(point: PointDef, regs: Sequence[int]) -> Value:
     if isinstance(value, float):
         return None if math.isnan(value) else value
     return None if value == sentinel else value
+
+
+# SunSpec numeric type of one or two registers -> (registers, packed layout, its struct)
+_WORDS = (struct.Struct(">H"), struct.Struct(">HH"))
+_PACKED: dict[str, tuple[int, struct.Struct]] = {
+    name: (codec.DTYPES[dtype][0], struct.Struct(codec.DTYPES[dtype][1]))
+    for name, (dtype, _) in _NUMERIC.items() if codec.DTYPES[dtype][0] <= 2}
+
+
+def raw_at(point: PointDef, image: Mapping[int, int], address: int) -> Value:
+    """:func:`raw_value` of the point's registers at ``address`` in a register image.
+
+    The same values, ``None`` and ``ValueError`` (a register missing from the image, one that
+    is not a 16-bit value); numbers of one or two registers (all but 64-bit ones) are unpacked
+    in one step, the per-poll path.
+    """
+    packed = _PACKED.get(point.type)
+    try:
+        if packed is None or packed[0] != point.size:
+            return raw_value(point, [image[a] for a in range(address, address + point.size)])
+        width, layout_ = packed
+        regs = (image[address],) if width == 1 else (image[address], image[address + 1])
+    except KeyError as exc:
+        raise ValueError(f"register {exc.args[0]} was not read") from None
+    try:
+        value: int | float = layout_.unpack(_WORDS[width - 1].pack(*regs))[0]
+    except struct.error:
+        raise ValueError(f"{point.name}: registers {regs!r} are not 16-bit values") from None
+    if isinstance(value, float):
+        return None if math.isnan(value) else value
+    return None if value == _NUMERIC[point.type][1] else value
 
 
 def apply_scale(value: Value, exponent: int | None) -> Value:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from drivers.models import PointKind
 from drivers.points import spec
 from drivers.registers import RegisterImage, RegisterPoint
-from drivers.sunspec.decode import Layout, PlacedPoint, apply_scale, layout, raw_value
+from drivers.sunspec.decode import Layout, PlacedPoint, apply_scale, layout, raw_at
 from drivers.sunspec.discovery import ModelInfo, SunSpecDevice
 from drivers.sunspec.models import PointDef, load_model
 
@@ -120,7 +120,7 @@ class SunSpecDecoder:
     factor: float = 1.0
 
     def __call__(self, image: RegisterImage) -> float | str | None:
-        value = raw_value(self.point, _regs(image, self.address, self.point.size))
+        value = raw_at(self.point, image, self.address)
         if value is None:
             return None
         if isinstance(value, str):
@@ -135,7 +135,7 @@ class SunSpecDecoder:
         if self.point.sf is not None:
             exponent = self.sf_const
             if self.sf_address is not None:
-                sf = raw_value(_SF, _regs(image, self.sf_address, 1))
+                sf = raw_at(_SF, image, self.sf_address)
                 exponent = sf if isinstance(sf, int) else None
             value = apply_scale(value, exponent)  # ValueError for an out-of-range factor
             if value is None:
@@ -267,13 +267,6 @@ def _register_point(
         count=placed.point.size, interval=INTERVALS[canonical.kind], decode=decoder,
         extra=() if sf_address is None else ((sf_address, 1),),
     )
-
-
-def _regs(image: RegisterImage, address: int, count: int) -> list[int]:
-    try:
-        return [image[a] for a in range(address, address + count)]
-    except KeyError as exc:
-        raise ValueError(f"register {exc.args[0]} was not read") from None
 
 
 def _flag_names(point: PointDef, value: int) -> list[str]:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
-from datetime import UTC
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -82,6 +83,21 @@ async def test_poll_reads_decodes_and_counts_requests() -> None:
     expected = plan([s for p in profile.points() for s in p.spans()], CostModel.tcp())
     assert bus.requests == dev.stats.requests == len(expected.requests) == 2
     assert dev.stats.minimum == 2 and dev.stats.naive == len(profile.registers)
+
+
+async def test_a_stamp_gives_every_reading_its_time_after_the_reads() -> None:
+    issued: list[datetime] = []
+
+    def stamp() -> datetime:
+        issued.append(datetime(2026, 6, 1, 12, 0, tzinfo=UTC))
+        return issued[-1]
+
+    async with serve(server_device()) as port, Bus.tcp("127.0.0.1", port) as bus:
+        dev = ModbusDevice.from_profile(sungrow(), name="hybrid", reader=bus, unit=1,
+                                        identity=IDENTITY)
+        readings = await dev.poll(now=0.0, stamp=stamp)
+        assert len(issued) == 1 and bus.requests == 2
+    assert readings and all(r.ts is issued[0] for r in readings)
 
 
 async def test_only_due_points_are_read_and_next_due_says_when() -> None:
@@ -163,6 +179,28 @@ async def test_unreachable_device_raises_and_keeps_points_due() -> None:
         assert bus.requests == 1  # the cycle stopped at the first silent request
         assert dev.next_due() < 0.0 and len(dev.due(1.0)) == len(dev.points)
         assert dev.stats.unreachable == 1
+        assert dev.stats.requests == dev.stats.failed_requests == dev.stats.polls == 1
+
+
+async def test_a_device_that_stops_answering_mid_cycle_spoils_only_the_rest() -> None:
+    async def stall_at_the_frequency(_fc: int, _start: int, address: int, _count: int,
+                                     _regs: list[int], _values: object) -> ExcCodes | None:
+        if address == 5035:
+            await asyncio.sleep(1.0)
+        return None
+
+    rtu = CostModel.rtu(9600, turnaround=0.0)  # three reads: 5000+19, 5035+1, 12999+48
+    async with serve(server_device(action=stall_at_the_frequency)) as port, \
+            Bus.tcp("127.0.0.1", port, timeout=0.3) as bus:
+        dev = ModbusDevice.from_profile(sungrow(), name="hybrid", reader=bus, unit=1,
+                                        identity=IDENTITY, cost=rtu)
+        readings = await dev.poll(now=0.0)
+        assert bus.requests == 2  # the third read was not sent
+    quality = {r.point: r.quality for r in readings}
+    assert quality["pv.dc_power"] is Quality.GOOD and quality["battery.soc"] is Quality.ERROR
+    assert dev.stats.requests == 2 and dev.stats.failed_requests == 1
+    assert dev.stats.unreachable == 0 and dev.stats.polls == 1
+    assert dev.stats.point_errors == sum(q is Quality.ERROR for q in quality.values())
 
 
 async def test_probe_identifies_the_family() -> None:

@@ -157,6 +157,37 @@ async def test_silent_device_is_unreachable_within_the_deadline() -> None:
         assert not bus.connected  # dropped, so a late answer cannot be mistaken for the next
 
 
+async def test_a_device_that_hangs_up_on_a_request_fails_it_at_once() -> None:
+    async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(1)  # the request arrives...
+        writer.close()  # ...and the device drops the connection instead of answering
+
+    server = await asyncio.start_server(hang_up, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with Bus.tcp("127.0.0.1", port, timeout=30.0) as bus:
+            for _ in range(2):  # the second on a new connection
+                async with asyncio.timeout(5.0):  # not the bus's 30 s deadline
+                    with pytest.raises(DeviceUnreachable, match="connection lost while waiting"):
+                        await bus.read_holding(0, 1, unit=1)
+            assert (bus.requests, bus.failures) == (2, 2)
+            task = asyncio.current_task()
+            assert task is not None and task.cancelling() == 0  # nothing left to cancel us
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_a_read_cancelled_from_outside_is_cancelled_not_failed() -> None:
+    async with silent_server() as port, Bus.tcp("127.0.0.1", port, timeout=30.0) as bus:
+        read = asyncio.create_task(bus.read_holding(0, 1, unit=1))
+        await asyncio.sleep(0.2)
+        read.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await read
+        assert bus.failures == 0
+
+
 async def test_refused_connection_is_unreachable() -> None:
     async with Bus.tcp("127.0.0.1", free_port(), timeout=1.0) as bus:
         with pytest.raises(DeviceUnreachable, match="link failed"):

@@ -5,10 +5,12 @@ from __future__ import annotations
 import struct
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from drivers.errors import DeviceProtocolError, DiscoveryError
 from drivers.models import DeviceIdentity
-from drivers.sunspec.decode import apply_scale, decode_model, layout, raw_value
+from drivers.sunspec.decode import apply_scale, decode_model, layout, raw_at, raw_value
 from drivers.sunspec.discovery import discover, read_model
 from drivers.sunspec.models import (
     GroupDef,
@@ -261,3 +263,36 @@ async def test_read_model_splits_long_models_into_reads_of_125() -> None:
     regs = await read_model(reader, device.models[1], unit=1)
     assert regs == [64999, 300, *range(300)]
     assert [count for _, count in reader.reads] == [125, 125, 52]
+
+
+_SIZES = {"int16": 1, "sunssf": 1, "uint16": 1, "count": 1, "enum16": 1, "bitfield16": 1,
+          "acc16": 1, "pad": 1, "int32": 2, "uint32": 2, "enum32": 2, "bitfield32": 2,
+          "acc32": 2, "ipaddr": 2, "float32": 2, "int64": 4, "uint64": 4, "acc64": 4,
+          "float64": 4, "string": 3, "eui48": 4, "ipv6addr": 8}
+_EDGES = [0, 1, 0x7FC0, 0x7FFF, 0x8000, 0xFFFE, 0xFFFF]
+
+
+@given(ptype=st.sampled_from(sorted(_SIZES)), address=st.integers(0, 0xFFF0),
+       words=st.lists(st.sampled_from(_EDGES) | st.integers(0, 0xFFFF), min_size=8,
+                      max_size=8))
+def test_decoding_from_the_image_gives_what_raw_value_gives(
+        ptype: str, address: int, words: list[int]) -> None:
+    point = PointDef(name="x", type=ptype, size=_SIZES[ptype])
+    image = {address + i: w for i, w in enumerate(words)}
+    expected = raw_value(point, words[:point.size])
+    got = raw_at(point, image, address)
+    assert got == expected or (got != got and expected != expected)
+    assert type(got) is type(expected)
+
+
+@pytest.mark.parametrize("ptype", ["int16", "uint16", "uint32", "float32", "int64", "string"])
+def test_decoding_from_the_image_refuses_missing_and_oversized_registers(ptype: str) -> None:
+    point = PointDef(name="x", type=ptype, size=_SIZES[ptype])
+    with pytest.raises(ValueError, match="register 10 was not read"):
+        raw_at(point, {a: 0 for a in range(10 + point.size) if a != 10}, 10)
+    big = {a: 0 for a in range(10, 10 + point.size)} | {10 + point.size - 1: 0x10000}
+    with pytest.raises((ValueError, ArithmeticError)) as slow:  # what the poller catches
+        raw_value(point, [big[a] for a in range(10, 10 + point.size)])
+    with pytest.raises((ValueError, ArithmeticError)) as fast:
+        raw_at(point, big, 10)
+    assert fast.type is slow.type
