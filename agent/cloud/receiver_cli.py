@@ -21,9 +21,9 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any
 
 from agent.errors import AgentError, ReceiverError
 
@@ -123,6 +123,33 @@ async def _run_database(args: argparse.Namespace, config: BrokerConfig) -> None:
         await store.close()
 
 
+async def _until_stopped(work: Coroutine[Any, Any, None]) -> int:
+    """Run ``work`` until SIGINT or SIGTERM; the exit status: 130 after SIGINT, 0 after
+    SIGTERM (a service manager's stop). The handlers are set here, not inherited: a receiver
+    started in the background of a script or by a manager that ignores SIGINT still stops on
+    it."""
+    loop, task = asyncio.get_running_loop(), asyncio.current_task()
+    assert task is not None
+    received: list[signal.Signals] = []
+
+    def stop(signum: signal.Signals) -> None:
+        if not received:
+            received.append(signum)
+            task.cancel()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop, signum)
+    try:
+        await work
+    except asyncio.CancelledError:
+        if not received:
+            raise
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+    return 130 if received == [signal.SIGINT] else 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.database and args.output != "-":
@@ -138,17 +165,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     faulthandler.register(signal.SIGUSR1, all_threads=True)
     try:
         if args.output == "-":
-            asyncio.run(_run(args, sys.stdout))
-        else:
-            fd = os.open(args.output, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-            with open(fd, "a", encoding="utf-8") as out:
-                asyncio.run(_run(args, out))
+            return asyncio.run(_until_stopped(_run(args, sys.stdout)))
+        fd = os.open(args.output, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        with open(fd, "a", encoding="utf-8") as out:
+            return asyncio.run(_until_stopped(_run(args, out)))
     except KeyboardInterrupt:
         return 130
     except (AgentError, OSError) as exc:
         print(f"hems-receiver: {exc}", file=sys.stderr)
         return 2
-    return 0
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from agent.cloud.receiver import ReplayStore, load_device_registry
 from agent.uplink.session import connect, tls_context
 from agent.wire import envelope, keys
+from tests.conftest import free_port
 from tests.integration.uplink_helpers import (
     PASSWORDS,
     WINDOW,
@@ -30,7 +31,7 @@ from tests.integration.uplink_helpers import (
     wait_until,
 )
 from tests.support.bodies import consent_body, deletion_body, event_body, release_body
-from tests.support.mosquitto import RECEIVER_USER, Mosquitto
+from tests.support.mosquitto import RECEIVER_USER, Mosquitto, make_tls
 
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)  # Linux
 
@@ -139,6 +140,40 @@ async def test_hems_receiver_command_writes_json_lines(tmp_path: Path) -> None:
     assert b"replay" in err and proc.returncode == 130
     assert b"(most recent call first)" in err and b"receiver_cli.py" in err
     assert ReplayStore(tmp_path / "seen.db").seen("s-0001", 2)
+
+
+@pytest.mark.parametrize(("signum", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 0)])
+def test_a_receiver_started_with_sigint_ignored_still_stops_on_sigint_and_sigterm(
+        tmp_path: Path, signum: signal.Signals, status: int) -> None:
+    """A shell's background job, or a manager, may start it with SIGINT ignored; it sets its
+    own handlers. No broker listens: it is waiting to retry when the signal comes."""
+    fleet = Fleet()
+    (tmp_path / "devices.json").write_text(json.dumps(
+        {s: keys.device_public_pem(k.public_key()).decode() for s, k in fleet.devices.items()}),
+        encoding="utf-8")
+    keys.write_private_file(tmp_path / "company.key", keys.recipient_private_pem(fleet.recipient))
+    keys.write_private_file(tmp_path / "receiver.pass", b"secret")
+    ca, _, _ = make_tls(tmp_path)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "agent.cloud.receiver_cli", "--broker",
+         f"mqtts://127.0.0.1:{free_port()}", "--ca", str(ca), "--username", RECEIVER_USER,
+         "--password-file",
+         str(tmp_path / "receiver.pass"), "--device-keys", str(tmp_path / "devices.json"),
+         "--recipient-key", str(tmp_path / "company.key"), "--replay-db",
+         str(tmp_path / "seen.db"), "--output", str(tmp_path / "out.jsonl")],
+        stderr=subprocess.PIPE, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    try:
+        assert proc.stderr is not None
+        line = proc.stderr.readline()  # the first failed connection: it is running
+        assert b"retrying in" in line, line
+        proc.send_signal(signum)
+        assert proc.wait(20) == status
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if proc.stderr is not None:
+            proc.stderr.close()
 
 
 def _lines(data: bytes) -> list[int]:
