@@ -98,6 +98,11 @@ class Ledger:
     def subject(self) -> str:
         return self._subject
 
+    @property
+    def contract_running(self) -> bool:
+        """Whether the contract runs: required purposes hold at least their required tier."""
+        return not self._contract_ended
+
     def head(self) -> tuple[int, str]:
         """(number of records, hash of the last one): the anchor to compare with the backend."""
         return len(self._records), self._records[-1]["hash"] if self._records else GENESIS

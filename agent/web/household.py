@@ -217,7 +217,7 @@ class HouseholdService:
             for r in p.recipients:
                 rec = state.get((p.id, r.id))
                 if rec is not None and rec.needs_agreement:
-                    offered = _offered(p, rec)
+                    offered = _offered(p, rec, self._ledger.contract_running)
                     if offered is not None:
                         out.append(AgreementRequest(
                             purpose=p.id, recipient=r.id,
@@ -372,17 +372,23 @@ class HouseholdService:
         return Outcome(changes=tuple(changes), purged=purged)
 
 
-def _offered(p: Purpose, rec: ConsentRecord) -> str | None:
+def _offered(p: Purpose, rec: ConsentRecord, contract_running: bool) -> str | None:
     """The tier agreeing sets: what the household had before the pause (or has now), else the
-    purpose's default; coarsened to the finest tier offered; None if there is nothing to
-    offer (then no card: the household may opt in as usual)."""
+    purpose's default; coarsened to the finest tier offered, and, for a purpose the contract
+    requires while it runs, no coarser than its required tier (the ledger refuses less); None
+    if there is nothing to offer (then no card: the household may opt in as usual)."""
     if rec.event is Event.PAUSED:
         restore = rec.data.get("restore_tier")
         if restore is None:
             return None  # nothing the household had agreed to: it may opt in as usual
-        return _coarsened(p, Tier(restore))
-    tier = rec.tier or p.default or p.required_tier
-    return None if tier is None else _coarsened(p, tier)
+        offered = _coarsened(p, Tier(restore))
+    else:
+        tier = rec.tier or p.default or p.required_tier
+        offered = None if tier is None else _coarsened(p, tier)
+    floor = p.required_tier if p.required and contract_running else None
+    if offered is not None and floor is not None and rank(offered) < rank(floor):
+        return _coarsened(p, floor)
+    return offered
 
 
 def _coarsened(p: Purpose, tier: str) -> str | None:

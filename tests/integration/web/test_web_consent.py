@@ -165,3 +165,18 @@ async def test_a_grant_an_older_update_switched_on_is_stopped_and_explained(
     card = _card((await client.get("/")).text, "proposals", "company")
     assert "ご同意なしに「1か月ごと」から「1日ごと」に切り替わっていた" in card
     assert 'name="tier" value="1mo"' in card
+
+
+async def test_a_purpose_made_required_offers_at_least_its_required_tier(
+        client: Client, rig: Rig) -> None:
+    """The household had improvement at ``events``; an update widens it and makes it required
+    at ``1d`` while the contract runs: the card offers ``1d`` (what agreeing can set), not the
+    ``events`` it had, which the ledger would refuse."""
+    rig.service.set_grant("improvement", "company", "events")
+    rig.ledger.apply_catalogue(_catalogue(improvement={
+        "power_stats": ["mean", "max"], "required": True, "required_tier": "1d"}), rig.clock())
+    [card] = [c for c in rig.service.agreements() if c.purpose == "improvement"]
+    assert card.offered == "1d" and card.required
+    rig.service.set_grant("improvement", "company", card.offered)
+    assert grant_of(rig, "improvement", "company") == "1d"
+    assert rig.service.agreements() == []
