@@ -18,16 +18,17 @@ class Notifier:
         self._address: str | None = None
         if address:
             self._address = "\0" + address[1:] if address.startswith("@") else address
+        self._status: str | None = None  # the last STATUS systemd received
 
     @property
     def enabled(self) -> bool:
         return self._address is not None
 
-    def send(self, *fields: str) -> None:
-        """Send ``KEY=value`` lines; errors and a full queue are ignored (systemd may be
-        restarting or busy; the next tick sends again)."""
+    def send(self, *fields: str) -> bool:
+        """Send ``KEY=value`` lines; whether they were sent. Errors and a full queue are
+        ignored (systemd may be restarting or busy; the next tick sends again)."""
         if self._address is None:
-            return
+            return False
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
             # Never block the event loop: when the manager's queue is full (10 datagrams by
             # default) a blocking send waits until it reads, freezing the whole daemon.
@@ -36,16 +37,21 @@ class Notifier:
                 sock.connect(self._address)
                 sock.sendall("\n".join(fields).encode())
             except OSError:
-                return
+                return False
+        return True
 
     def ready(self, status: str) -> None:
-        self.send("READY=1", f"STATUS={status}")
+        if self.send("READY=1", f"STATUS={status}"):
+            self._status = status
 
     def watchdog(self) -> None:
         self.send("WATCHDOG=1")
 
     def status(self, status: str) -> None:
-        self.send(f"STATUS={status}")
+        """Send ``STATUS`` when it differs from the last one systemd received (the daemon
+        calls this every tick; an unchanged line costs a socket and a wake-up of systemd)."""
+        if status != self._status and self.send(f"STATUS={status}"):
+            self._status = status
 
     def stopping(self) -> None:
         self.send("STOPPING=1", "STATUS=stopping")

@@ -97,6 +97,7 @@ class Outbox:
         self._unlogged: list[Noted] = []  # committed, not yet reported queued
         self._acked: set[int] = set()
         self._acked_since = 0.0
+        self._work = asyncio.Event()  # set by enqueue and ack: the idle flusher sleeps until then
         self._publishing: list[int] = []  # to mark in flight with the next commit
         # Handed out by the last next_batch; of those, dropped by the bound (acknowledged after
         # all: it arrived, no longer a drop); and purged or dropped while handed out or in
@@ -199,6 +200,7 @@ class Outbox:
                                   tier=tier, kind=kind, priority=priority,
                                   created=self._clock(), size=len(payload), payload=payload,
                                   log_entry=log_entry))
+        self._work.set()
         if len(self._pending) >= self.config.batch_items:
             self.flush()
 
@@ -210,6 +212,7 @@ class Outbox:
         if not self._acked:
             self._acked_since = self._clock()
         self._acked.update(fresh)
+        self._work.set()
         self._arrived += [self._dropped_handed.pop(i) for i in fresh
                           if i in self._dropped_handed]
         if self.events is not None and (seqs := self._data_seqs(fresh)):
@@ -485,9 +488,14 @@ class Outbox:
 
     async def run_flusher(self) -> None:
         """Commit pending work every ``flush_interval`` seconds (:meth:`commit_due`) until
-        cancelled; then everything."""
+        cancelled; then everything. With nothing pending it sleeps until an enqueue or an
+        acknowledgement: an idle daemon is not woken every second for nothing."""
         try:
             while True:
+                if not (self._pending or self._acked or self._marks_pending or self._seq_dirty
+                        or self._publishing):
+                    self._work.clear()
+                    await self._work.wait()
                 await asyncio.sleep(self.config.flush_interval)
                 self.commit_due()
         finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 from datetime import UTC, datetime
 from pathlib import Path
@@ -72,6 +73,24 @@ def test_notifier_sends_datagrams(tmp_path: Path) -> None:
         notifier.stopping()
         received = [server.recv(1024).decode() for _ in range(3)]
     assert received == ["READY=1\nSTATUS=3 devices", "WATCHDOG=1", "STOPPING=1\nSTATUS=stopping"]
+
+
+def test_a_status_is_sent_when_it_changes_and_again_after_a_failed_send(
+        tmp_path: Path) -> None:
+    path = tmp_path / "notify"
+    notifier = Notifier(str(path))
+    notifier.status("1 devices, outbox 0 queued")  # no socket bound yet: not received
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as server:
+        server.bind(str(path))
+        server.setblocking(False)
+        for status in ("1 devices, outbox 0 queued", "1 devices, outbox 0 queued",
+                       "1 devices, outbox 2 queued", "1 devices, outbox 2 queued"):
+            notifier.status(status)
+        received = []
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                received.append(server.recv(1024).decode())
+    assert received == ["STATUS=1 devices, outbox 0 queued", "STATUS=1 devices, outbox 2 queued"]
 
 
 def test_notifier_without_systemd_is_silent(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -149,6 +149,41 @@ def test_storage_failure_raises_outbox_error(tmp_path: Path) -> None:
         box.flush()
 
 
+class _Counting(Outbox):
+    steps = 0
+
+    def commit_due(self) -> None:
+        self.steps += 1
+        super().commit_due()
+
+
+async def test_an_idle_flusher_sleeps_until_an_enqueue_then_commits_within_its_interval(
+        tmp_path: Path) -> None:
+    import asyncio
+
+    box = _Counting(tmp_path / "o.db", OutboxConfig(flush_interval=0.02))
+    task = asyncio.create_task(box.run_flusher())
+    try:
+        await asyncio.sleep(0.3)  # nothing queued: fifteen intervals pass without a step
+        assert box.steps == 0
+        put(box, 1)
+        for _ in range(100):
+            await asyncio.sleep(0.02)
+            if box.stats().pending == 0:
+                break
+        assert box.stats().depth == 1 and box.stats().pending == 0  # committed by the flusher
+        box.ack([item.id for item in box.next_batch(10)])
+        for _ in range(100):
+            await asyncio.sleep(0.02)
+            if box.steps >= 3:
+                break
+        assert box.steps >= 3  # acknowledged, not yet due: it keeps stepping until ack_interval
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+
 async def test_run_flusher_commits_on_cancel(tmp_path: Path) -> None:
     import asyncio
 
