@@ -15,7 +15,8 @@ starts the simulators and one subject:
 
 Subjects run in turn, the whole set repeated (ABAB) ``BENCH_PEER_ROUNDS`` times (default 2);
 ``BENCH_PEER_SECONDS`` is the measured window of each (default 25). Then the daemon with no
-devices for ``BENCH_PEER_IDLE_SECONDS`` (default 60). Figures of a subject are summed over its
+devices for ``BENCH_PEER_IDLE_SECONDS`` (default 180: the idle daemon does a few things a
+minute, so a longer window averages where they fall). Figures of a subject are summed over its
 rounds (CPU per reading = all its CPU over all its readings); memory is the largest of its
 rounds at the end of the window.
 """
@@ -183,7 +184,7 @@ def goals(results: dict[tuple[str, int], dict[str, Any]]) -> list[list[object]]:
 
 def main() -> None:
     seconds = float(os.environ.get("BENCH_PEER_SECONDS", "25"))
-    idle_seconds = float(os.environ.get("BENCH_PEER_IDLE_SECONDS", "60"))
+    idle_seconds = float(os.environ.get("BENCH_PEER_IDLE_SECONDS", "180"))
     rounds = int(os.environ.get("BENCH_PEER_ROUNDS", "2"))
     began, load = time.monotonic(), os.getloadavg()
     problem = ensure_peer()
