@@ -154,14 +154,15 @@ def test_a_receiver_started_with_sigint_ignored_still_stops_on_sigint_and_sigter
     keys.write_private_file(tmp_path / "company.key", keys.recipient_private_pem(fleet.recipient))
     keys.write_private_file(tmp_path / "receiver.pass", b"secret")
     ca, _, _ = make_tls(tmp_path)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "agent.cloud.receiver_cli", "--broker",
+    proc = subprocess.Popen(  # the shell ignores SIGINT and the receiver inherits that
+        ["sh", "-c", 'trap "" INT; exec "$0" "$@"', sys.executable, "-m",
+         "agent.cloud.receiver_cli", "--broker",
          f"mqtts://127.0.0.1:{free_port()}", "--ca", str(ca), "--username", RECEIVER_USER,
          "--password-file",
          str(tmp_path / "receiver.pass"), "--device-keys", str(tmp_path / "devices.json"),
          "--recipient-key", str(tmp_path / "company.key"), "--replay-db",
          str(tmp_path / "seen.db"), "--output", str(tmp_path / "out.jsonl")],
-        stderr=subprocess.PIPE, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+        stderr=subprocess.PIPE)
     try:
         assert proc.stderr is not None
         line = proc.stderr.readline()  # the first failed connection: it is running
